@@ -1,0 +1,5 @@
+"""`python -m optkit` runs the CLI."""
+
+from optkit.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The command line. Every command builds a Recipe (a one-variant one for quantize/eval/bench) and
+calls the one pipeline; heavy libraries are imported inside commands so --help stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from optkit import __version__
+from optkit.errors import BadInput, OptkitError
+
+
+def _fail(exc: OptkitError) -> None:
+    click.echo(f"optkit: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _params(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadInput(f"bad --param {pair!r}; write it as key=value, e.g. -p group_size=32")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None):
+    from optkit import pipeline
+    from optkit.report.summary import text_table
+
+    plan = pipeline.plan(recipe, source, base_dir)
+    run_dir = out or Path("reports") / recipe.name
+    report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True))
+    click.echo(text_table(report))
+    click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
+    return report
+
+
+def _single(name: str, checkpoint: str, dtype: str, device: str, steps: list, out: Path | None,
+            evaluate: dict | None, bench: dict | None):
+    from optkit.recipe import parse_recipe
+
+    data = {"name": name, "model": {"checkpoint": checkpoint, "dtype": dtype}, "device": device,
+            "variants": [{"name": name, "steps": steps}], "eval": evaluate or {"perplexity": None},
+            "bench": bench}
+    return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True)
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OptkitError as exc:
+            _fail(exc)
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="optkit")
+def main() -> None:
+    """Make an LLM cheaper and faster to serve without silently making it worse."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="run directory (default reports/<name>)")
+@click.option("--fresh", is_flag=True, help="redo every variant instead of resuming finished ones")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="override the recipe's device")
+def run(recipe: Path, out: Path | None, fresh: bool, device: str | None) -> None:
+    """Build, evaluate and benchmark every variant of RECIPE; write report.json and report.html."""
+    from optkit.recipe import load_recipe
+
+    r = load_recipe(recipe)
+    if device:
+        r.device = device
+    _execute(r, str(recipe), out, fresh, base_dir=recipe.parent)
+
+
+dtype_opt = click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16", "float16"]),
+                         help="dtype to load the checkpoint in")
+device_opt = click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda", "auto"]))
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.argument("method")
+@click.option("--param", "-p", "params", multiple=True, help="method parameter key=value (repeatable)")
+@dtype_opt
+@device_opt
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
+def quantize(checkpoint: str, method: str, params: tuple[str, ...], dtype: str, device: str, out: Path) -> None:
+    """Apply METHOD to CHECKPOINT and write a reloadable artifact that eval/bench/run accept."""
+    from optkit import models
+    from optkit.artifact import write_artifact
+    from optkit.recipe import ModelSpec, Step
+
+    step = Step(method=method, params=_params(params))
+    report = _single("quantize", checkpoint, dtype, device, [step.model_dump()], out / "run", None, None)
+    cand = report.variants[0]
+    if cand.status != "ok":
+        raise OptkitError(f"quantize failed: {cand.error}")
+    source = models.prepare(models.resolve(checkpoint))
+    path = write_artifact(out, source, ModelSpec(checkpoint=checkpoint, dtype=dtype), [step], cand.steps)
+    click.echo(f"wrote {path}; use {out} as a checkpoint for optkit eval / bench / run")
+
+
+@main.command("eval")
+@click.argument("checkpoint")
+@click.option("--max-tokens", default=4096, show_default=True, help="perplexity token budget")
+@click.option("--text", type=click.Path(), help="a local text file instead of WikiText-2")
+@dtype_opt
+@device_opt
+@click.option("--out", "-o", type=click.Path(path_type=Path))
+def eval_(checkpoint: str, max_tokens: int, text: str | None, dtype: str, device: str, out: Path | None) -> None:
+    """Measure token perplexity of CHECKPOINT."""
+    ppl = {"max_tokens": max_tokens, "path": text}
+    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl}, None)
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.option("--prompt-len", default=128, show_default=True)
+@click.option("--gen-len", default=64, show_default=True)
+@click.option("--repeats", default=5, show_default=True)
+@dtype_opt
+@device_opt
+@click.option("--out", "-o", type=click.Path(path_type=Path))
+def bench(checkpoint: str, prompt_len: int, gen_len: int, repeats: int, dtype: str, device: str,
+          out: Path | None) -> None:
+    """Benchmark CHECKPOINT: prefill latency, decode tokens/s, peak memory, size, energy."""
+    spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats}
+    _single("bench", checkpoint, dtype, device, [], out, None, spec)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "md", "html", "json"]))
+def report(run_dir: Path, fmt: str) -> None:
+    """Print a finished run's report (text table, markdown for PR comments, html, json)."""
+    from optkit.report.html import render_html
+    from optkit.report.summary import markdown, text_table
+    from optkit.results import read_report
+
+    rep = read_report(run_dir)
+    render = {"text": text_table, "md": markdown, "html": render_html,
+              "json": lambda r: r.model_dump_json(indent=2)}[fmt]
+    click.echo(render(rep))
+
+
+@main.command()
+@click.argument("report_path", metavar="REPORT", type=click.Path(path_type=Path))
+@click.option("--max-ppl-increase", help="largest allowed perplexity increase vs the baseline, e.g. 5%")
+@click.option("--min-speedup", type=float, help="smallest allowed decode speed-up vs the baseline, e.g. 1.2")
+@click.option("--variant", "variants", multiple=True, help="gate only these variants (repeatable)")
+def gate(report_path: Path, max_ppl_increase: str | None, min_speedup: float | None,
+         variants: tuple[str, ...]) -> None:
+    """Exit 0 when every gated variant passes, 1 otherwise (2 on bad input)."""
+    from pydantic import ValidationError
+
+    from optkit.gate import evaluate
+    from optkit.recipe import GateSpec
+    from optkit.results import read_report
+
+    rep = read_report(report_path)
+    if max_ppl_increase is None and min_speedup is None:
+        spec = GateSpec.model_validate(rep.recipe.get("gates") or {})
+    else:
+        try:
+            spec = GateSpec(max_ppl_increase=max_ppl_increase, min_speedup=min_speedup)
+        except ValidationError as exc:
+            raise BadInput(f"bad gate option: {exc.errors()[0]['msg']}; write e.g. --max-ppl-increase 5%") from None
+    if variants:
+        spec.variants = list(variants)
+    verdicts = evaluate(rep, spec)
+    for v in verdicts:
+        click.echo(v.line())
+    failed = [v.variant for v in verdicts if not v.passed]
+    click.echo(f"gate: {'FAILED: ' + ', '.join(failed) if failed else 'passed'}")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of report.json."""
+    from optkit.results import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+def methods() -> None:
+    """List the methods recipes can name."""
+    from optkit import registry
+
+    for name in registry.names():
+        click.echo(name)

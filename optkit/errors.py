@@ -1,0 +1,20 @@
+"""Errors meant for people: one line naming the problem and the fix, with an exit code.
+
+Exit codes: 0 ok, 1 gate failed, 2 bad input (recipe, path, option), 3 a run error.
+"""
+
+
+class OptkitError(Exception):
+    exit_code = 3
+
+
+class BadInput(OptkitError):
+    """The user gave something we cannot use (recipe, path, option)."""
+
+    exit_code = 2
+
+
+class RunError(OptkitError):
+    """Something failed while working on valid input."""
+
+    exit_code = 3

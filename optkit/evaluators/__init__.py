@@ -1,0 +1,1 @@
+"""Evaluators: evaluate(lm, spec) -> list[EvalResult], the same for every backend."""

@@ -1,0 +1,123 @@
+"""One variant, one fresh process: clean memory and timing numbers, and a crash, OOM or timeout
+ends that variant only. The worker writes its Candidate as JSON; the parent reads it back."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from optkit.models import Checkpoint
+from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
+from optkit.results import Candidate, write_model
+
+
+class Job(BaseModel):
+    variant: Variant
+    checkpoint: Checkpoint
+    model: ModelSpec
+    device: str
+    eval: EvalSpec | None = None
+    bench: BenchSpec | None = None
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGKILL when the orchestrator dies, so no orphan keeps the CPU busy."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def run_isolated(job: Job, out: Path, log: Path) -> Candidate:
+    out.unlink(missing_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    job_file = out.with_suffix(".job.json")
+    write_model(job_file, job)
+    started = time.perf_counter()
+    with open(log, "w") as log_fh:
+        proc = subprocess.Popen([sys.executable, "-m", "optkit.isolate", str(job_file), str(out)],
+                                stdout=log_fh, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            code = proc.wait(timeout=job.variant.timeout_s)
+            error = None
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code, error = proc.returncode, f"timed out after {job.variant.timeout_s:g}s and was killed"
+    job_file.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    if error is None and out.is_file():
+        return Candidate.model_validate_json(out.read_text())
+    if error is None:
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        error = f"worker {how} without a result; last log line: {_tail(log) or '(empty)'}; see {log}"
+    cand = Candidate(name=job.variant.name, status="failed", error=error, seconds=seconds)
+    write_model(out, cand)
+    return cand
+
+
+def build_and_measure(job: Job) -> Candidate:
+    from optkit import models, registry
+    from optkit.errors import OptkitError
+    from optkit.methods.base import run_step
+
+    started = time.perf_counter()
+    cand = Candidate(name=job.variant.name, status="ok")
+    try:
+        lm = models.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                         job.model.trust_remote_code)
+        for step in job.variant.steps:
+            method = registry.get(step.method)
+            record = run_step(method, lm, method.Params.model_validate(step.params))
+            cand.steps.append(record)
+            cand.warnings += [f"{step.method}: {note}" for note in record.notes]
+            print(f"step {step.method}: {len(record.modules_changed)} modules changed, "
+                  f"{len(record.modules_skipped)} skipped", file=sys.stderr, flush=True)
+        if job.eval and job.eval.perplexity:
+            from optkit.evaluators import perplexity
+
+            cand.accuracy += perplexity.evaluate(lm, job.eval.perplexity)
+            print(f"perplexity: {cand.accuracy[-1].value:.3f}", file=sys.stderr, flush=True)
+        if job.bench:
+            from optkit.bench import run_bench
+
+            cand.bench = run_bench(lm, job.bench)
+            for label, st in (("prefill", cand.bench.prefill_ms), ("decode", cand.bench.decode_tokens_per_s)):
+                if st.noisy:
+                    cand.warnings.append(f"{label} timing is noisy: spread p10-p90 {st.p10:.4g}-{st.p90:.4g} "
+                                         f"{st.unit}, other processes used up to {st.contention or 0:.0%} of CPU")
+    except OptkitError as exc:
+        cand.status, cand.error = "failed", str(exc)
+    except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback
+        traceback.print_exc()
+        cand.status, cand.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    cand.seconds = time.perf_counter() - started
+    return cand
+
+
+def main(argv: list[str]) -> int:
+    job = Job.model_validate_json(Path(argv[0]).read_text())
+    cand = build_and_measure(job)
+    write_model(Path(argv[1]), cand)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""Timing statistics that notice a busy machine.
+
+Contention is read from /proc/stat around each sample: CPU time spent by everyone minus our own
+process, as a share of all cores. Samples taken while others used the CPU are set aside when enough
+clean ones exist; otherwise the result is flagged noisy instead of silently published.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+BUSY_SHARE = 0.25  # other processes using more than this share of all cores: a contended sample
+SPREAD = 0.25  # (p90 - p10) / median above this: a noisy measurement
+
+
+class CpuWatch:
+    """Share of all cores used by other processes during a region (None where /proc/stat is absent)."""
+
+    def __init__(self):
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.cores = os.cpu_count() or 1
+
+    def _busy(self) -> float | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except OSError:
+            return None
+        return (sum(fields) - fields[3] - fields[4]) / self.hz
+
+    def __enter__(self):
+        self.busy0, self.own0, self.t0 = self._busy(), _own_cpu(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        busy1, own1, wall = self._busy(), _own_cpu(), time.perf_counter() - self.t0
+        if self.busy0 is None or busy1 is None or wall <= 0:
+            self.share = None
+        else:
+            others = (busy1 - self.busy0) - (own1 - self.own0)
+            self.share = max(0.0, others / (self.cores * wall))
+        return False
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def stats(values: list[float], unit: str, shares: list[float | None], wanted: int):
+    """Median / p10 / p90 over clean samples when there are enough of them, else over all, flagged."""
+    from optkit.results import Stats
+
+    known = [s for s in shares if s is not None]
+    clean = [v for v, s in zip(values, shares) if s is None or s <= BUSY_SHARE]
+    use = clean if len(clean) >= wanted else values
+    med = statistics.median(use)
+    p10, p90 = quantile(use, 0.1), quantile(use, 0.9)
+    noisy = len(clean) < wanted or (med > 0 and (p90 - p10) / med > SPREAD)
+    return Stats(median=med, p10=p10, p90=p90, n=len(use), unit=unit, noisy=noisy,
+                 contention=round(max(known), 3) if known else None)
+
+
+def enough(shares: list[float | None], wanted: int) -> bool:
+    """Enough uncontended samples? Extra repeats only help against contention, not intrinsic spread."""
+    return sum(1 for s in shares if s is None or s <= BUSY_SHARE) >= wanted

@@ -1,0 +1,57 @@
+"""Peak memory of the measured region: torch's allocator peak on CUDA, peak RSS on CPU.
+
+On Linux the RSS high-water mark is reset before the region (/proc/self/clear_refs), so loading and
+quantizing the model do not count; where that is impossible the lifetime peak is reported and labelled.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+
+class PeakMemory:
+    def __init__(self, device: str):
+        self.device = device
+        self.mb: float | None = None
+        self.source = ""
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")
+                self.source = "peak RSS during the benchmark (VmHWM)"
+            except OSError:
+                self.source = "peak RSS of the whole process, loading included"
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            import torch
+
+            self.mb = torch.cuda.max_memory_allocated() / 2**20
+            self.source = "torch.cuda.max_memory_allocated during the benchmark"
+            return False
+        hwm = _vm_hwm_kb()
+        if hwm is not None:
+            self.mb = hwm / 1024
+        else:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024
+        return False
+
+
+def _vm_hwm_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None

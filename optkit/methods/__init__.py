@@ -1,0 +1,1 @@
+"""Transforms: quantizers, pruners and exporters share the contract in base.py."""

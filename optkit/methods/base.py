@@ -1,0 +1,123 @@
+"""The Transform contract and the bookkeeping every method shares.
+
+check(info, params) finds problems before heavy work; transform(lm, params, targets) changes the model.
+run_step wraps transform and records exactly which modules changed and which were skipped, and why:
+a step that changes nothing is an error, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from optkit.errors import RunError
+from optkit.results import SkippedModule, StepRecord
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include: list[str] = Field(default_factory=list, description="regexes on module names; empty = all")
+    exclude: list[str] = Field(default_factory=list, description="regexes on module names to leave alone")
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"bad regex {p!r}: {exc}") from None
+        return patterns
+
+
+@dataclass
+class ModelInfo:
+    """What preflight knows about a model without its weights: linear shapes and the current dtype."""
+
+    linears: dict[str, tuple[int, int]]  # name -> (out_features, in_features)
+    dtype: str
+    device: str
+    quantized: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Method:
+    name = "?"
+    Params = Params
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    requires: tuple[str, ...] = ()  # importable modules
+    extra = ""  # pip extra that brings `requires`
+    linear_only = True
+    notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
+
+    def check(self, info: ModelInfo, params: Params) -> list[str]:
+        return []
+
+    def output_dtype(self, info: ModelInfo, params: Params) -> str:
+        return info.dtype
+
+    def transform(self, lm, params: Params, targets: list[str]) -> list[SkippedModule]:
+        raise NotImplementedError
+
+
+def select(names: list[str], params: Params) -> tuple[list[str], list[SkippedModule]]:
+    targets, skipped = [], []
+    for name in names:
+        if params.include and not any(re.search(p, name) for p in params.include):
+            continue
+        hit = next((p for p in params.exclude if re.search(p, name)), None)
+        if hit:
+            skipped.append(SkippedModule(module=name, reason=f"excluded by pattern {hit!r}"))
+        else:
+            targets.append(name)
+    return targets, skipped
+
+
+def linear_names(model) -> list[str]:
+    import torch
+
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def _fingerprint(model) -> dict[str, tuple]:
+    out = {}
+    for name, mod in model.named_modules():
+        weight = getattr(mod, "weight", None)
+        if callable(weight):  # dynamic quantized Linear exposes weight() as a method
+            weight = weight()
+        if weight is None and not list(mod.parameters(recurse=False)):
+            continue
+        wkey = (type(weight).__name__, str(getattr(weight, "dtype", None))) if weight is not None else None
+        out[name] = (type(mod).__name__, wkey)
+    return out
+
+
+def run_step(method: Method, lm, params: Params) -> StepRecord:
+    started = time.perf_counter()
+    names = linear_names(lm.model) if method.linear_only else [n for n, _ in lm.model.named_modules() if n]
+    targets, skipped = select(names, params)
+    before = _fingerprint(lm.model)
+    skipped += method.transform(lm, params, targets)
+    after = _fingerprint(lm.model)
+    changed = [n for n in after if before.get(n) != after[n]]
+    reported = {s.module for s in skipped}
+    for name in targets:
+        if name not in changed and name not in reported and name in after:
+            skipped.append(SkippedModule(module=name, reason="the method left it unchanged"))
+    record = StepRecord(
+        method=method.name,
+        params=params.model_dump(exclude_defaults=True),
+        seconds=round(time.perf_counter() - started, 3),
+        modules_changed=changed,
+        modules_skipped=skipped,
+        notes=list(method.notes),
+    )
+    if not changed:
+        raise RunError(
+            f"step {method.name} changed no modules ({len(targets)} targeted, {len(skipped)} skipped); "
+            "check include/exclude and that the model has layers this method supports"
+        )
+    return record

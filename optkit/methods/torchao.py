@@ -1,0 +1,90 @@
+"""torchao weight quantization: int8 weight-only, int8 dynamic activation + int8 weight, int4 weight-only.
+
+torchao skips layers it cannot handle without saying so; run_step notices and records them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from optkit.methods.base import Method, ModelInfo, Params
+
+
+class _Torchao(Method):
+    requires = ("torchao",)
+    extra = "torchao"
+
+    def config(self, params: Params, device: str):
+        raise NotImplementedError
+
+    def check(self, info: ModelInfo, params: Params) -> list[str]:
+        return ["the model is already quantized; torchao needs a float model"] if info.quantized else []
+
+    def transform(self, lm, params: Params, targets: list[str]):
+        from torchao.quantization import quantize_
+
+        wanted = set(targets)
+        quantize_(lm.model, self.config(params, lm.device), filter_fn=lambda mod, fqn: fqn in wanted)
+        return []
+
+
+class Int8WeightOnly(_Torchao):
+    name = "torchao.int8_weight_only"
+
+    def config(self, params, device):
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return Int8WeightOnlyConfig()
+
+
+class Int8Dynamic(_Torchao):
+    name = "torchao.int8_dynamic"
+
+    def config(self, params, device):
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        return Int8DynamicActivationInt8WeightConfig()
+
+
+class Int4Params(Params):
+    group_size: Literal[32, 64, 128, 256] = 128
+
+
+class Int4WeightOnly(_Torchao):
+    """On CPU the prototype opaque-tensor config (bf16 only); on CUDA the tinygemm tile-packed layout."""
+
+    name = "torchao.int4_weight_only"
+    Params = Int4Params
+
+    def check(self, info: ModelInfo, params: Int4Params) -> list[str]:
+        problems = super().check(info, params)
+        if info.dtype != "bfloat16":
+            problems.append(
+                f"int4 weight-only needs a bfloat16 model (it is {info.dtype}); "
+                "add a step `method: cast, params: {dtype: bfloat16}` before it"
+            )
+        g = params.group_size
+        bad = [n for n, (_, k) in info.linears.items() if k % g and not _excluded(n, params)]
+        if bad:
+            widths = sorted({info.linears[n][1] for n in bad})
+            fits = [s for s in (256, 128, 64, 32) if all(w % s == 0 for w in widths)]
+            fix = f"use group_size {' or '.join(map(str, fits))}" if fits else "exclude them"
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            problems.append(f"group_size {g} does not divide in_features {widths} of {shown}; {fix}")
+        return problems
+
+    def config(self, params: Int4Params, device: str):
+        if device.startswith("cuda"):
+            from torchao.quantization import Int4WeightOnlyConfig
+
+            return Int4WeightOnlyConfig(group_size=params.group_size, int4_packing_format="tile_packed_to_4d")
+        from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+
+        return PrototypeInt4WeightOnlyConfig(group_size=params.group_size)
+
+
+def _excluded(name: str, params: Params) -> bool:
+    from optkit.methods.base import select
+
+    targets, _ = select([name], params)
+    return not targets

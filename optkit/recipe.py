@@ -1,0 +1,194 @@
+"""Recipe: the typed, strict description of what to try, and its YAML loader.
+
+Every error names the file, the line, the field and the fix, because a recipe is
+usually written by hand and read by CI.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from optkit.errors import BadInput
+
+SCHEMA_VERSION = 1
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_fraction(value: Any) -> float:
+    """'5%' -> 0.05; a bare number is already a fraction (0.05)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        return float(text)
+    return float(value)
+
+
+class ModelSpec(Strict):
+    checkpoint: str = Field(description="HF hub id, local HF folder, .gguf file, optkit artifact or alias")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+class Step(Strict):
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Variant(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    steps: list[Step] = Field(default_factory=list)
+    timeout_s: float | None = Field(default=None, gt=0, description="kill the variant after this long")
+
+
+class PerplexitySpec(Strict):
+    dataset: Literal["wikitext-2"] = "wikitext-2"
+    path: str | None = Field(default=None, description="a local text file instead of the dataset")
+    max_tokens: int = Field(default=4096, ge=16)
+    window: int = Field(default=512, ge=8)
+    stride: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> PerplexitySpec:
+        if self.stride > self.window:
+            raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window})")
+        return self
+
+
+class EvalSpec(Strict):
+    perplexity: PerplexitySpec | None = Field(default_factory=PerplexitySpec)
+
+
+class BenchSpec(Strict):
+    prompt_len: int = Field(default=128, ge=1)
+    gen_len: int = Field(default=64, ge=2)
+    warmup: int = Field(default=1, ge=0)
+    repeats: int = Field(default=5, ge=1)
+    max_repeats: int = Field(default=15, ge=1, description="extra repeats allowed when a measurement is noisy")
+    threads: int | None = Field(default=None, ge=1)
+
+
+class GateSpec(Strict):
+    max_ppl_increase: float | None = Field(default=None, description="e.g. '5%' or 0.05")
+    min_speedup: float | None = Field(default=None, gt=0, description="decode tokens/s vs the baseline")
+    variants: list[str] | None = Field(default=None, description="variants to gate (default: all but the baseline)")
+
+    _fraction = field_validator("max_ppl_increase", mode="before")(
+        lambda v: None if v is None else parse_fraction(v)
+    )
+
+
+class Recipe(Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=NAME_PATTERN)
+    model: ModelSpec
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    baseline: str | None = None
+    variants: list[Variant] = Field(min_length=1)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    bench: BenchSpec | None = Field(default_factory=BenchSpec)
+    gates: GateSpec | None = None
+
+    @model_validator(mode="after")
+    def _names(self) -> Recipe:
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        if self.baseline is None:
+            self.baseline = names[0]
+        elif self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not a variant; choose one of {names}")
+        if self.gates and self.gates.variants:
+            unknown = [n for n in self.gates.variants if n not in names]
+            if unknown:
+                raise ValueError(f"gates.variants names unknown variants {unknown}; choose from {names}")
+        return self
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+            if node is None:  # the key itself is missing: point at its parent
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def _hint(err: dict, model: type[BaseModel]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        allowed = _allowed_keys(model, err["loc"][:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if close:
+            return f"unknown key {key!r}; did you mean {close[0]!r}?"
+        return f"unknown key {key!r}; remove it (allowed here: {', '.join(allowed)})"
+    if kind == "missing":
+        return "required field is missing; add it"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = model.model_fields.get(str(key))
+        ann = field.annotation if field else None
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        for cand in candidates:
+            inner = [cand, *getattr(cand, "__args__", ())]
+            sub = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
+            if sub:
+                model = sub
+                break
+    return list(model.model_fields)
+
+
+def parse_recipe(data: Any, source: str = "<recipe>", root: yaml.Node | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise BadInput(f"{source}: a recipe must be a YAML mapping with at least 'name', 'model' and 'variants'")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # a misspelt key also shows up as a missing one: name the misspelling, it carries the fix
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"{source}:{line}" if line else source
+        raise BadInput(f"{where}: {field}: {_hint(err, Recipe)}") from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"recipe file not found: {path}; pass the path to a YAML recipe (examples in recipes/)")
+    text = path.read_text()
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BadInput(f"{where}: not valid YAML ({problem}); fix the syntax") from None
+    return parse_recipe(data, str(path), root)

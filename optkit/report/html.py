@@ -1,0 +1,125 @@
+"""report.html: one self-contained file (inline CSS and SVG, no script, no network) that prints well
+and reads without colour. Every string from models, recipes or errors is escaped."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from optkit.report.analysis import budget, frontier, recommend, rows
+from optkit.report.summary import HEADERS, table_rows
+from optkit.results import Report
+
+CSS = """
+body{font:15px/1.45 system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#111}
+h1{font-size:1.5em} .rec{font-size:1.2em;border-left:4px solid #111;padding:.4em .8em;background:#f4f4f4}
+table{border-collapse:collapse;width:100%;font-size:.9em}
+th,td{border:1px solid #999;padding:.3em .5em;text-align:right}
+th:first-child,td:first-child{text-align:left} .failed{font-style:italic} small{color:#444}
+svg text{font:12px system-ui,sans-serif} details{margin:.4em 0} code{font-size:.9em}
+@media print{details{display:block} .rec{background:none}}
+"""
+W, H, PAD = 640, 380, 60
+
+
+def _scale(lo: float, hi: float, a: float, b: float, log: bool):
+    if log:
+        lo, hi = math.log(lo), math.log(hi)
+    span = (hi - lo) or 1.0
+    return lambda v: a + ((math.log(v) if log else v) - lo) / span * (b - a)
+
+
+def chart(report: Report) -> str:
+    rs = [r for r in rows(report) if r.status == "ok" and r.ppl and r.tps]
+    if not rs:
+        return "<p>No variant has both perplexity and decode speed, so there is no chart.</p>"
+    front = set(frontier(rs))
+    xs, ys = [r.tps for r in rs], [r.ppl for r in rs]
+    log_y = max(ys) / min(ys) > 3
+    x = _scale(min(xs) * 0.9, max(xs) * 1.1, PAD, W - 20, False)
+    y = _scale(min(ys) * 0.95, max(ys) * 1.05, H - PAD, 20, log_y)
+    parts = [f'<svg id="chart" role="img" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
+             'aria-label="perplexity versus decode speed">',
+             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 20}" y2="{H - PAD}" stroke="#000"/>',
+             f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{H - PAD}" stroke="#000"/>',
+             f'<text x="{(W + PAD) / 2}" y="{H - 20}" text-anchor="middle">decode tokens/s (higher is better) →</text>',
+             f'<text transform="translate(16,{H / 2}) rotate(-90)" text-anchor="middle">'
+             f'← perplexity{" (log scale)" if log_y else ""} (lower is better)</text>']
+    for v in (min(xs), max(xs)):
+        parts.append(f'<text x="{x(v):.1f}" y="{H - PAD + 16}" text-anchor="middle">{v:.1f}</text>')
+    for v in (min(ys), max(ys)):
+        parts.append(f'<text x="{PAD - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    pts = sorted((r for r in rs if r.name in front), key=lambda r: r.tps)
+    if len(pts) > 1:
+        path = " ".join(f"{x(r.tps):.1f},{y(r.ppl):.1f}" for r in pts)
+        parts.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#000" '
+                     'stroke-dasharray="5,4"/>')
+    for r in rs:
+        cx, cy = x(r.tps), y(r.ppl)
+        on = r.name in front
+        shape = (f'<rect x="{cx - 5:.1f}" y="{cy - 5:.1f}" width="10" height="10" fill="#000"/>'
+                 if r.name == report.baseline else
+                 f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{"#000" if on else "#fff"}" stroke="#000"/>')
+        size = f", {r.size_mb:.0f} MB" if r.size_mb else ""
+        parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{cy - 8:.1f}">'
+                     f'{escape(r.name)}{size}</text></g>')
+    parts.append("</svg>")
+    legend = ("<p><small>■ baseline · ● on the Pareto frontier (dashed line) · ○ dominated: another variant "
+              "is both faster and more accurate. Labels show size on disk.</small></p>")
+    return "".join(parts) + legend
+
+
+def _details(report: Report) -> str:
+    out = []
+    for c in report.variants:
+        items = []
+        for s in c.steps:
+            skipped = "".join(f"<li><code>{escape(m.module)}</code>: {escape(m.reason)}</li>"
+                              for m in s.modules_skipped)
+            items.append(f"<li><code>{escape(s.method)}</code> {escape(str(s.params or ''))}: "
+                         f"{len(s.modules_changed)} modules changed, {len(s.modules_skipped)} skipped, "
+                         f"{s.seconds:.1f}s" + (f"<ul>{skipped}</ul>" if skipped else "") + "</li>")
+        for w in c.warnings:
+            items.append(f"<li>warning: {escape(w)}</li>")
+        if c.error:
+            items.append(f"<li>error: {escape(c.error)}</li>")
+        if c.bench:
+            e = c.bench.energy
+            energy = (f"{e.joules_per_token:.4f} J/token ({escape(e.source or '')})" if e.status == "ok"
+                      else f"unavailable: {escape(e.reason or '')}")
+            items.append(f"<li>energy: {energy}</li><li>peak memory: {escape(c.bench.peak_memory_source or '')}</li>")
+        for a in c.accuracy:
+            src = escape(str(a.details.get("source", "")))
+            items.append(f"<li>{escape(a.task)} {escape(a.metric)} over {a.n} tokens: {src}</li>")
+        body = "".join(items) or "<li>no steps (the checkpoint as loaded)</li>"
+        out.append(f"<details><summary>{escape(c.name)} ({escape(c.status)})</summary><ul>{body}</ul></details>")
+    return "".join(out)
+
+
+def render_html(report: Report) -> str:
+    headline, rejected = recommend(report)
+    head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+    body = "".join(
+        f'<tr class="{escape(r[1])}">' + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>"
+        for r in table_rows(report))
+    env = report.environment
+    env_rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>"
+                       for k, v in env.model_dump().items() if v is not None)
+    rej = "".join(f"<li>{escape(r)}</li>" for r in rejected)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>optkit report: {escape(report.run)}</title>
+<style>{CSS}</style></head><body>
+<h1>optkit report: {escape(report.run)}</h1>
+<p><small>checkpoint {escape(report.checkpoint)} · baseline {escape(report.baseline)} · {escape(report.created)}
+· quality budget: perplexity within +{budget(report):.0%}</small></p>
+<p class="rec" id="recommendation">{escape(headline)}</p>
+{f"<p>Not chosen:</p><ul>{rej}</ul>" if rej else ""}
+<h2>Accuracy vs speed</h2>{chart(report)}
+<h2>Variants</h2>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<p><small>Perplexity ± its standard error; Δ and speed-up are relative to the baseline; decode is batch 1,
+median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
+<h2>Details</h2>{_details(report)}
+<h2>Environment</h2><table>{env_rows}</table>
+</body></html>
+"""

@@ -1,0 +1,49 @@
+"""Plain-text forms of a report: the terminal table and markdown for pull-request comments."""
+
+from __future__ import annotations
+
+from optkit.report.analysis import frontier, recommend, rows
+from optkit.results import Report
+
+HEADERS = ["variant", "status", "perplexity", "Δppl", "decode tok/s", "speed-up", "prefill ms", "size MB",
+           "peak MB"]
+
+
+def _fmt(v, spec: str, suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def table_rows(report: Report) -> list[list[str]]:
+    front = set(frontier(rows(report)))
+    out = []
+    for r in rows(report):
+        ppl = _fmt(r.ppl, ".3f") + (f" ±{r.ppl_se:.2f}" if r.ppl_se else "")
+        name = r.name + (" (baseline)" if r.name == report.baseline else "") + (" *" if r.name in front else "")
+        out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%"),
+                    _fmt(r.tps, ".1f") + (" (noisy)" if r.noisy else ""), _fmt(r.speedup, ".2f", "x"),
+                    _fmt(r.prefill_ms, ".1f"), _fmt(r.size_mb, ".1f"), _fmt(r.peak_mb, ".0f")])
+    return out
+
+
+def text_table(report: Report) -> str:
+    body = table_rows(report)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(HEADERS)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    out = [line(HEADERS), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    headline, rejected = recommend(report)
+    out += ["", "* on the Pareto frontier (perplexity vs decode speed)", headline]
+    out += [f"  not chosen: {r}" for r in rejected]
+    return "\n".join(out)
+
+
+def markdown(report: Report) -> str:
+    headline, rejected = recommend(report)
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    out = [f"### optkit report: {esc(report.run)}", "", f"**{esc(headline)}**", ""]
+    out += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in table_rows(report)]
+    if rejected:
+        out += ["", "Not chosen:", *(f"- {esc(r)}" for r in rejected)]
+    env = report.environment
+    out += ["", f"_{esc(env.device)} · {esc(env.device_name or '')} · torch {env.torch} · optkit {env.optkit}_"]
+    return "\n".join(out)

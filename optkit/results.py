@@ -1,0 +1,144 @@
+"""Typed results and report.json. Users' CI parses report.json: add fields freely, rename nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+REPORT_SCHEMA_VERSION = 1
+
+
+class SkippedModule(BaseModel):
+    module: str
+    reason: str
+
+
+class StepRecord(BaseModel):
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seconds: float = 0.0
+    modules_changed: list[str] = Field(default_factory=list)
+    modules_skipped: list[SkippedModule] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class EvalResult(BaseModel):
+    task: str
+    metric: str
+    value: float
+    stderr: float | None = None
+    n: int
+    higher_is_better: bool
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Stats(BaseModel):
+    median: float
+    p10: float
+    p90: float
+    n: int
+    unit: str = ""
+    noisy: bool = False
+    contention: float | None = Field(default=None, description="max share of CPU used by other processes")
+
+
+class Energy(BaseModel):
+    status: Literal["ok", "unavailable"]
+    joules_per_token: float | None = None
+    reason: str | None = None
+    source: str | None = None
+
+
+class BenchResult(BaseModel):
+    prefill_ms: Stats
+    decode_tokens_per_s: Stats
+    peak_memory_mb: float | None = None
+    peak_memory_source: str | None = None
+    size_mb: float | None = None
+    energy: Energy
+    prompt_len: int
+    gen_len: int
+    batch_size: int = 1
+    threads: int | None = None
+
+
+class Candidate(BaseModel):
+    name: str
+    status: Literal["ok", "failed", "skipped"]
+    error: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    accuracy: list[EvalResult] = Field(default_factory=list)
+    bench: BenchResult | None = None
+    seconds: float = 0.0
+    warnings: list[str] = Field(default_factory=list)
+
+    def metric(self, task: str, metric: str) -> EvalResult | None:
+        return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
+
+
+class Environment(BaseModel):
+    optkit: str
+    python: str
+    torch: str | None = None
+    transformers: str | None = None
+    device: str
+    device_name: str | None = None
+    threads: int | None = None
+    git_commit: str | None = None
+    platform: str | None = None
+
+
+class Report(BaseModel):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    run: str
+    created: str
+    checkpoint: str
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    environment: Environment
+    baseline: str
+    variants: list[Candidate]
+
+    def variant(self, name: str) -> Candidate | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_model(path: Path, model: BaseModel) -> None:
+    atomic_write(path, model.model_dump_json(indent=2))
+
+
+def read_report(path: str | Path) -> Report:
+    from optkit.errors import BadInput
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise BadInput(f"report not found: {path}; pass a run directory or its report.json (optkit run writes them)")
+    try:
+        return Report.model_validate(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise BadInput(f"{path}: not an optkit report ({first}); regenerate it with optkit run") from None
+
+
+def json_schema() -> dict[str, Any]:
+    return Report.model_json_schema()

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random Llama (2 layers, byte-level BPE tokenizer) built from a config, so unit
+tests download nothing, and helpers to run the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("OPTKIT_DATA", ROOT.parent / "shared" / "data"))
+CORPUS = (
+    "The quick brown fox jumps over the lazy dog. A small model reads a little text, "
+    "counts its tokens and guesses the next one. Numbers like 12, 345 and 6789 appear too. "
+) * 20
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([CORPUS], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text(CORPUS)
+    return path
+
+
+@pytest.fixture()
+def tiny_lm(tiny_model):
+    from optkit import models
+
+    return models.load(models.resolve(str(tiny_model)))
+
+
+def optkit_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """Run the installed CLI in a subprocess, exactly as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "optkit", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,96 @@
+"""Each method on a tiny random Llama: it applies, changes exactly the expected modules, keeps the model
+usable, and refuses bad params or impossible combinations before any heavy work."""
+
+import pytest
+import torch
+
+from optkit import registry
+from optkit.errors import BadInput, RunError
+from optkit.methods.base import ModelInfo, linear_names, run_step
+
+PROMPT = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
+
+
+def apply(lm, name, **params):
+    method = registry.get(name)
+    return run_step(method, lm, method.Params.model_validate(params))
+
+
+def logits(lm):
+    return lm.logits(PROMPT)[0]
+
+
+@pytest.mark.parametrize("name, params, pre", [
+    ("torchao.int8_weight_only", {}, None),
+    ("torchao.int8_dynamic", {}, None),
+    ("torchao.int4_weight_only", {"group_size": 32}, "bfloat16"),
+    ("torch.dynamic_int8", {}, None),
+])
+def test_quantizer_changes_every_linear_and_stays_close(tiny_lm, name, params, pre):
+    if pre:
+        apply(tiny_lm, "cast", dtype=pre)
+    reference = logits(tiny_lm)
+    linears = linear_names(tiny_lm.model)
+    record = apply(tiny_lm, name, **params)
+    assert sorted(record.modules_changed) == sorted(linears)
+    assert record.modules_skipped == []
+    after = logits(tiny_lm)
+    assert not torch.equal(after, reference), "quantization should change the logits a little"
+    cos = torch.nn.functional.cosine_similarity(after.flatten(), reference.flatten(), dim=0)
+    assert cos > 0.95
+
+
+def test_exclude_patterns_are_recorded_as_skipped(tiny_lm):
+    record = apply(tiny_lm, "torchao.int8_weight_only", exclude=["down_proj", "lm_head"])
+    skipped = {s.module: s.reason for s in record.modules_skipped}
+    assert set(skipped) == {"model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj", "lm_head"}
+    assert all("excluded by pattern" in r for r in skipped.values())
+    assert not any(n.endswith(("down_proj", "lm_head")) for n in record.modules_changed)
+    assert len(record.modules_changed) == len(linear_names(tiny_lm.model)) - 3
+
+
+def test_include_selects_only_matching(tiny_lm):
+    record = apply(tiny_lm, "torch.dynamic_int8", include=[r"\.mlp\."])
+    assert record.modules_changed and all(".mlp." in n for n in record.modules_changed)
+
+
+def test_step_that_changes_nothing_is_an_error(tiny_lm):
+    with pytest.raises(RunError, match="changed no modules"):
+        apply(tiny_lm, "torchao.int8_weight_only", include=["no_such_layer"])
+
+
+def test_cast_changes_dtype_of_all_weights(tiny_lm):
+    record = apply(tiny_lm, "cast", dtype="bfloat16")
+    assert tiny_lm.dtype == "bfloat16"
+    assert "lm_head" in record.modules_changed and "model.embed_tokens" in record.modules_changed
+
+
+def test_unknown_method_suggests_the_closest():
+    with pytest.raises(BadInput, match="did you mean 'torchao.int8_weight_only'"):
+        registry.get("torchao.int8_weight_onl")
+
+
+def test_bad_params_are_refused():
+    method = registry.get("torchao.int4_weight_only")
+    with pytest.raises(ValueError):
+        method.Params.model_validate({"group_size": 48})
+    with pytest.raises(ValueError):
+        method.Params.model_validate({"exclude": ["(unclosed"]})
+    with pytest.raises(ValueError):
+        registry.get("cast").Params.model_validate({"dtype": "int3"})
+
+
+def test_preflight_checks():
+    info = ModelInfo(linears={"a.q_proj": (576, 576), "a.down_proj": (576, 1536)}, dtype="bfloat16", device="cpu")
+    int4 = registry.get("torchao.int4_weight_only")
+    problems = int4.check(info, int4.Params(group_size=128))
+    assert problems and "does not divide in_features [576]" in problems[0] and "use group_size 64 or 32" in problems[0]
+    assert int4.check(info, int4.Params(group_size=32)) == []
+    info.dtype = "float32"
+    assert "add a step `method: cast" in int4.check(info, int4.Params(group_size=32))[0]
+    dyn = registry.get("torch.dynamic_int8")
+    info.dtype = "bfloat16"
+    assert "needs a float32 model" in dyn.check(info, dyn.Params())[0]
+    assert dyn.devices == ("cpu",)
+    cast = registry.get("cast")
+    assert "already bfloat16" in cast.check(info, cast.Params(dtype="bfloat16"))[0]

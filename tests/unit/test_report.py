@@ -1,0 +1,57 @@
+"""Report rendering: recommendation, frontier, escaping, markdown, schema."""
+
+import json
+
+from optkit.report.analysis import frontier, recommend, rows
+from optkit.report.html import render_html
+from optkit.report.summary import markdown, text_table
+from optkit.results import json_schema
+from tests.unit.test_gate import cand, make_report
+
+
+def test_recommends_fastest_within_budget_and_explains_the_rest():
+    report = make_report(cand("int4", 20.6, 40.0), cand("int8", 40.0, 50.0), cand("bf16", 20.0, 25.0),
+                         cand("broken", 0, 0, status="failed"))
+    headline, rejected = recommend(report)
+    assert headline.startswith("Ship int4: 2.00x decode speed") and "perplexity +3.0%" in headline
+    text = " | ".join(rejected)
+    assert "int8: perplexity +100.0%, over the 5% budget" in text
+    assert "bf16: slower than int4" in text and "broken: failed (boom)" in text
+    assert set(frontier(rows(report))) == {"int4", "int8", "bf16"}
+
+
+def test_keeps_baseline_when_nothing_qualifies():
+    headline, _ = recommend(make_report(cand("bad", 30.0, 40.0)))
+    assert headline.startswith("Keep the baseline (base)")
+
+
+def test_budget_comes_from_recipe_gates():
+    report = make_report(cand("int8", 23.0, 50.0), gates={"max_ppl_increase": 0.2})
+    assert recommend(report)[0].startswith("Ship int8")
+
+
+def test_html_is_self_contained_and_escaped():
+    report = make_report(cand("broken", 0, 0, status="failed"), cand("int4", 20.5, 40.0))
+    report.variants[1].error = "<script>alert(1)</script>"
+    report.checkpoint = "<img src=x onerror=alert(1)>"
+    page = render_html(report)
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;" in page
+    assert "http://" not in page and "https://" not in page  # opens offline
+    assert page.count('class="point"') == 2 and 'class="frontier"' in page
+
+
+def test_text_and_markdown_tables():
+    report = make_report(cand("int4", 20.5, 40.0))
+    assert "int4 *" in text_table(report) and "Ship int4" in text_table(report)
+    md = markdown(report)
+    assert md.splitlines()[4].startswith("| variant |") and "2.00x" in md
+
+
+def test_schema_has_the_contract_fields():
+    schema = json_schema()
+    text = json.dumps(schema)
+    for key in ("schema_version", "environment", "baseline", "variants", "modules_changed", "modules_skipped",
+                "higher_is_better", "prefill_ms", "decode_tokens_per_s", "peak_memory_mb", "size_mb",
+                "joules_per_token"):
+        assert key in text
