@@ -11,7 +11,7 @@ import click
 import yaml
 
 from optkit import __version__
-from optkit.errors import BadInput, OptkitError
+from optkit.errors import BadInput, OptkitError, RunError, quiet_libraries
 
 
 def _fail(exc: OptkitError) -> None:
@@ -38,6 +38,10 @@ def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path 
     report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True))
     click.echo(text_table(report))
     click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
+    failed = [v.name for v in report.variants if v.status == "failed"]
+    if failed:
+        raise RunError(f"{len(failed)} variant(s) failed: {', '.join(failed)}; the report keeps every finished "
+                       f"variant, the logs are in {run_dir / 'logs'}, and a rerun redoes only the failed ones")
     return report
 
 
@@ -63,6 +67,7 @@ class Group(click.Group):
 @click.version_option(__version__, prog_name="optkit")
 def main() -> None:
     """Make an LLM cheaper and faster to serve without silently making it worse."""
+    quiet_libraries()
 
 
 @main.command()
@@ -101,8 +106,6 @@ def quantize(checkpoint: str, method: str, params: tuple[str, ...], dtype: str, 
     step = Step(method=method, params=_params(params))
     report = _single("quantize", checkpoint, dtype, device, [step.model_dump()], out / "run", None, None)
     cand = report.variants[0]
-    if cand.status != "ok":
-        raise OptkitError(f"quantize failed: {cand.error}")
     source = models.prepare(models.resolve(checkpoint))
     path = write_artifact(out, source, ModelSpec(checkpoint=checkpoint, dtype=dtype), [step], cand.steps)
     click.echo(f"wrote {path}; use {out} as a checkpoint for optkit eval / bench / run")

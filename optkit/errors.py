@@ -18,3 +18,12 @@ class RunError(OptkitError):
     """Something failed while working on valid input."""
 
     exit_code = 3
+
+
+def quiet_libraries() -> None:
+    """Silence import-time chatter (torchao's missing CUDA kernels on CPU, torch pytree notices) that
+    users cannot act on; real warnings from optkit still print."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "transformers.tokenization_utils_base"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -113,6 +113,9 @@ def build_and_measure(job: Job) -> Candidate:
 
 
 def main(argv: list[str]) -> int:
+    from optkit.errors import quiet_libraries
+
+    quiet_libraries()
     job = Job.model_validate_json(Path(argv[0]).read_text())
     cand = build_and_measure(job)
     write_model(Path(argv[1]), cand)
