@@ -22,16 +22,27 @@ def write_artifact(out_dir: Path, source: Checkpoint, model: ModelSpec, steps: l
         "kind": "replay",
         "source": {"given": source.given, "kind": source.kind, "location": source.location},
         "model": model.model_dump(),
-        "steps": [s.model_dump() for s in steps],
+        "steps": [_replayable(s, r).model_dump() for s, r in zip(steps, records)],
         "records": [r.model_dump() for r in records],
     }
     atomic_write(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2))
     return Path(out_dir) / MANIFEST
 
 
+def _replayable(step: Step, record: StepRecord) -> Step:
+    """auto_exclude is decided once; the artifact replays its decision as explicit exclude patterns."""
+    if step.auto_exclude is None:
+        return step
+    from optkit.sensitivity import exclude_patterns
+
+    kept = record.details.get("auto_exclude", {}).get("kept", [])
+    params = {**step.params, "exclude": [*step.params.get("exclude", []), *exclude_patterns(kept)]}
+    return Step(method=step.method, params=params)
+
+
 def load_artifact(folder: Path, device: str):
-    from optkit import models, registry
-    from optkit.methods.base import run_step
+    from optkit import models
+    from optkit.methods.base import apply_steps
 
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -41,7 +52,5 @@ def load_artifact(folder: Path, device: str):
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInput(f"{folder / MANIFEST} is not a valid optkit manifest ({exc}); re-run optkit quantize") from None
     lm = models.load(source, model.dtype, device, model.trust_pickle, model.trust_remote_code)
-    for step in steps:
-        method = registry.get(step.method)
-        run_step(method, lm, method.Params.model_validate(step.params))
+    apply_steps(lm, steps)
     return lm

@@ -74,22 +74,17 @@ def run_isolated(job: Job, out: Path, log: Path) -> Candidate:
 
 
 def build_and_measure(job: Job) -> Candidate:
-    from optkit import models, registry
+    from optkit import models
     from optkit.errors import OptkitError
-    from optkit.methods.base import run_step
+    from optkit.methods.base import apply_steps
 
     started = time.perf_counter()
     cand = Candidate(name=job.variant.name, status="ok")
     try:
         lm = models.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
                          job.model.trust_remote_code)
-        for step in job.variant.steps:
-            method = registry.get(step.method)
-            record = run_step(method, lm, method.Params.model_validate(step.params))
-            cand.steps.append(record)
-            cand.warnings += [f"{step.method}: {note}" for note in record.notes]
-            print(f"step {step.method}: {len(record.modules_changed)} modules changed, "
-                  f"{len(record.modules_skipped)} skipped", file=sys.stderr, flush=True)
+        cand.steps = apply_steps(lm, job.variant.steps, say=lambda s: print(s, file=sys.stderr, flush=True))
+        cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
         if job.eval and job.eval.perplexity:
             from optkit.evaluators import perplexity
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from optkit.calibration import CalibrationSpec
 from optkit.errors import BadInput
 
 SCHEMA_VERSION = 1
@@ -40,9 +41,21 @@ class ModelSpec(Strict):
     trust_remote_code: bool = False
 
 
+class AutoExcludeSpec(Strict):
+    """Sensitivity-guided fallback: keep the most sensitive layers in higher precision until the budget holds."""
+
+    max_ppl_increase: float = Field(default=0.05, description="budget on calibration perplexity, e.g. '5%'")
+    max_excluded: float = Field(default=0.25, gt=0, le=1, description="most layers to keep, as a share of targets")
+    calibration: CalibrationSpec = Field(default_factory=lambda: CalibrationSpec(samples=4, seq_len=256))
+    rank_samples: int = Field(default=1, ge=1, description="calibration samples used to rank layers (1 per layer pass)")
+
+    _fraction = field_validator("max_ppl_increase", mode="before")(parse_fraction)
+
+
 class Step(Strict):
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
+    auto_exclude: AutoExcludeSpec | None = None
 
 
 class Variant(Strict):

@@ -16,6 +16,11 @@ BUILTINS = {
     "torchao.int8_dynamic": "optkit.methods.torchao:Int8Dynamic",
     "torchao.int4_weight_only": "optkit.methods.torchao:Int4WeightOnly",
     "torch.dynamic_int8": "optkit.methods.torch_dynamic:DynamicInt8",
+    "bnb.int8": "optkit.methods.bnb:LLMInt8",
+    "bnb.4bit": "optkit.methods.bnb:FourBit",
+    "prune.magnitude": "optkit.methods.prune:Magnitude",
+    "prune.2to4": "optkit.methods.prune:TwoFour",
+    "prune.wanda": "optkit.methods.prune:Wanda",
 }
 
 

@@ -25,6 +25,7 @@ class StepRecord(BaseModel):
     modules_changed: list[str] = Field(default_factory=list)
     modules_skipped: list[SkippedModule] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict, description="method-specific, e.g. per-layer sparsity")
 
 
 class EvalResult(BaseModel):

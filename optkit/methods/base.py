@@ -52,6 +52,7 @@ class Method:
     extra = ""  # pip extra that brings `requires`
     linear_only = True
     notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
+    details: dict = {}  # filled by transform, copied to StepRecord.details
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
         return []
@@ -60,6 +61,8 @@ class Method:
         return info.dtype
 
     def transform(self, lm, params: Params, targets: list[str]) -> list[SkippedModule]:
+        """Change the model in place. Return modules deliberately left alone (with reasons); may fill
+        self.details (e.g. per-layer sparsity), which run_step copies into the StepRecord."""
         raise NotImplementedError
 
 
@@ -83,6 +86,10 @@ def linear_names(model) -> list[str]:
 
 
 def _fingerprint(model) -> dict[str, tuple]:
+    """Per module: its class, its weight's type and dtype, and for plain tensors the count of non-zeros,
+    so casts, module swaps, tensor-subclass quantization and pruning all show up as a change."""
+    import torch
+
     out = {}
     for name, mod in model.named_modules():
         weight = getattr(mod, "weight", None)
@@ -90,16 +97,34 @@ def _fingerprint(model) -> dict[str, tuple]:
             weight = weight()
         if weight is None and not list(mod.parameters(recurse=False)):
             continue
-        wkey = (type(weight).__name__, str(getattr(weight, "dtype", None))) if weight is not None else None
+        wkey = None
+        if weight is not None:
+            plain = type(weight) in (torch.Tensor, torch.nn.Parameter) and not weight.is_quantized
+            nonzero = int(torch.count_nonzero(weight)) if plain and weight.device.type != "meta" else None
+            wkey = (type(weight).__name__, str(getattr(weight, "dtype", None)), nonzero)
         out[name] = (type(mod).__name__, wkey)
     return out
 
 
-def run_step(method: Method, lm, params: Params) -> StepRecord:
+def run_step(method: Method, lm, params: Params, auto_exclude=None) -> StepRecord:
+    """Apply one step and record it. auto_exclude (a recipe.AutoExcludeSpec) first picks the layers to keep
+    in higher precision (see sensitivity.py)."""
     started = time.perf_counter()
     names = linear_names(lm.model) if method.linear_only else [n for n, _ in lm.model.named_modules() if n]
     targets, skipped = select(names, params)
+    fallback, notes = {}, list(method.notes)
+    if auto_exclude is not None:
+        from optkit.sensitivity import choose
+
+        keep, fallback, warning = choose(lm, method, params, targets, auto_exclude)
+        errors = {m["module"]: m["kl"] for m in fallback["most_sensitive"]}
+        targets = [t for t in targets if t not in keep]
+        skipped += [SkippedModule(module=n, reason=f"kept in higher precision by auto_exclude (sensitivity rank "
+                                                   f"{i}, KL {errors.get(n, float('nan')):.3g} when quantized alone)")
+                    for i, n in enumerate(keep, 1)]
+        notes += [warning] if warning else []
     before = _fingerprint(lm.model)
+    method.details = {}
     skipped += method.transform(lm, params, targets)
     after = _fingerprint(lm.model)
     changed = [n for n in after if before.get(n) != after[n]]
@@ -113,7 +138,8 @@ def run_step(method: Method, lm, params: Params) -> StepRecord:
         seconds=round(time.perf_counter() - started, 3),
         modules_changed=changed,
         modules_skipped=skipped,
-        notes=list(method.notes),
+        notes=notes,
+        details={**method.details, **({"auto_exclude": fallback} if fallback else {})},
     )
     if not changed:
         raise RunError(
@@ -121,3 +147,18 @@ def run_step(method: Method, lm, params: Params) -> StepRecord:
             "check include/exclude and that the model has layers this method supports"
         )
     return record
+
+
+def apply_steps(lm, steps, say=None) -> list[StepRecord]:
+    """Apply recipe steps (recipe.Step) in order; the one place both variants and artifacts go through."""
+    from optkit import registry
+
+    records = []
+    for step in steps:
+        method = registry.get(step.method)
+        record = run_step(method, lm, method.Params.model_validate(step.params), step.auto_exclude)
+        records.append(record)
+        if say:
+            say(f"step {step.method}: {len(record.modules_changed)} modules changed, "
+                f"{len(record.modules_skipped)} skipped")
+    return records

@@ -1,0 +1,72 @@
+"""auto_exclude on a tiny model with a planted activation outlier: the damaged layer is found, kept in higher
+precision, and the calibration budget then holds; the decision is recorded and replays identically."""
+
+import pytest
+import torch
+
+from optkit import registry
+from optkit.methods.base import run_step
+from optkit.recipe import AutoExcludeSpec, Step
+from optkit.sensitivity import exclude_patterns
+
+
+
+@pytest.fixture()
+def outlier_lm(tiny_lm, text_file):
+    """The tiny model, briefly trained on the test corpus (so quantization damage shows in perplexity), then
+    given one huge activation channel into the layer-1 MLP without changing its function: the norm weight
+    is scaled up and the weights reading that channel scaled down, as in real LLMs' outlier features."""
+    model = tiny_lm.model
+    ids = torch.tensor([tiny_lm.encode(text_file.read_text())[:64 * 8]]).view(8, 64)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(60):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    mlp, norm = model.model.layers[1].mlp, model.model.layers[1].post_attention_layernorm
+    with torch.no_grad():
+        norm.weight[7] *= 300.0
+        mlp.gate_proj.weight[:, 7] /= 300.0
+        mlp.up_proj.weight[:, 7] /= 300.0
+    return tiny_lm
+
+
+def spec(text_file, budget="2%"):
+    return AutoExcludeSpec(max_ppl_increase=budget, max_excluded=0.5,
+                           calibration={"path": str(text_file), "samples": 4, "seq_len": 48})
+
+
+def test_fallback_keeps_the_outlier_layer_and_meets_the_budget(outlier_lm, text_file):
+    method = registry.get("torch.dynamic_int8")
+    record = run_step(method, outlier_lm, method.Params(), spec(text_file))
+    info = record.details["auto_exclude"]
+    top = info["most_sensitive"][0]["module"]
+    assert top in ("model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj")  # they read the outlier channel
+    assert info["ppl_increase_without_fallback"] > 0.02  # the planted outlier really hurts
+    assert info["ppl_increase_with_fallback"] <= 0.02
+    assert top in info["kept"] and not set(info["kept"]) & set(record.modules_changed)
+    kept = {s.module: s.reason for s in record.modules_skipped}
+    assert all("kept in higher precision by auto_exclude" in kept[n] for n in info["kept"])
+    assert len(record.modules_changed) == 15 - len(info["kept"])  # 2 layers x 7 linears + lm_head
+    assert not record.notes or "budget" not in " ".join(record.notes)
+
+
+def test_unreachable_budget_is_reported_not_hidden(outlier_lm, text_file):
+    method = registry.get("torch.dynamic_int8")
+    record = run_step(method, outlier_lm, method.Params(), spec(text_file, budget=-0.5))
+    assert any("over the" in n and "budget" in n for n in record.notes)
+
+
+def test_artifact_replays_the_decision_as_excludes(tmp_path, tiny_model, text_file):
+    from optkit.artifact import _replayable
+
+    step = Step(method="torch.dynamic_int8", auto_exclude=spec(text_file))
+    from optkit.results import StepRecord
+
+    record = StepRecord(method=step.method, details={"auto_exclude": {"kept": ["model.layers.1.mlp.down_proj"]}})
+    replay = _replayable(step, record)
+    assert replay.auto_exclude is None and replay.params["exclude"] == exclude_patterns(["model.layers.1.mlp.down_proj"])
