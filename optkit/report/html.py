@@ -16,10 +16,11 @@ h1{font-size:1.5em} .rec{font-size:1.2em;border-left:4px solid #111;padding:.4em
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{border:1px solid #999;padding:.3em .5em;text-align:right}
 th:first-child,td:first-child{text-align:left} .failed{font-style:italic} small{color:#444}
+table.env td{text-align:left}
 svg text{font:12px system-ui,sans-serif} details{margin:.4em 0} code{font-size:.9em}
 @media print{details{display:block} .rec{background:none}}
 """
-W, H, PAD = 640, 380, 60
+W, H, PAD, RIGHT = 720, 400, 60, 170  # RIGHT: room for labels beside the right-most points
 
 
 def _scale(lo: float, hi: float, a: float, b: float, log: bool):
@@ -36,11 +37,14 @@ def chart(report: Report) -> str:
     front = set(frontier(rs))
     xs, ys = [r.tps for r in rs], [r.ppl for r in rs]
     log_y = max(ys) / min(ys) > 3
-    x = _scale(min(xs) * 0.9, max(xs) * 1.1, PAD, W - 20, False)
-    y = _scale(min(ys) * 0.95, max(ys) * 1.05, H - PAD, 20, log_y)
+    base = next((r for r in rs if r.name == report.baseline), None)
+    limit = base.ppl * (1 + budget(report)) if base else None
+    top = max(ys + ([limit] if limit else []))
+    x = _scale(min(xs) * 0.9, max(xs) * 1.1, PAD, W - RIGHT, False)
+    y = _scale(min(ys) * 0.95, top * 1.05, H - PAD, 20, log_y)
     parts = [f'<svg id="chart" role="img" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
              'aria-label="perplexity versus decode speed">',
-             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 20}" y2="{H - PAD}" stroke="#000"/>',
+             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#000"/>',
              f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{H - PAD}" stroke="#000"/>',
              f'<text x="{(W + PAD) / 2}" y="{H - 20}" text-anchor="middle">decode tokens/s (higher is better) →</text>',
              f'<text transform="translate(16,{H / 2}) rotate(-90)" text-anchor="middle">'
@@ -49,23 +53,34 @@ def chart(report: Report) -> str:
         parts.append(f'<text x="{x(v):.1f}" y="{H - PAD + 16}" text-anchor="middle">{v:.1f}</text>')
     for v in (min(ys), max(ys)):
         parts.append(f'<text x="{PAD - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    if limit:
+        parts.append(f'<line class="budget" x1="{PAD}" y1="{y(limit):.1f}" x2="{W - RIGHT}" y2="{y(limit):.1f}" '
+                     'stroke="#777" stroke-dasharray="2,3"/>'
+                     f'<text x="{W - RIGHT + 4}" y="{y(limit) + 4:.1f}" fill="#444">'
+                     f'budget +{budget(report):.0%}</text>')
     pts = sorted((r for r in rs if r.name in front), key=lambda r: r.tps)
     if len(pts) > 1:
         path = " ".join(f"{x(r.tps):.1f},{y(r.ppl):.1f}" for r in pts)
         parts.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#000" '
                      'stroke-dasharray="5,4"/>')
-    for r in rs:
+    placed: list[tuple[float, float]] = []
+    for r in sorted(rs, key=lambda r: (r.ppl, r.tps)):
         cx, cy = x(r.tps), y(r.ppl)
+        ly = cy - 8
+        while any(abs(ly - py) < 14 and abs(cx - px) < 150 for px, py in placed):
+            ly += 14  # stack labels of nearby points instead of printing them over each other
+        placed.append((cx, ly))
         on = r.name in front
         shape = (f'<rect x="{cx - 5:.1f}" y="{cy - 5:.1f}" width="10" height="10" fill="#000"/>'
                  if r.name == report.baseline else
                  f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{"#000" if on else "#fff"}" stroke="#000"/>')
         size = f", {r.size_mb:.0f} MB" if r.size_mb else ""
-        parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{cy - 8:.1f}">'
+        parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{ly:.1f}">'
                      f'{escape(r.name)}{size}</text></g>')
     parts.append("</svg>")
     legend = ("<p><small>■ baseline · ● on the Pareto frontier (dashed line) · ○ dominated: another variant "
-              "is both faster and more accurate. Labels show size on disk.</small></p>")
+              "is both faster and more accurate · dotted line: the perplexity budget. Labels show size on disk."
+              "</small></p>")
     return "".join(parts) + legend
 
 
@@ -120,6 +135,6 @@ def render_html(report: Report) -> str:
 <p><small>Perplexity ± its standard error; Δ and speed-up are relative to the baseline; decode is batch 1,
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
 <h2>Details</h2>{_details(report)}
-<h2>Environment</h2><table>{env_rows}</table>
+<h2>Environment</h2><table class="env">{env_rows}</table>
 </body></html>
 """
