@@ -94,16 +94,26 @@ device_opt = click.option("--device", default="cpu", type=click.Choice(["cpu", "
 @click.argument("checkpoint")
 @click.argument("method")
 @click.option("--param", "-p", "params", multiple=True, help="method parameter key=value (repeatable)")
+@click.option("--auto-exclude", metavar="BUDGET", help="keep the most sensitive layers in higher precision until "
+              "calibration perplexity is within BUDGET of the original, e.g. 5%")
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
-def quantize(checkpoint: str, method: str, params: tuple[str, ...], dtype: str, device: str, out: Path) -> None:
+def quantize(checkpoint: str, method: str, params: tuple[str, ...], auto_exclude: str | None, dtype: str,
+             device: str, out: Path) -> None:
     """Apply METHOD to CHECKPOINT and write a reloadable artifact that eval/bench/run accept."""
+    from pydantic import ValidationError
+
     from optkit import models
     from optkit.artifact import write_artifact
     from optkit.recipe import ModelSpec, Step
 
-    step = Step(method=method, params=_params(params))
+    try:
+        step = Step(method=method, params=_params(params),
+                    auto_exclude={"max_ppl_increase": auto_exclude} if auto_exclude else None)
+    except ValidationError as exc:
+        msg = exc.errors()[0]['msg'].removeprefix('Value error, ')
+        raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
     report = _single("quantize", checkpoint, dtype, device, [step.model_dump()], out / "run", None, None)
     cand = report.variants[0]
     source = models.prepare(models.resolve(checkpoint))
