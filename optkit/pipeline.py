@@ -13,7 +13,6 @@ from optkit import models, registry
 from optkit.errors import BadInput
 from optkit.isolate import Job, run_isolated
 from optkit.methods.base import ModelInfo
-from optkit.methods.casts import Cast
 from optkit.recipe import Recipe
 from optkit.results import Candidate, Report, read_report, write_model
 
@@ -76,7 +75,7 @@ def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sou
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise BadInput(f"{where}: {problems[0]}{more}")
         info.dtype = method.output_dtype(info, params)
-        info.quantized = info.quantized or not isinstance(method, Cast)
+        info.quantized = info.quantized or method.quantizes
 
 
 def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None) -> Plan:

@@ -51,6 +51,7 @@ class Method:
     requires: tuple[str, ...] = ()  # importable modules
     extra = ""  # pip extra that brings `requires`
     linear_only = True
+    quantizes = True  # False for casts and pruning: later quantization steps may still follow
     notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
     details: dict = {}  # filled by transform, copied to StepRecord.details
 

@@ -15,6 +15,7 @@ class Cast(Method):
     name = "cast"
     Params = CastParams
     linear_only = False
+    quantizes = False
 
     def check(self, info: ModelInfo, params: CastParams) -> list[str]:
         problems = []

@@ -77,8 +77,10 @@ def recommend(report: Report) -> tuple[str, list[str]]:
     rs = rows(report)
     limit = budget(report)
     base = next((r for r in rs if r.name == report.baseline), None)
-    if base is None or base.status != "ok" or base.tps is None:
+    if base is None or base.status != "ok":
         return "No recommendation: the baseline did not finish, so nothing can be compared.", []
+    if base.tps is None:
+        return _accuracy_only(rs, base, limit)
     ok = [r for r in rs if r.status == "ok" and r.tps is not None and r.name != base.name]
     within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
     best = max(within, key=lambda r: r.tps, default=None)
@@ -105,3 +107,15 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         parts.append(f"perplexity {best.ppl_delta:+.1%}{ci}")
     noisy = " Timings were noisy; rerun on a quiet machine before deciding." if best.noisy or base.noisy else ""
     return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{noisy}", rejected
+
+
+def _accuracy_only(rs: list[Row], base: Row, limit: float) -> tuple[str, list[str]]:
+    """Without a benchmark, say which variants keep accuracy; speed cannot be judged."""
+    within = [r.name for r in rs if r is not base and r.status == "ok" and r.ppl_delta is not None
+              and r.ppl_delta <= limit]
+    rejected = [f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget" for r in rs
+                if r is not base and r.ppl_delta is not None and r.ppl_delta > limit]
+    rejected += [f"{r.name}: {r.status} ({r.error or 'no reason recorded'})" for r in rs if r.status != "ok"]
+    keep = ", ".join(within) if within else "none"
+    return (f"No speed was measured (bench disabled), so no variant is recommended; within {limit:.0%} "
+            f"perplexity of {base.name}: {keep}.", rejected)

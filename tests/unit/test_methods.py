@@ -94,3 +94,18 @@ def test_preflight_checks():
     assert dyn.devices == ("cpu",)
     cast = registry.get("cast")
     assert "already bfloat16" in cast.check(info, cast.Params(dtype="bfloat16"))[0]
+
+
+def test_preflight_lets_quantization_follow_pruning_but_not_another_quantization(tiny_model):
+    from optkit import models
+    from optkit.pipeline import _check_variant, model_info
+    from optkit.recipe import parse_recipe
+
+    steps = [{"method": "prune.magnitude", "params": {"sparsity": 0.5}}, {"method": "torchao.int8_weight_only"}]
+    data = {"name": "t", "model": {"checkpoint": str(tiny_model)}, "variants": [{"name": "a", "steps": steps}]}
+    recipe = parse_recipe(data)
+    info = model_info(models.resolve(str(tiny_model)), "float32", "cpu", False)
+    _check_variant(0, recipe, info, "cpu", "r.yaml")  # no error
+    recipe.variants[0].steps.append(recipe.variants[0].steps[1])
+    with pytest.raises(BadInput, match="already quantized"):
+        _check_variant(0, recipe, info, "cpu", "r.yaml")

@@ -55,3 +55,12 @@ def test_schema_has_the_contract_fields():
                 "higher_is_better", "prefill_ms", "decode_tokens_per_s", "peak_memory_mb", "size_mb",
                 "joules_per_token"):
         assert key in text
+
+
+def test_without_benchmark_the_report_speaks_of_accuracy_only():
+    report = make_report(cand("ok8", 20.5, 1.0), cand("bad", 30.0, 1.0))
+    for v in report.variants:
+        v.bench = None
+    headline, rejected = recommend(report)
+    assert headline.startswith("No speed was measured") and "ok8" in headline
+    assert rejected == ["bad: perplexity +50.0%, over the 5% budget"]
