@@ -21,7 +21,7 @@ ifeq ($(origin OPTKIT_DATA),undefined)
   endif
 endif
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,14 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/optkit run recipes/demo.yaml --out reports/demo
 
-test: setup
+# The report test renders report.html in headless Chromium (Debian's package); install it where missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed and cannot be installed here: the browser test will fail"
+
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: setup

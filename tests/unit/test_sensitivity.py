@@ -10,7 +10,6 @@ from optkit.recipe import AutoExcludeSpec, Step
 from optkit.sensitivity import exclude_patterns
 
 
-
 @pytest.fixture()
 def outlier_lm(tiny_lm, text_file):
     """The tiny model, briefly trained on the test corpus (so quantization damage shows in perplexity), then
@@ -67,6 +66,7 @@ def test_artifact_replays_the_decision_as_excludes(tmp_path, tiny_model, text_fi
     step = Step(method="torch.dynamic_int8", auto_exclude=spec(text_file))
     from optkit.results import StepRecord
 
-    record = StepRecord(method=step.method, details={"auto_exclude": {"kept": ["model.layers.1.mlp.down_proj"]}})
+    kept = ["model.layers.1.mlp.down_proj"]
+    record = StepRecord(method=step.method, details={"auto_exclude": {"kept": kept}})
     replay = _replayable(step, record)
-    assert replay.auto_exclude is None and replay.params["exclude"] == exclude_patterns(["model.layers.1.mlp.down_proj"])
+    assert replay.auto_exclude is None and replay.params["exclude"] == exclude_patterns(kept)
