@@ -169,9 +169,16 @@ def report(run_dir: Path, fmt: str) -> None:
 @click.option("--max-ppl-increase", help="largest allowed perplexity increase vs the baseline, e.g. 5%")
 @click.option("--min-speedup", type=float, help="smallest allowed decode speed-up vs the baseline, e.g. 1.2")
 @click.option("--variant", "variants", multiple=True, help="gate only these variants (repeatable)")
+@click.option("--against", type=click.Path(path_type=Path),
+              help="an older report: compare each variant with its namesake there (regression gate)")
+@click.option("--strict", is_flag=True, help="gate on point estimates instead of confidence intervals / spread")
 def gate(report_path: Path, max_ppl_increase: str | None, min_speedup: float | None,
-         variants: tuple[str, ...]) -> None:
-    """Exit 0 when every gated variant passes, 1 otherwise (2 on bad input)."""
+         variants: tuple[str, ...], against: Path | None, strict: bool) -> None:
+    """Exit 0 when every gated variant passes, 1 otherwise (2 on bad input).
+
+    By default an accuracy rule fails only when the paired 95% confidence interval of the perplexity change
+    lies beyond the allowed increase, and a speed rule only when the p10/p90 timing spread cannot reach it;
+    --strict gates on point estimates."""
     from pydantic import ValidationError
 
     from optkit.gate import evaluate
@@ -188,7 +195,7 @@ def gate(report_path: Path, max_ppl_increase: str | None, min_speedup: float | N
             raise BadInput(f"bad gate option: {exc.errors()[0]['msg']}; write e.g. --max-ppl-increase 5%") from None
     if variants:
         spec.variants = list(variants)
-    verdicts = evaluate(rep, spec)
+    verdicts = evaluate(rep, spec, strict=strict, against=read_report(against) if against else None)
     for v in verdicts:
         click.echo(v.line())
     failed = [v.variant for v in verdicts if not v.passed]

@@ -65,9 +65,13 @@ def evaluate(lm, spec: PerplexitySpec) -> list[EvalResult]:
         raise BadInput(f"perplexity text {source} has fewer than 2 tokens; give a longer text")
     nlls = token_nlls(lm, tokens, spec.window, spec.stride)
     ppl, se, mean = summarize(nlls)
+    block = block_size(len(nlls))
+    blocks = [sum(nlls[i:i + block]) / block for i in range(0, len(nlls) - block + 1, block)]
     return [EvalResult(
         task="wikitext-2" if spec.path is None else "text-file",
         metric="token_perplexity", value=ppl, stderr=se, n=len(nlls), higher_is_better=False,
         details={"source": source, "mean_nll": mean, "window": spec.window, "stride": spec.stride,
-                 "stderr_block_tokens": block_size(len(nlls))},
+                 "stderr_block_tokens": block,
+                 # per-block mean NLL on the same tokens for every variant: paired comparisons need them
+                 "block_nll": [round(b, 6) for b in blocks]},
     )]

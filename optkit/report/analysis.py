@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from optkit.results import Candidate, Report
@@ -20,38 +21,61 @@ class Row:
     size_mb: float | None = None
     peak_mb: float | None = None
     noisy: bool = False
-    ppl_delta: float | None = None  # relative to the baseline
+    block_nll: list[float] | None = None
+    tps_p10: float | None = None
+    tps_p90: float | None = None
+    ppl_delta: float | None = None  # relative to the reference (the baseline unless told otherwise)
+    ppl_delta_ci: tuple[float, float] | None = None  # 95% paired CI of ppl_delta
     speedup: float | None = None
+    speedup_range: tuple[float, float] | None = None  # pessimistic, optimistic from p10/p90
     size_ratio: float | None = None  # baseline size / this size
     error: str | None = None
 
 
-def perplexity(c: Candidate) -> tuple[float | None, float | None]:
-    r = next((a for a in c.accuracy if a.metric == "token_perplexity"), None)
-    return (r.value, r.stderr) if r else (None, None)
+def row(c: Candidate) -> Row:
+    acc = next((a for a in c.accuracy if a.metric == "token_perplexity"), None)
+    b = c.bench
+    return Row(
+        name=c.name, status=c.status, error=c.error,
+        ppl=acc.value if acc else None, ppl_se=acc.stderr if acc else None,
+        block_nll=acc.details.get("block_nll") if acc else None,
+        tps=b.decode_tokens_per_s.median if b else None,
+        tps_p10=b.decode_tokens_per_s.p10 if b else None, tps_p90=b.decode_tokens_per_s.p90 if b else None,
+        prefill_ms=b.prefill_ms.median if b else None,
+        size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
+        noisy=bool(b and (b.decode_tokens_per_s.noisy or b.prefill_ms.noisy)),
+    )
+
+
+def paired_ci(ref: list[float] | None, new: list[float] | None) -> tuple[float, float] | None:
+    """95% CI of the relative perplexity change from per-block NLLs on the same tokens (paired, so the
+    text's own variability cancels and only the models' difference is left)."""
+    if not ref or not new or len(ref) != len(new) or len(ref) < 2:
+        return None
+    d = [b - a for a, b in zip(ref, new)]
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return math.exp(mean - 1.96 * se) - 1, math.exp(mean + 1.96 * se) - 1
+
+
+def compare(ref: Row, r: Row) -> Row:
+    """Fill r's deltas relative to ref."""
+    if ref.ppl and r.ppl:
+        r.ppl_delta = r.ppl / ref.ppl - 1
+        r.ppl_delta_ci = paired_ci(ref.block_nll, r.block_nll)
+    if ref.tps and r.tps:
+        r.speedup = r.tps / ref.tps
+        if ref.tps_p10 and ref.tps_p90 and r.tps_p10 and r.tps_p90:
+            r.speedup_range = (r.tps_p10 / ref.tps_p90, r.tps_p90 / ref.tps_p10)
+    if ref.size_mb and r.size_mb:
+        r.size_ratio = ref.size_mb / r.size_mb
+    return r
 
 
 def rows(report: Report) -> list[Row]:
-    out = []
-    for c in report.variants:
-        ppl, se = perplexity(c)
-        b = c.bench
-        out.append(Row(
-            name=c.name, status=c.status, ppl=ppl, ppl_se=se, error=c.error,
-            tps=b.decode_tokens_per_s.median if b else None,
-            prefill_ms=b.prefill_ms.median if b else None,
-            size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
-            noisy=bool(b and (b.decode_tokens_per_s.noisy or b.prefill_ms.noisy)),
-        ))
+    out = [row(c) for c in report.variants]
     base = next((r for r in out if r.name == report.baseline), None)
-    for r in out:
-        if base and base.ppl and r.ppl:
-            r.ppl_delta = r.ppl / base.ppl - 1
-        if base and base.tps and r.tps:
-            r.speedup = r.tps / base.tps
-        if base and base.size_mb and r.size_mb:
-            r.size_ratio = base.size_mb / r.size_mb
-    return out
+    return [compare(base, r) for r in out] if base else out
 
 
 def frontier(rs: list[Row]) -> list[str]:
@@ -103,8 +127,8 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         parts.append(f"{best.size_ratio:.1f}x smaller" if best.size_ratio >= 1 else
                      f"{1 / best.size_ratio:.1f}x larger")
     if best.ppl_delta is not None:
-        ci = f" ± {1.96 * best.ppl_se / base.ppl:.1%} (95%)" if best.ppl_se else ""
-        parts.append(f"perplexity {best.ppl_delta:+.1%}{ci}")
+        ci = best.ppl_delta_ci
+        parts.append(f"perplexity {best.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci else ""))
     noisy = " Timings were noisy; rerun on a quiet machine before deciding." if best.noisy or base.noisy else ""
     return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{noisy}", rejected
 

@@ -132,7 +132,8 @@ def render_html(report: Report) -> str:
 <h2>Accuracy vs speed</h2>{chart(report)}
 <h2>Variants</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p><small>Perplexity ± its standard error; Δ and speed-up are relative to the baseline; decode is batch 1,
+<p><small>Perplexity ± its standard error; Δ and speed-up are relative to the baseline, with the 95% CI of
+the paired perplexity change (same tokens, per-block differences); decode is batch 1,
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
 <h2>Details</h2>{_details(report)}
 <h2>Environment</h2><table class="env">{env_rows}</table>

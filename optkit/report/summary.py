@@ -5,7 +5,7 @@ from __future__ import annotations
 from optkit.report.analysis import frontier, recommend, rows
 from optkit.results import Report
 
-HEADERS = ["variant", "status", "perplexity", "Δppl", "decode tok/s", "speed-up", "prefill ms", "size MB",
+HEADERS = ["variant", "status", "perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms", "size MB",
            "peak MB"]
 
 
@@ -19,7 +19,9 @@ def table_rows(report: Report) -> list[list[str]]:
     for r in rows(report):
         ppl = _fmt(r.ppl, ".3f") + (f" ±{r.ppl_se:.2f}" if r.ppl_se else "")
         name = r.name + (" (baseline)" if r.name == report.baseline else "") + (" *" if r.name in front else "")
-        out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%"),
+        lo_hi = r.ppl_delta_ci if r.name != report.baseline else None
+        ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
+        out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%") + ci,
                     _fmt(r.tps, ".1f") + (" (noisy)" if r.noisy else ""), _fmt(r.speedup, ".2f", "x"),
                     _fmt(r.prefill_ms, ".1f"), _fmt(r.size_mb, ".1f"), _fmt(r.peak_mb, ".0f")])
     return out

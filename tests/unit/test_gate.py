@@ -1,5 +1,8 @@
 """Gate rules on hand-built reports: pass, fail, missing data, bad input; exit codes through the CLI."""
 
+import math
+import random
+
 import pytest
 
 from optkit.errors import BadInput
@@ -62,3 +65,63 @@ def test_cli_exit_codes(tmp_path):
     assert missing.returncode == 2 and "report not found" in missing.stderr
     garbled = optkit_cli("gate", str(path), "--max-ppl-increase", "lots")
     assert garbled.returncode == 2 and len(garbled.stderr.strip().splitlines()) == 1
+
+
+def with_blocks(c, blocks):
+    c.accuracy[0].details["block_nll"] = blocks
+    c.accuracy[0].value = math.exp(sum(blocks) / len(blocks))
+    return c
+
+
+def base_blocks(n=40, seed=1):
+    rng = random.Random(seed)  # 40 blocks of 128 tokens: 5,120 scored tokens
+    return [3.0 + rng.gauss(0, 0.3) for _ in range(n)]
+
+
+def paired_report(shift, noise):
+    ref = base_blocks()  # the variant differs by `shift` in mean NLL, with +-noise alternating per block
+    new = [b + shift + (noise if i % 2 else -noise) for i, b in enumerate(ref)]
+    report = make_report(with_blocks(cand("q", 0, 30.0), new))
+    with_blocks(report.variants[0], ref)
+    return report
+
+
+def test_planted_5_percent_regression_fails_even_noise_aware():
+    report = paired_report(math.log(1.05), 0.02)
+    [v] = evaluate(report, GateSpec(max_ppl_increase="2%"))
+    assert not v.passed and "whole interval is above" in v.reasons[0]
+
+
+def test_within_noise_difference_passes_by_default_and_fails_strict():
+    report = paired_report(0.004, 0.05)  # +0.4% with per-block noise: the CI straddles the 0.2% allowed
+    spec = GateSpec(max_ppl_increase="0.2%")
+    [v] = evaluate(report, spec)
+    assert v.passed and "within noise" in v.reasons[0]
+    [strict] = evaluate(report, spec, strict=True)
+    assert not strict.passed
+
+
+def test_regating_the_same_report_is_stable_and_self_comparison_passes():
+    report = paired_report(0.01, 0.03)
+    spec = GateSpec(max_ppl_increase="5%", min_speedup=1.0)
+    first = [v.line() for v in evaluate(report, spec)]
+    assert first == [v.line() for v in evaluate(report, spec)]
+    against_self = evaluate(report, spec, against=report)
+    assert all(v.passed for v in against_self) and {v.variant for v in against_self} == {"base", "q"}
+    assert "perplexity +0.00% (95% CI +0.00% to +0.00%)" in against_self[1].reasons[0]
+
+
+def test_against_an_older_report_catches_a_regression():
+    old = paired_report(0.0, 0.01)
+    new = paired_report(math.log(1.10), 0.01)
+    verdicts = {v.variant: v for v in evaluate(new, GateSpec(max_ppl_increase="5%"), against=old)}
+    assert verdicts["base"].passed and not verdicts["q"].passed
+
+
+def test_speed_rule_uses_the_spread_unless_strict():
+    report = make_report(cand("q", 20.0, 23.0))
+    report.variants[1].bench.decode_tokens_per_s.p90 = 26.0  # optimistic 1.30x, median 1.15x
+    [v] = evaluate(report, GateSpec(min_speedup=1.2))
+    assert v.passed and "within timing spread" in v.reasons[0]
+    [s] = evaluate(report, GateSpec(min_speedup=1.2), strict=True)
+    assert not s.passed
