@@ -14,6 +14,8 @@ class TorchLM:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        # logical weight count as loaded, before any quantization packs weights out of sight
+        self.params = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
 
     @property
     def dtype(self) -> str:

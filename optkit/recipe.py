@@ -88,6 +88,15 @@ class BenchSpec(Strict):
     warmup: int = Field(default=1, ge=0)
     repeats: int = Field(default=5, ge=1)
     max_repeats: int = Field(default=15, ge=1, description="extra repeats allowed when a measurement is noisy")
+    batch_sizes: list[int] = Field(default=[1], min_length=1, description="decode throughput curve (batch 1 always)")
+    roofline: bool = True
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(b < 1 for b in sizes):
+            raise ValueError("batch sizes must be at least 1")
+        return sorted(set(sizes) | {1})
     threads: int | None = Field(default=None, ge=1)
 
 

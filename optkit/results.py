@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from optkit.meters.roofline import Roofline
+
 REPORT_SCHEMA_VERSION = 1
 
 
@@ -55,6 +57,12 @@ class Energy(BaseModel):
     source: str | None = None
 
 
+class ThroughputPoint(BaseModel):
+    batch_size: int
+    decode_tokens_per_s: Stats  # all sequences together
+    prefill_ms: Stats
+
+
 class BenchResult(BaseModel):
     prefill_ms: Stats
     decode_tokens_per_s: Stats
@@ -66,6 +74,8 @@ class BenchResult(BaseModel):
     gen_len: int
     batch_size: int = 1
     threads: int | None = None
+    throughput: list[ThroughputPoint] = Field(default_factory=list, description="the batch-size curve")
+    roofline: Roofline | None = None
 
 
 class Candidate(BaseModel):

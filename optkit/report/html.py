@@ -111,6 +111,28 @@ def _details(report: Report) -> str:
     return "".join(out)
 
 
+def _speed_story(report: Report) -> str:
+    """The batch-size curve and the roofline verdicts: why each variant is (not) faster."""
+    done = [c for c in report.variants if c.bench]
+    batches = sorted({p.batch_size for c in done for p in c.bench.throughput})
+    if not done or not batches:
+        return ""
+    head = "".join(f"<th>batch {b}</th>" for b in batches)
+    body = ""
+    for c in done:
+        speed = {p.batch_size: p.decode_tokens_per_s.median for p in c.bench.throughput}
+        cells = "".join(f"<td>{speed[b]:.1f}</td>" if b in speed else "<td>-</td>" for b in batches)
+        body += f"<tr><td>{escape(c.name)}</td>{cells}</tr>"
+    verdicts = "".join(f"<li><b>{escape(c.name)}</b>: {escape('; '.join(c.bench.roofline.verdicts))}</li>"
+                       for c in done if c.bench.roofline and c.bench.roofline.verdicts)
+    roof = next((c.bench.roofline for c in done if c.bench.roofline), None)
+    peaks = (f"<p><small>Measured on this device: memory bandwidth {roof.bandwidth_gb_s:.1f} GB/s (copy), "
+             f"matmul {roof.matmul_gflop_s:.0f} GFLOP/s ({escape(roof.matmul_dtype)}).</small></p>") if roof else ""
+    return (f"<h2>Why is it (not) faster?</h2><p>Decode tokens/s (all sequences) by batch size:</p>"
+            f"<table><thead><tr><th>variant</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"{peaks}<ul>{verdicts}</ul>")
+
+
 def render_html(report: Report) -> str:
     headline, rejected = recommend(report)
     head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
@@ -135,6 +157,7 @@ def render_html(report: Report) -> str:
 <p><small>Perplexity ± its standard error; Δ and speed-up are relative to the baseline, with the 95% CI of
 the paired perplexity change (same tokens, per-block differences); decode is batch 1,
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
+{_speed_story(report)}
 <h2>Details</h2>{_details(report)}
 <h2>Environment</h2><table class="env">{env_rows}</table>
 </body></html>

@@ -58,3 +58,28 @@ def test_stats_flags_noise_and_drops_contended_samples():
     assert spread.noisy
     contended = stats([10, 11, 12], "ms", [0.8, 0.8, 0.8], wanted=3)
     assert contended.noisy and contended.n == 3
+
+
+def test_throughput_curve_and_roofline(tiny_lm):
+    result = run_bench(tiny_lm, BenchSpec(prompt_len=16, gen_len=4, warmup=0, repeats=2, batch_sizes=[4]))
+    assert [p.batch_size for p in result.throughput] == [1, 4]  # batch 1 is always measured
+    assert result.decode_tokens_per_s == result.throughput[0].decode_tokens_per_s
+    roof = result.roofline
+    assert roof.bandwidth_gb_s > 0.1 and roof.matmul_gflop_s > 0.1
+    assert roof.params == tiny_lm.params > 0 and roof.bound_tokens_per_s > 0
+    assert roof.achieved_fraction == result.decode_tokens_per_s.median / roof.bound_tokens_per_s
+    assert roof.verdicts[0].startswith(("memory-bound at batch 1", "not limited by memory at batch 1"))
+    assert roof.verdicts[1].startswith("batch 4:")
+
+
+def test_roofline_verdicts_follow_the_numbers():
+    from optkit.meters.roofline import analyze, device_peaks
+
+    bw, _ = device_peaks("cpu", "float32")
+    weight_bytes = 400_000_000
+    bound = bw * 1e9 / weight_bytes
+    fast = analyze("cpu", "float32", 100_000_000, weight_bytes, 0, 0.9 * bound, {1: 0.9 * bound, 256: 1.0})
+    assert fast.verdicts[0].startswith("memory-bound") and "4-bit weights could be up to ~7.1x" in fast.verdicts[0]
+    assert "compute-bound" in fast.verdicts[1]  # 256 x 2 FLOP per 4-byte weight is far past any CPU's ridge
+    slow = analyze("cpu", "float32", 100_000_000, weight_bytes, 0, 0.1 * bound, {1: 0.1 * bound})
+    assert slow.verdicts[0].startswith("not limited by memory")

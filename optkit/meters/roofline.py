@@ -1,0 +1,97 @@
+"""Roofline: what decode speed the device's memory bandwidth allows, and a plain verdict on why a variant is
+or is not faster. Bandwidth and matmul throughput are measured once per process on the device itself.
+
+At batch b a decode step reads every weight once and the KV cache of b sequences: bytes per step =
+weight bytes + b x KV bytes; it does ~2 x params x b FLOPs. Below the ridge point (peak FLOP/s over
+bandwidth) a step is memory-bound and smaller weights pay off; above it, weight-only quantization cannot help.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from functools import cache
+
+from pydantic import BaseModel, Field
+
+MEMORY_BOUND = 0.5  # at least this share of the bandwidth bound: decode is limited by bytes moved
+
+
+class Roofline(BaseModel):
+    bandwidth_gb_s: float
+    matmul_gflop_s: float
+    matmul_dtype: str
+    params: int = Field(description="logical weight count (before quantization)")
+    weight_bytes: int
+    kv_bytes_per_token: int = Field(description="KV cache bytes of one sequence at the mean decode context")
+    bound_tokens_per_s: float = Field(description="batch-1 decode speed if only weight + KV bytes mattered")
+    achieved_fraction: float | None = None
+    ridge_flops_per_byte: float
+    verdicts: list[str] = Field(default_factory=list)
+
+
+def _timed(fn, sync, reps: int = 5) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@cache
+def device_peaks(device: str, dtype: str) -> tuple[float, float]:
+    """-> (copy bandwidth in GB/s counting read + write, matmul GFLOP/s in dtype)."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    nbytes = 1 << 30 if device.startswith("cuda") else 1 << 29  # well past any cache (this CPU's L3: 300 MB)
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    seconds = _timed(lambda: dst.copy_(src), sync)
+    bandwidth = 2 * nbytes / seconds / 1e9
+    size = 4096 if device.startswith("cuda") else 1024
+    a = torch.randn(size, size, device=device).to(getattr(torch, dtype))
+    b = torch.randn(size, size, device=device).to(getattr(torch, dtype))
+    seconds = _timed(lambda: a @ b, sync)
+    return bandwidth, 2 * size**3 / seconds / 1e9
+
+
+def kv_bytes_per_token(config, context: int, element_bytes: int) -> int:
+    layers = getattr(config, "num_hidden_layers", 0)
+    heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 0)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * layers * heads * head_dim * context * element_bytes
+
+
+def analyze(device: str, dtype: str, params: int, weight_bytes: int, kv_bytes: int, tps: float | None,
+            curve: dict[int, float]) -> Roofline:
+    bandwidth, gflops = device_peaks(device, dtype)
+    bound = bandwidth * 1e9 / (weight_bytes + kv_bytes)
+    ridge = gflops / bandwidth
+    achieved = tps / bound if tps else None
+    verdicts = []
+    if achieved is not None:
+        if achieved >= MEMORY_BOUND:
+            shrink = (weight_bytes + kv_bytes) / (params * 0.5625 + kv_bytes)  # 4-bit + group scales
+            hint = (f"4-bit weights could be up to ~{shrink:.1f}x faster" if shrink > 1.2
+                    else "its weights are already about as small as 4-bit")
+            verdicts.append(f"memory-bound at batch 1 ({achieved:.0%} of the {bound:.0f} tokens/s bandwidth bound): "
+                            f"fewer weight bytes mean faster decode; {hint}")
+        else:
+            verdicts.append(f"not limited by memory at batch 1 ({achieved:.0%} of the {bound:.0f} tokens/s bandwidth "
+                            "bound): compute or per-token overhead dominates, so smaller weights alone will not "
+                            "make decode much faster here")
+    for batch, speed in sorted(curve.items()):
+        if batch == 1:
+            continue
+        intensity = 2 * params * batch / (weight_bytes + batch * kv_bytes)
+        side = ("compute-bound: weight-only quantization will not help" if intensity > ridge
+                else "still memory-bound: smaller weights still help")
+        verdicts.append(f"batch {batch}: {speed:.1f} tokens/s, {intensity:.0f} FLOP/byte vs ridge {ridge:.0f}: {side}")
+    return Roofline(bandwidth_gb_s=bandwidth, matmul_gflop_s=gflops, matmul_dtype=dtype, params=params,
+                    weight_bytes=weight_bytes, kv_bytes_per_token=kv_bytes, bound_tokens_per_s=bound,
+                    achieved_fraction=achieved, ridge_flops_per_byte=ridge, verdicts=verdicts)
