@@ -90,35 +90,48 @@ dtype_opt = click.option("--dtype", default="float32", type=click.Choice(["float
 device_opt = click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda", "auto"]))
 
 
-@main.command()
-@click.argument("checkpoint")
-@click.argument("method")
-@click.option("--param", "-p", "params", multiple=True, help="method parameter key=value (repeatable)")
-@click.option("--auto-exclude", metavar="BUDGET", help="keep the most sensitive layers in higher precision until "
-              "calibration perplexity is within BUDGET of the original, e.g. 5%")
-@dtype_opt
-@device_opt
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
-def quantize(checkpoint: str, method: str, params: tuple[str, ...], auto_exclude: str | None, dtype: str,
-             device: str, out: Path) -> None:
-    """Apply METHOD to CHECKPOINT and write a reloadable artifact that eval/bench/run accept."""
-    from pydantic import ValidationError
+def _transform_command(name: str, doc: str):
+    """quantize and prune are the same door: one step applied, written as a reloadable artifact."""
 
-    from optkit import models
-    from optkit.artifact import write_artifact
-    from optkit.recipe import ModelSpec, Step
+    @main.command(name, help=doc)
+    @click.argument("checkpoint")
+    @click.argument("method")
+    @click.option("--param", "-p", "params", multiple=True, help="method parameter key=value (repeatable)")
+    @click.option("--auto-exclude", metavar="BUDGET", help="keep the most sensitive layers in higher precision "
+                  "until calibration perplexity is within BUDGET of the original, e.g. 5%")
+    @dtype_opt
+    @device_opt
+    @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
+    def command(checkpoint: str, method: str, params: tuple[str, ...], auto_exclude: str | None, dtype: str,
+                device: str, out: Path) -> None:
+        from pydantic import ValidationError
 
-    try:
-        step = Step(method=method, params=_params(params),
-                    auto_exclude={"max_ppl_increase": auto_exclude} if auto_exclude else None)
-    except ValidationError as exc:
-        msg = exc.errors()[0]['msg'].removeprefix('Value error, ')
-        raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
-    report = _single("quantize", checkpoint, dtype, device, [step.model_dump()], out / "run", None, None)
-    cand = report.variants[0]
-    source = models.prepare(models.resolve(checkpoint))
-    path = write_artifact(out, source, ModelSpec(checkpoint=checkpoint, dtype=dtype), [step], cand.steps)
-    click.echo(f"wrote {path}; use {out} as a checkpoint for optkit eval / bench / run")
+        from optkit import models
+        from optkit.artifact import write_artifact
+        from optkit.recipe import ModelSpec, Step
+
+        if name == "prune" and not method.startswith("prune."):
+            raise BadInput(f"optkit prune takes a pruning method (prune.magnitude, prune.2to4, prune.wanda), "
+                           f"not {method!r}; use optkit quantize for that")
+        try:
+            step = Step(method=method, params=_params(params),
+                        auto_exclude={"max_ppl_increase": auto_exclude} if auto_exclude else None)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
+        report = _single(name, checkpoint, dtype, device, [step.model_dump()], out / "run", None, None)
+        source = models.prepare(models.resolve(checkpoint))
+        path = write_artifact(out, source, ModelSpec(checkpoint=checkpoint, dtype=dtype), [step],
+                              report.variants[0].steps)
+        click.echo(f"wrote {path}; use {out} as a checkpoint for optkit eval / bench / run")
+
+    return command
+
+
+quantize = _transform_command("quantize", "Apply a quantization METHOD to CHECKPOINT; write a reloadable artifact "
+                              "that eval, bench and recipes accept as a checkpoint.")
+prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. prune.wanda -p sparsity=0.5); "
+                           "write a reloadable artifact.")
 
 
 @main.command("eval")

@@ -68,8 +68,8 @@ def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sou
             allowed = ", ".join(method.Params.model_fields)
             raise BadInput(f"{where}: params.{field}: {err['msg']} (params allowed: {allowed})") from None
         if device not in method.devices:
-            raise BadInput(f"{where}: cannot run on {device} (runs on: {', '.join(method.devices)}); "
-                           "remove the variant or change device")
+            need = method.device_note or f"runs on: {', '.join(method.devices)}"
+            raise BadInput(f"{where}: cannot run on {device} ({need}); remove the variant or change device")
         problems = method.check(info, params)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

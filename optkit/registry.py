@@ -15,6 +15,7 @@ BUILTINS = {
     "torchao.int8_weight_only": "optkit.methods.torchao:Int8WeightOnly",
     "torchao.int8_dynamic": "optkit.methods.torchao:Int8Dynamic",
     "torchao.int4_weight_only": "optkit.methods.torchao:Int4WeightOnly",
+    "torchao.float8_dynamic": "optkit.methods.torchao:Float8Dynamic",
     "torch.dynamic_int8": "optkit.methods.torch_dynamic:DynamicInt8",
     "bnb.int8": "optkit.methods.bnb:LLMInt8",
     "bnb.4bit": "optkit.methods.bnb:FourBit",

@@ -52,6 +52,7 @@ class Method:
     extra = ""  # pip extra that brings `requires`
     linear_only = True
     quantizes = True  # False for casts and pruning: later quantization steps may still follow
+    device_note = ""  # said when the device cannot run the method, e.g. "needs CUDA sm_89+"
     notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
     details: dict = {}  # filled by transform, copied to StepRecord.details
 

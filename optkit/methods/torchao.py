@@ -88,3 +88,26 @@ def _excluded(name: str, params: Params) -> bool:
 
     targets, _ = select([name], params)
     return not targets
+
+
+class Float8Dynamic(_Torchao):
+    """float8 dynamic activations + float8 weights: needs the fp8 tensor cores of CUDA sm_89+ (Ada, Hopper)."""
+
+    name = "torchao.float8_dynamic"
+    devices = ("cuda",)
+    device_note = "needs CUDA sm_89+ (Ada or Hopper GPUs)"
+
+    def check(self, info: ModelInfo, params: Params) -> list[str]:
+        problems = super().check(info, params)
+        if info.device.startswith("cuda"):
+            import torch
+
+            major, minor = torch.cuda.get_device_capability()
+            if (major, minor) < (8, 9):
+                problems.append(f"float8 needs CUDA sm_89+; this GPU is sm_{major}{minor}: use torchao.int8_dynamic")
+        return problems
+
+    def config(self, params, device):
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig
+
+        return Float8DynamicActivationFloat8WeightConfig()

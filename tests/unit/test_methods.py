@@ -109,3 +109,41 @@ def test_preflight_lets_quantization_follow_pruning_but_not_another_quantization
     recipe.variants[0].steps.append(recipe.variants[0].steps[1])
     with pytest.raises(BadInput, match="already quantized"):
         _check_variant(0, recipe, info, "cpu", "r.yaml")
+
+
+@pytest.mark.parametrize("steps", [
+    [("cast", {"dtype": "bfloat16"})],
+    [("torchao.int8_weight_only", {})],
+    [("torchao.int8_dynamic", {})],
+    [("cast", {"dtype": "bfloat16"}), ("torchao.int4_weight_only", {"group_size": 32})],
+    [("torch.dynamic_int8", {"exclude": ["lm_head"]})],
+    [("bnb.int8", {})],
+    [("bnb.4bit", {"blocksize": 32, "exclude": ["lm_head"]})],
+    [("prune.magnitude", {"sparsity": 0.5}), ("torchao.int8_weight_only", {})],
+], ids=lambda s: "+".join(m for m, _ in s))
+def test_artifact_reloads_with_identical_logits(tiny_model, tmp_path, steps):
+    from optkit import models
+    from optkit.artifact import load_artifact, write_artifact
+    from optkit.methods.base import apply_steps
+    from optkit.recipe import ModelSpec, Step
+
+    ckpt = models.resolve(str(tiny_model))
+    lm = models.load(ckpt)
+    recipe_steps = [Step(method=m, params=p) for m, p in steps]
+    records = apply_steps(lm, recipe_steps)
+    write_artifact(tmp_path / "art", ckpt, ModelSpec(checkpoint=str(tiny_model)), recipe_steps, records)
+    again = load_artifact(tmp_path / "art", "cpu")
+    assert torch.equal(logits(again), logits(lm))
+    assert models.resolve(str(tmp_path / "art")).kind == "artifact"
+
+
+def test_float8_is_refused_on_cpu_with_the_requirement(tmp_path, tiny_model):
+    from optkit import models
+    from optkit.pipeline import _check_variant, model_info
+    from optkit.recipe import parse_recipe
+
+    data = {"name": "t", "model": {"checkpoint": str(tiny_model)},
+            "variants": [{"name": "f8", "steps": [{"method": "torchao.float8_dynamic"}]}]}
+    info = model_info(models.resolve(str(tiny_model)), "float32", "cpu", False)
+    with pytest.raises(BadInput, match=r"cannot run on cpu \(needs CUDA sm_89\+"):
+        _check_variant(0, parse_recipe(data), info, "cpu", "r.yaml")
