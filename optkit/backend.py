@@ -25,6 +25,11 @@ class TorchLM:
         return str(floats[0] if floats else torch.float32).removeprefix("torch.")
 
     @property
+    def config(self):
+        """The HF config: what bench and roofline read, whatever runs the model."""
+        return self.model.config
+
+    @property
     def vocab_size(self) -> int:
         return self.model.config.vocab_size
 

@@ -77,7 +77,7 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
     roofline = None
     if spec.roofline:
         elem = 2 if lm.dtype in ("bfloat16", "float16") else 4
-        kv = kv_bytes_per_token(lm.model.config, spec.prompt_len + spec.gen_len // 2, elem)
+        kv = kv_bytes_per_token(lm.config, spec.prompt_len + spec.gen_len // 2, elem)
         compute_dtype = lm.dtype if lm.dtype in ("bfloat16", "float16", "float32") else "float32"
         roofline = analyze(lm.device, compute_dtype, lm.params, size, kv, first.decode_tokens_per_s.median,
                            {p.batch_size: p.decode_tokens_per_s.median for p in curve})

@@ -53,7 +53,8 @@ def model_info(ckpt: models.Checkpoint, dtype: str, device: str, trust_remote_co
 
 def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, source: str) -> None:
     variant = recipe.variants[index]
-    info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, quantized=info.quantized)
+    info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, quantized=info.quantized,
+                     onnx=info.onnx)
     for n, step in enumerate(variant.steps, 1):
         where = f"{source}: variants[{index}] ({variant.name}) step {n} ({step.method})"
         try:
@@ -70,12 +71,18 @@ def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sou
         if device not in method.devices:
             need = method.device_note or f"runs on: {', '.join(method.devices)}"
             raise BadInput(f"{where}: cannot run on {device} ({need}); remove the variant or change device")
+        if method.runs_on == "onnxruntime" and not info.onnx:
+            raise BadInput(f"{where}: needs an ONNX model; add {{method: onnx.export}} before this step")
+        if method.runs_on == "torch" and info.onnx:
+            raise BadInput(f"{where}: is a PyTorch method but an earlier step exported the model to ONNX; "
+                           "move it before onnx.export or use an ort.* method")
         problems = method.check(info, params)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise BadInput(f"{where}: {problems[0]}{more}")
         info.dtype = method.output_dtype(info, params)
         info.quantized = info.quantized or method.quantizes
+        info.onnx = info.onnx or method.to_onnx
 
 
 def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None) -> Plan:

@@ -22,6 +22,9 @@ BUILTINS = {
     "prune.magnitude": "optkit.methods.prune:Magnitude",
     "prune.2to4": "optkit.methods.prune:TwoFour",
     "prune.wanda": "optkit.methods.prune:Wanda",
+    "onnx.export": "optkit.methods.onnx_export:ExportOnnx",
+    "ort.dynamic_int8": "optkit.methods.ort_quant:DynamicInt8",
+    "ort.int4": "optkit.methods.ort_quant:Int4",
 }
 
 

@@ -41,6 +41,7 @@ class ModelInfo:
     dtype: str
     device: str
     quantized: bool = False
+    onnx: bool = False  # an earlier step exported it: only onnxruntime methods may follow
     notes: list[str] = field(default_factory=list)
 
 
@@ -55,6 +56,9 @@ class Method:
     device_note = ""  # said when the device cannot run the method, e.g. "needs CUDA sm_89+"
     notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
     details: dict = {}  # filled by transform, copied to StepRecord.details
+    runs_on = "torch"  # the loaded-model backend the step needs (lm.backend): "torch" or "onnxruntime"
+    to_onnx = False  # True for exporters: preflight then knows the model is ONNX from here on
+    replaces_model = False  # True: convert(lm, params) -> (new_lm, StepRecord) is called instead of transform
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
         return []
@@ -66,6 +70,20 @@ class Method:
         """Change the model in place. Return modules deliberately left alone (with reasons); may fill
         self.details (e.g. per-layer sparsity), which run_step copies into the StepRecord."""
         raise NotImplementedError
+
+    def convert(self, lm, params: Params):
+        """For replaces_model methods (export, ONNX quantization): return (new loaded model, StepRecord);
+        the method records what changed itself, since torch module fingerprints mean nothing there."""
+        raise NotImplementedError
+
+
+def _become(lm, new) -> None:
+    """Turn the caller's lm object into `new` in place: callers (isolate.py, artifact.py) keep using the
+    object they passed to apply_steps, so a backend switch must keep its identity. Dropping the old
+    __dict__ also frees the PyTorch weights before evaluation and benchmarking."""
+    lm.__dict__.clear()
+    lm.__dict__.update(new.__dict__)
+    lm.__class__ = type(new)
 
 
 def select(names: list[str], params: Params) -> tuple[list[str], list[SkippedModule]]:
@@ -158,7 +176,17 @@ def apply_steps(lm, steps, say=None) -> list[StepRecord]:
     records = []
     for step in steps:
         method = registry.get(step.method)
-        record = run_step(method, lm, method.Params.model_validate(step.params), step.auto_exclude)
+        if getattr(lm, "backend", "torch") != method.runs_on:
+            raise RunError(f"step {step.method} needs a {method.runs_on} model but has a {lm.backend} one; "
+                           "put ort.* steps after onnx.export and PyTorch steps before it")
+        params = method.Params.model_validate(step.params)
+        if method.replaces_model:
+            if step.auto_exclude is not None:
+                raise RunError(f"step {step.method} does not support auto_exclude; use params.exclude")
+            new, record = method.convert(lm, params)
+            _become(lm, new)
+        else:
+            record = run_step(method, lm, params, step.auto_exclude)
         records.append(record)
         if say:
             say(f"step {step.method}: {len(record.modules_changed)} modules changed, "

@@ -1,0 +1,1 @@
+"""Loaded-model backends other than PyTorch (the TorchLM interface lives in optkit.backend)."""
