@@ -138,13 +138,23 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 @click.argument("checkpoint")
 @click.option("--max-tokens", default=4096, show_default=True, help="perplexity token budget")
 @click.option("--text", type=click.Path(), help="a local text file instead of WikiText-2")
+@click.option("--tasks", help="lm-eval tasks, comma-separated, e.g. arc_easy,hellaswag (offline with OPTKIT_DATA)")
+@click.option("--limit", type=click.IntRange(min=1), help="first N documents of each task")
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
-def eval_(checkpoint: str, max_tokens: int, text: str | None, dtype: str, device: str, out: Path | None) -> None:
-    """Measure token perplexity of CHECKPOINT."""
+def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None, limit: int | None, dtype: str,
+          device: str, out: Path | None) -> None:
+    """Measure token perplexity of CHECKPOINT, and lm-eval task accuracy with --tasks."""
     ppl = {"max_tokens": max_tokens, "path": text}
-    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl}, None)
+    names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
+    if names:
+        from optkit.evaluators.lm_eval import resolve
+
+        for name in names:  # missing offline data is bad input: say so before loading any model
+            resolve(name)
+    specs = [{"name": n, "limit": limit} for n in names] or None
+    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None)
 
 
 @main.command()

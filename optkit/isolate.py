@@ -90,6 +90,14 @@ def build_and_measure(job: Job) -> Candidate:
 
             cand.accuracy += perplexity.evaluate(lm, job.eval.perplexity)
             print(f"perplexity: {cand.accuracy[-1].value:.3f}", file=sys.stderr, flush=True)
+        if job.eval and job.eval.tasks:
+            from optkit.evaluators import lm_eval as lm_tasks
+
+            for spec in job.eval.tasks:  # one at a time, so the log shows each score as soon as it exists
+                for res in lm_tasks.evaluate(lm, [spec]):
+                    cand.accuracy.append(res)
+                    print(f"{res.task} {res.metric}: {res.value:.4f} ±{res.stderr or 0:.4f} (n={res.n})",
+                          file=sys.stderr, flush=True)
         if job.bench:
             from optkit.bench import run_bench
 

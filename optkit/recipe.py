@@ -78,8 +78,18 @@ class PerplexitySpec(Strict):
         return self
 
 
+class TaskSpec(Strict):
+    """An lm-evaluation-harness task; short names (arc_easy, hellaswag, ...) run offline when OPTKIT_DATA is set."""
+
+    name: str = Field(min_length=1)
+    limit: int | None = Field(default=None, ge=1, description="first N documents (all when unset)")
+    num_fewshot: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=8, ge=1)
+
+
 class EvalSpec(Strict):
     perplexity: PerplexitySpec | None = Field(default_factory=PerplexitySpec)
+    tasks: list[TaskSpec] | None = None
 
 
 class BenchSpec(Strict):

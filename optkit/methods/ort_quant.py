@@ -8,7 +8,6 @@ original nodes that were replaced; a step that replaces none is an error.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from optkit.errors import RunError
-from optkit.methods.base import Method, ModelInfo, Params
+from optkit.methods.base import Method, ModelInfo, Params, select
 from optkit.results import SkippedModule, StepRecord
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Gather")  # ops whose constant weights these quantizers can replace
@@ -77,15 +76,7 @@ class _OrtQuant(Method):
         before, weighted = nodes(src)
         # only nodes with a constant weight: attention's activation products are not quantizable weights
         candidates = [n for n, op in before.items() if op in params.op_types and n in weighted]
-        targets, skipped = [], []
-        for name in candidates:
-            if params.include and not any(re.search(p, name) for p in params.include):
-                continue
-            hit = next((p for p in params.exclude if re.search(p, name)), None)
-            if hit:
-                skipped.append(SkippedModule(module=name, reason=f"excluded by pattern {hit!r}"))
-            else:
-                targets.append(name)
+        targets, skipped = select(candidates, params)
         # a fresh folder beside the source, so the source model stays valid and size_bytes counts only ours
         dst = Path(tempfile.mkdtemp(prefix=f"{self.slug}-", dir=src.parent.parent)) / "model.onnx"
         external = sum(p.stat().st_size for p in _files(src)) > 1_500_000_000  # protobuf's 2 GB limit

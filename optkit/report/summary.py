@@ -27,11 +27,32 @@ def table_rows(report: Report) -> list[list[str]]:
     return out
 
 
-def text_table(report: Report) -> str:
+def task_columns(report: Report) -> list[tuple[str, str]]:
+    """(task, metric) for each lm-eval task in the report: its acc, else its first metric; one column each."""
+    cols: dict[str, str] = {}
+    for c in report.variants:
+        for r in c.accuracy:
+            if r.metric != "token_perplexity" and (r.task not in cols or r.metric == "acc"):
+                cols[r.task] = r.metric
+    return list(cols.items())
+
+
+def full_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """HEADERS plus one column per task metric (html keeps the fixed columns; report.json has every metric)."""
+    cols = task_columns(report)
     body = table_rows(report)
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(HEADERS)]
+    for cells, c in zip(body, report.variants):
+        for task, metric in cols:
+            r = c.metric(task, metric)
+            cells.append("-" if r is None else f"{r.value:.3f}" + (f" ±{r.stderr:.3f}" if r.stderr else ""))
+    return HEADERS + [f"{task} {metric}" for task, metric in cols], body
+
+
+def text_table(report: Report) -> str:
+    headers, body = full_table(report)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [line(HEADERS), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    out = [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
     headline, rejected = recommend(report)
     out += ["", "* on the Pareto frontier (perplexity vs decode speed)", headline]
     out += [f"  not chosen: {r}" for r in rejected]
@@ -42,8 +63,9 @@ def markdown(report: Report) -> str:
     headline, rejected = recommend(report)
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     out = [f"### optkit report: {esc(report.run)}", "", f"**{esc(headline)}**", ""]
-    out += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in table_rows(report)]
+    headers, body = full_table(report)
+    out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
     if rejected:
         out += ["", "Not chosen:", *(f"- {esc(r)}" for r in rejected)]
     env = report.environment
