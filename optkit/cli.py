@@ -191,12 +191,16 @@ def report(run_dir: Path, fmt: str) -> None:
 @click.argument("report_path", metavar="REPORT", type=click.Path(path_type=Path))
 @click.option("--max-ppl-increase", help="largest allowed perplexity increase vs the baseline, e.g. 5%")
 @click.option("--min-speedup", type=float, help="smallest allowed decode speed-up vs the baseline, e.g. 1.2")
+@click.option("--max-acc-drop", help="largest absolute drop of any task accuracy, e.g. 2% (= 0.02)")
+@click.option("--min-recovery", type=float, help="task accuracy as a share of the baseline's, e.g. 0.98")
+@click.option("--max-size-mb", type=float, help="largest size on disk")
+@click.option("--max-memory-mb", type=float, help="largest peak memory during the benchmark")
+@click.option("--max-prefill-ms", type=float, help="longest time to first token (batch 1)")
 @click.option("--variant", "variants", multiple=True, help="gate only these variants (repeatable)")
 @click.option("--against", type=click.Path(path_type=Path),
               help="an older report: compare each variant with its namesake there (regression gate)")
 @click.option("--strict", is_flag=True, help="gate on point estimates instead of confidence intervals / spread")
-def gate(report_path: Path, max_ppl_increase: str | None, min_speedup: float | None,
-         variants: tuple[str, ...], against: Path | None, strict: bool) -> None:
+def gate(report_path: Path, variants: tuple[str, ...], against: Path | None, strict: bool, **rules) -> None:
     """Exit 0 when every gated variant passes, 1 otherwise (2 on bad input).
 
     By default an accuracy rule fails only when the paired 95% confidence interval of the perplexity change
@@ -209,11 +213,12 @@ def gate(report_path: Path, max_ppl_increase: str | None, min_speedup: float | N
     from optkit.results import read_report
 
     rep = read_report(report_path)
-    if max_ppl_increase is None and min_speedup is None:
+    given = {k: v for k, v in rules.items() if v is not None}
+    if not given:
         spec = GateSpec.model_validate(rep.recipe.get("gates") or {})
     else:
         try:
-            spec = GateSpec(max_ppl_increase=max_ppl_increase, min_speedup=min_speedup)
+            spec = GateSpec(**given)
         except ValidationError as exc:
             raise BadInput(f"bad gate option: {exc.errors()[0]['msg']}; write e.g. --max-ppl-increase 5%") from None
     if variants:

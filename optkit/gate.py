@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from optkit.errors import BadInput
 from optkit.recipe import GateSpec
 from optkit.report.analysis import Row, compare, row, rows
-from optkit.results import Report
+from optkit.results import Candidate, Report
 
 
 @dataclass
@@ -51,12 +52,62 @@ def _speed(r: Row, required: float, strict: bool) -> tuple[bool, str]:
     return True, f"{text} >= {required:g}x required"
 
 
+def paired_accuracy_ci(ref: list[float], new: list[float]) -> tuple[float, float, float]:
+    """Mean per-sample difference new - ref (same documents, same order) with its 95% CI."""
+    d = [b - a for a, b in zip(ref, new)]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+    half = 1.96 * math.sqrt(var / len(d))
+    return mean, mean - half, mean + half
+
+
+def _tasks(new: Candidate, ref: Candidate, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
+    """Task accuracy rules, paired over per-sample results: a drop fails only when the CI says it is real."""
+    checks = []
+    for res in (a for a in new.accuracy if a.higher_is_better and isinstance(a.details.get("samples"), list)):
+        base = next((a for a in ref.accuracy if a.task == res.task and a.metric == res.metric), None)
+        label = f"{res.task} {res.metric}"
+        if base is None or len(base.details.get("samples") or []) != len(res.details["samples"]):
+            checks.append((False, f"{label}: no matching per-sample results in the reference"))
+            continue
+        diff, lo, hi = paired_accuracy_ci(base.details["samples"], res.details["samples"])
+        text = f"{label} {res.value:.3f} vs {base.value:.3f} ({diff:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})"
+        best = diff if strict else hi  # noise-aware: judge the most favourable end of the interval
+        if spec.max_acc_drop is not None:
+            good = best >= -spec.max_acc_drop
+            checks.append((good, f"{text} {'within' if good else 'beyond'} the {spec.max_acc_drop:.3f} drop allowed"))
+        if spec.min_recovery is not None and base.value > 0:
+            recovery = (base.value + best) / base.value
+            good = recovery >= spec.min_recovery
+            checks.append((good, f"{label} recovery {res.value / base.value:.3f} "
+                                 f"({'>=' if good else '<'} {spec.min_recovery:g} required)"))
+    if not checks:
+        checks.append((False, "no task accuracy with per-sample results to gate (add eval.tasks)"))
+    return checks
+
+
+def _limits(r: Row, spec: GateSpec) -> list[tuple[bool, str]]:
+    """Absolute budgets: size on disk, peak memory, time to first token."""
+    out = []
+    for limit, value, what, unit in ((spec.max_size_mb, r.size_mb, "size", "MB"),
+                                     (spec.max_memory_mb, r.peak_mb, "peak memory", "MB"),
+                                     (spec.max_prefill_ms, r.prefill_ms, "prefill", "ms")):
+        if limit is None:
+            continue
+        if value is None:
+            out.append((False, f"no {what} measured"))
+        else:
+            out.append((value <= limit, f"{what} {value:.1f} {unit} ({'<=' if value <= limit else '>'} {limit:g})"))
+    return out
+
+
 def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Report | None = None) -> list[Verdict]:
     """Gate each variant against the baseline, or with `against` against the same-named variant of an older
     report (a regression gate across commits). Noise-aware unless strict: an accuracy rule fails only when the
     paired 95% CI lies beyond the allowed drop; a speed rule only when the p10/p90 spread cannot reach it."""
-    if spec.max_ppl_increase is None and spec.min_speedup is None:
-        raise BadInput("no gate rules; pass --max-ppl-increase and/or --min-speedup, or add gates: to the recipe")
+    if not spec.rules():
+        raise BadInput("no gate rules; pass e.g. --max-ppl-increase 5% or --min-speedup 1.2, or add gates: to the "
+                       "recipe")
     table = {r.name: r for r in rows(report)}
     default = [n for n in table if n != report.baseline] if against is None else list(table)
     names = spec.variants or default
@@ -64,6 +115,8 @@ def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Repo
     if unknown:
         raise BadInput(f"gate names unknown variants {unknown}; the report has {list(table)}")
     old = {c.name: row(c) for c in against.variants} if against is not None else {}
+    cands = {c.name: c for c in report.variants}
+    ref_cands = {c.name: c for c in (against or report).variants}
     verdicts = []
     for name in names:
         r = table[name]
@@ -81,5 +134,9 @@ def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Repo
             checks.append(_accuracy(r, spec.max_ppl_increase, strict))
         if spec.min_speedup is not None:
             checks.append(_speed(r, spec.min_speedup, strict))
+        if spec.max_acc_drop is not None or spec.min_recovery is not None:
+            ref_name = name if against is not None else report.baseline
+            checks += _tasks(cands[name], ref_cands[ref_name], spec, strict)
+        checks += _limits(r, spec)
         verdicts.append(Verdict(name, all(ok for ok, _ in checks), [text for _, text in checks]))
     return verdicts

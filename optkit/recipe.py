@@ -113,11 +113,20 @@ class BenchSpec(Strict):
 class GateSpec(Strict):
     max_ppl_increase: float | None = Field(default=None, description="e.g. '5%' or 0.05")
     min_speedup: float | None = Field(default=None, gt=0, description="decode tokens/s vs the baseline")
+    max_acc_drop: float | None = Field(default=None, ge=0, description="largest absolute drop of any task "
+                                       "accuracy (acc, acc_norm, ...), e.g. '2%' = 2 points")
+    min_recovery: float | None = Field(default=None, gt=0, description="task accuracy / baseline's, e.g. 0.98")
+    max_size_mb: float | None = Field(default=None, gt=0)
+    max_memory_mb: float | None = Field(default=None, gt=0, description="peak memory during the benchmark")
+    max_prefill_ms: float | None = Field(default=None, gt=0, description="time to first token (batch 1)")
     variants: list[str] | None = Field(default=None, description="variants to gate (default: all but the baseline)")
 
-    _fraction = field_validator("max_ppl_increase", mode="before")(
+    _fraction = field_validator("max_ppl_increase", "max_acc_drop", mode="before")(
         lambda v: None if v is None else parse_fraction(v)
     )
+
+    def rules(self) -> bool:
+        return any(v is not None for k, v in self.model_dump().items() if k != "variants")
 
 
 class Recipe(Strict):

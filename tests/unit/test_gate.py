@@ -125,3 +125,62 @@ def test_speed_rule_uses_the_spread_unless_strict():
     assert v.passed and "within timing spread" in v.reasons[0]
     [s] = evaluate(report, GateSpec(min_speedup=1.2), strict=True)
     assert not s.passed
+
+
+def with_task(c, correct):
+    c.accuracy.append(EvalResult(task="optkit_arc_easy", metric="acc", value=sum(correct) / len(correct),
+                                 stderr=0.02, n=len(correct), higher_is_better=True,
+                                 details={"samples": correct}))
+    return c
+
+
+def task_report(base_correct, new_correct):
+    report = make_report(with_task(cand("q", 20.0, 30.0), new_correct))
+    with_task(report.variants[0], base_correct)
+    return report
+
+
+def test_planted_5_point_task_regression_on_600_samples_fails():
+    rng = random.Random(3)
+    base = [1 if rng.random() < 0.6 else 0 for _ in range(600)]
+    flipped = [i for i, v in enumerate(base) if v][:30]  # 30 of 600 answers go wrong: -5 points
+    new = [0 if i in flipped else v for i, v in enumerate(base)]
+    [v] = evaluate(task_report(base, new), GateSpec(max_acc_drop="1%"))
+    assert not v.passed and "beyond the 0.010 drop allowed" in v.reasons[0]
+    [r] = evaluate(task_report(base, new), GateSpec(min_recovery=0.99))
+    assert not r.passed
+
+
+def test_task_noise_passes_unless_strict():
+    rng = random.Random(4)
+    base = [1 if rng.random() < 0.6 else 0 for _ in range(600)]
+    new = list(base)
+    for i in range(0, 40, 2):  # 20 right->wrong and 16 wrong->right flips: -0.7 points, within noise
+        new[i] = 0
+    for i in range(41, 200, 5)[:16]:
+        new[i] = 1
+    diff = (sum(new) - sum(base)) / 600
+    assert -0.01 < diff < 0
+    spec = GateSpec(max_acc_drop="0.3%")
+    [v] = evaluate(task_report(base, new), spec)
+    assert v.passed, v.reasons
+    [s] = evaluate(task_report(base, new), spec, strict=True)
+    assert not s.passed
+
+
+def test_budget_rules_and_missing_task_results():
+    report = make_report(cand("q", 20.0, 30.0))
+    [v] = evaluate(report, GateSpec(max_size_mb=150, max_memory_mb=400, max_prefill_ms=120))
+    assert not v.passed and v.reasons == ["size 100.0 MB (<= 150)", "peak memory 500.0 MB (> 400)",
+                                          "prefill 100.0 ms (<= 120)"]
+    [t] = evaluate(report, GateSpec(max_acc_drop=0.01))
+    assert not t.passed and "no task accuracy" in t.reasons[0]
+
+
+def test_cli_budget_options(tmp_path):
+    path = tmp_path / "report.json"
+    write_model(path, make_report(cand("q", 20.0, 30.0)))
+    ok = optkit_cli("gate", str(path), "--max-size-mb", "200")
+    assert ok.returncode == 0 and "size 100.0 MB" in ok.stdout
+    bad = optkit_cli("gate", str(path), "--max-memory-mb", "100")
+    assert bad.returncode == 1
