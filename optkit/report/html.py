@@ -35,6 +35,8 @@ def chart(report: Report) -> str:
     if not rs:
         return "<p>No variant has both perplexity and decode speed, so there is no chart.</p>"
     front = set(frontier(rs))
+    energy = {c.name: c.bench.energy.joules_per_token for c in report.variants
+              if c.bench and c.bench.energy.status == "ok"}
     xs, ys = [r.tps for r in rs], [r.ppl for r in rs]
     log_y = max(ys) / min(ys) > 3
     base = next((r for r in rs if r.name == report.baseline), None)
@@ -75,13 +77,31 @@ def chart(report: Report) -> str:
                  if r.name == report.baseline else
                  f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{"#000" if on else "#fff"}" stroke="#000"/>')
         size = f", {r.size_mb:.0f} MB" if r.size_mb else ""
+        joules = energy.get(r.name)
+        size += f", {joules:.3g} J/token" if joules else ""
         parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{ly:.1f}">'
                      f'{escape(r.name)}{size}</text></g>')
     parts.append("</svg>")
     legend = ("<p><small>■ baseline · ● on the Pareto frontier (dashed line) · ○ dominated: another variant "
-              "is both faster and more accurate · dotted line: the perplexity budget. Labels show size on disk."
+              "is both faster and more accurate · dotted line: the perplexity budget. Labels show size on disk "
+              "and, where a counter exists, energy per decoded token."
               "</small></p>")
     return "".join(parts) + legend
+
+
+def _facts(details: dict, prefix: str = "") -> str:
+    """The scalar facts a step recorded (overall sparsity, export logit differences, fallback budget...),
+    one level of nesting deep; per-layer tables stay in report.json."""
+    out = []
+    for key, value in details.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, dict)):
+            continue
+        if isinstance(value, dict):
+            if not prefix and len(value) <= 6 and not any(k.startswith("model.") for k in value):
+                out.append(_facts(value, f"{key}."))  # small summaries only; per-module maps stay in the JSON
+            continue
+        out.append(f"{prefix}{key} {value:.4g}" if isinstance(value, float) else f"{prefix}{key} {value}")
+    return ", ".join(o for o in out if o)
 
 
 def _details(report: Report) -> str:
@@ -91,9 +111,11 @@ def _details(report: Report) -> str:
         for s in c.steps:
             skipped = "".join(f"<li><code>{escape(m.module)}</code>: {escape(m.reason)}</li>"
                               for m in s.modules_skipped)
+            facts = _facts(s.details)
             items.append(f"<li><code>{escape(s.method)}</code> {escape(str(s.params or ''))}: "
                          f"{len(s.modules_changed)} modules changed, {len(s.modules_skipped)} skipped, "
-                         f"{s.seconds:.1f}s" + (f"<ul>{skipped}</ul>" if skipped else "") + "</li>")
+                         f"{s.seconds:.1f}s" + (f"; {escape(facts)}" if facts else "")
+                         + (f"<ul>{skipped}</ul>" if skipped else "") + "</li>")
         for w in c.warnings:
             items.append(f"<li>warning: {escape(w)}</li>")
         if c.error:

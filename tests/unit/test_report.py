@@ -64,3 +64,17 @@ def test_without_benchmark_the_report_speaks_of_accuracy_only():
     headline, rejected = recommend(report)
     assert headline.startswith("No speed was measured") and "ok8" in headline
     assert rejected == ["bad: perplexity +50.0%, over the 5% budget"]
+
+
+def test_details_show_step_facts_and_energy_labels():
+    from optkit.results import StepRecord
+
+    report = make_report(cand("int4", 20.6, 40.0))
+    details = {"overall_sparsity": 0.5, "sparsity": {"model.layers.0.mlp.up_proj": 0.5},
+               "validation": {"max_abs_diff": 8.6e-05, "top1": 1.0}}
+    report.variants[1].steps.append(StepRecord(method="prune.wanda", details=details))
+    report.variants[1].bench.energy.status, report.variants[1].bench.energy.joules_per_token = "ok", 0.25
+    page = render_html(report)
+    assert "overall_sparsity 0.5" in page and "validation.max_abs_diff 8.6e-05" in page
+    assert "sparsity.model" not in page  # per-layer tables stay in report.json
+    assert "0.25 J/token" in page
