@@ -14,7 +14,7 @@ from optkit.errors import BadInput
 from optkit.isolate import Job, run_isolated
 from optkit.methods.base import ModelInfo
 from optkit.recipe import Recipe
-from optkit.results import Candidate, Report, read_report, write_model
+from optkit.results import Candidate, Report, write_model
 
 
 class Plan(BaseModel):
@@ -130,6 +130,3 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
     write_all(report, run_dir)
     return report
 
-
-def load_run(run_dir: Path) -> Report:
-    return read_report(run_dir)

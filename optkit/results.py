@@ -114,9 +114,6 @@ class Report(BaseModel):
     baseline: str
     variants: list[Candidate]
 
-    def variant(self, name: str) -> Candidate | None:
-        return next((v for v in self.variants if v.name == name), None)
-
 
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temp file and rename, so a reader never sees half a file."""
