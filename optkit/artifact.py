@@ -52,5 +52,5 @@ def load_artifact(folder: Path, device: str):
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInput(f"{folder / MANIFEST} is not a valid optkit manifest ({exc}); re-run optkit quantize") from None
     lm = models.load(source, model.dtype, device, model.trust_pickle, model.trust_remote_code)
-    apply_steps(lm, steps)
+    lm, _ = apply_steps(lm, steps)
     return lm

@@ -83,7 +83,7 @@ def build_and_measure(job: Job) -> Candidate:
     try:
         lm = models.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
                          job.model.trust_remote_code)
-        cand.steps = apply_steps(lm, job.variant.steps, say=lambda s: print(s, file=sys.stderr, flush=True))
+        lm, cand.steps = apply_steps(lm, job.variant.steps, say=lambda s: print(s, file=sys.stderr, flush=True))
         cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
         if job.eval and job.eval.perplexity:
             from optkit.evaluators import perplexity

@@ -77,15 +77,6 @@ class Method:
         raise NotImplementedError
 
 
-def _become(lm, new) -> None:
-    """Turn the caller's lm object into `new` in place: callers (isolate.py, artifact.py) keep using the
-    object they passed to apply_steps, so a backend switch must keep its identity. Dropping the old
-    __dict__ also frees the PyTorch weights before evaluation and benchmarking."""
-    lm.__dict__.clear()
-    lm.__dict__.update(new.__dict__)
-    lm.__class__ = type(new)
-
-
 def select(names: list[str], params: Params) -> tuple[list[str], list[SkippedModule]]:
     targets, skipped = [], []
     for name in names:
@@ -169,8 +160,9 @@ def run_step(method: Method, lm, params: Params, auto_exclude=None) -> StepRecor
     return record
 
 
-def apply_steps(lm, steps, say=None) -> list[StepRecord]:
-    """Apply recipe steps (recipe.Step) in order; the one place both variants and artifacts go through."""
+def apply_steps(lm, steps, say=None) -> tuple[object, list[StepRecord]]:
+    """Apply recipe steps (recipe.Step) in order; the one place both variants and artifacts go through.
+    Returns the model to use afterwards: a step like onnx.export replaces it (the old one can then be freed)."""
     from optkit import registry
 
     records = []
@@ -183,12 +175,11 @@ def apply_steps(lm, steps, say=None) -> list[StepRecord]:
         if method.replaces_model:
             if step.auto_exclude is not None:
                 raise RunError(f"step {step.method} does not support auto_exclude; use params.exclude")
-            new, record = method.convert(lm, params)
-            _become(lm, new)
+            lm, record = method.convert(lm, params)
         else:
             record = run_step(method, lm, params, step.auto_exclude)
         records.append(record)
         if say:
             say(f"step {step.method}: {len(record.modules_changed)} modules changed, "
                 f"{len(record.modules_skipped)} skipped")
-    return records
+    return lm, records

@@ -130,7 +130,7 @@ def test_artifact_reloads_with_identical_logits(tiny_model, tmp_path, steps):
     ckpt = models.resolve(str(tiny_model))
     lm = models.load(ckpt)
     recipe_steps = [Step(method=m, params=p) for m, p in steps]
-    records = apply_steps(lm, recipe_steps)
+    lm, records = apply_steps(lm, recipe_steps)
     write_artifact(tmp_path / "art", ckpt, ModelSpec(checkpoint=str(tiny_model)), recipe_steps, records)
     again = load_artifact(tmp_path / "art", "cpu")
     assert torch.equal(logits(again), logits(lm))

@@ -27,7 +27,7 @@ def exported(tiny_model):
     from optkit import models
 
     lm = models.load(models.resolve(str(tiny_model)))
-    records = apply_steps(lm, [Step(method="onnx.export")])
+    lm, records = apply_steps(lm, [Step(method="onnx.export")])
     return lm, records[0]
 
 
@@ -70,7 +70,7 @@ def test_ort_quantization_applies_and_runs(tiny_model, tiny_lm, step, new_op):
     from optkit.bench import run_bench
 
     lm = models.load(models.resolve(str(tiny_model)))
-    export, record = apply_steps(lm, [Step(method="onnx.export"), step])
+    lm, (export, record) = apply_steps(lm, [Step(method="onnx.export"), step])
     assert record.modules_changed and all(n.endswith("MatMul") for n in record.modules_changed)
     assert new_op in record.details["nodes_added_by_type"]
     assert record.details["size_bytes"] < record.details["size_bytes_before"]
