@@ -134,6 +134,28 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
                            "write a reloadable artifact.")
 
 
+@main.command()
+@click.argument("checkpoint")
+@click.option("--format", "fmt", default="onnx", show_default=True, help="export format (onnx is the only one)")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: optimum's choice for the model)")
+@dtype_opt
+@device_opt
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="folder to write (new or empty)")
+def export(checkpoint: str, fmt: str, opset: int | None, dtype: str, device: str, out: Path) -> None:
+    """Export CHECKPOINT to ONNX, checked against PyTorch logits; the folder is a checkpoint for eval / bench / run."""
+    if fmt != "onnx":
+        raise BadInput(f"unknown export format {fmt!r}; the only format is onnx (--format onnx)")
+    from optkit.methods.onnx_export import export_folder
+
+    record = export_folder(checkpoint, out, opset, dtype, device)
+    v, size = record.details["validation"], record.details["size_bytes"] / 2**20
+    click.echo(f"validation ({v['prompts']}): max |logit diff| {v['max_abs_diff']:.3g} (allowed "
+               f"{v['allowed_abs_diff']:.3g}), relative {v['max_rel_diff']:.3g}, top-1 agreement "
+               f"{v['top1_agreement']:.1%}, cache path max |diff| {v['cache_max_abs_diff']:.3g}")
+    click.echo(f"wrote {out / 'model.onnx'} ({size:.1f} MiB) in {record.seconds:.0f}s; "
+               f"use {out} as a checkpoint for optkit eval / bench / run")
+
+
 @main.command("eval")
 @click.argument("checkpoint")
 @click.option("--max-tokens", default=4096, show_default=True, help="perplexity token budget")

@@ -102,10 +102,12 @@ def build_and_measure(job: Job) -> Candidate:
             from optkit.bench import run_bench
 
             cand.bench = run_bench(lm, job.bench)
-            for label, st in (("prefill", cand.bench.prefill_ms), ("decode", cand.bench.decode_tokens_per_s)):
-                if st.noisy:
-                    cand.warnings.append(f"{label} timing is noisy: spread p10-p90 {st.p10:.4g}-{st.p90:.4g} "
-                                         f"{st.unit}, other processes used up to {st.contention or 0:.0%} of CPU")
+            for label, st in (("prefill", cand.bench.prefill_ms), ("decode", cand.bench.decode_tokens_per_s),
+                              ("end-to-end", cand.bench.e2e_ms)):
+                if st and st.noisy:
+                    cand.warnings.append(f"{label} timing is noisy: {st.noisy_reason or 'spread'}; p10-p90 "
+                                         f"{st.p10:.4g}-{st.p90:.4g} {st.unit}, other processes used up to "
+                                         f"{st.contention or 0:.0%} of CPU")
     except OptkitError as exc:
         cand.status, cand.error = "failed", str(exc)
     except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback

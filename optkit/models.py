@@ -1,5 +1,6 @@
-"""Checkpoints: resolve what the user named (hub id, HF folder, GGUF file, optkit artifact, alias)
-and load it as a TorchLM. GGUF files are converted once to safetensors and cached by content hash.
+"""Checkpoints: resolve what the user named (hub id, HF folder, GGUF file, optkit artifact, ONNX export
+folder, alias) and load it as a TorchLM (an ONNX folder: as an OrtLM). GGUF files are converted once to
+safetensors and cached by content hash.
 
 Safety: weights load from safetensors only; pickle needs trust_pickle, remote code trust_remote_code.
 """
@@ -29,7 +30,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 @dataclass(frozen=True)
 class Checkpoint:
     given: str
-    kind: Literal["hub", "folder", "gguf", "artifact"]
+    kind: Literal["hub", "folder", "gguf", "artifact", "onnx"]
     location: str  # hub id, or an absolute path
 
 
@@ -63,6 +64,8 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
             return Checkpoint(given, "gguf", str(path))
         if (path / MANIFEST).is_file():
             return Checkpoint(given, "artifact", str(path))
+        if _is_onnx_folder(path):
+            return Checkpoint(given, "onnx", str(path))
         if not (path / "config.json").is_file():
             raise BadInput(f"checkpoint folder {given!r} has no config.json; pass a Hugging Face model folder")
         return Checkpoint(given, "folder", str(path))
@@ -73,6 +76,12 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
         f"checkpoint not found: {given!r}; give an existing HF folder or .gguf file, a hub id like org/name, "
         f"or an alias ({aliases})"
     )
+
+
+def _is_onnx_folder(path: Path) -> bool:
+    """model.onnx + config.json and no PyTorch weights: what `optkit export` (or optimum) writes."""
+    return ((path / "model.onnx").is_file() and (path / "config.json").is_file()
+            and not any(path.glob("*.safetensors")))
 
 
 def file_sha256(path: Path) -> str:
@@ -132,6 +141,10 @@ def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pi
         from optkit.artifact import load_artifact
 
         return load_artifact(Path(ckpt.location), device)
+    if ckpt.kind == "onnx":  # runs in the dtype it was exported in; preflight refuses any other dtype
+        from optkit.backends.ort import load_folder
+
+        return load_folder(Path(ckpt.location), device)
     if ckpt.kind == "gguf":
         ckpt = prepare(ckpt)
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if trust_pickle else True)

@@ -43,6 +43,11 @@ def model_info(ckpt: models.Checkpoint, dtype: str, device: str, trust_remote_co
     location = ckpt.location
     if ckpt.kind == "artifact":
         return ModelInfo(linears={}, dtype=dtype, device=device, quantized=True)
+    if ckpt.kind == "onnx":  # an exported folder: only ort.* steps may follow
+        if dtype != "float32":
+            raise BadInput(f"checkpoint {ckpt.given!r} is an ONNX export and runs in the dtype it was exported in; "
+                           f"drop dtype {dtype} (--dtype / model.dtype)")
+        return ModelInfo(linears={}, dtype=dtype, device=device, onnx=True)
     config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)

@@ -99,15 +99,24 @@ class BenchSpec(Strict):
     repeats: int = Field(default=5, ge=1)
     max_repeats: int = Field(default=15, ge=1, description="extra repeats allowed when a measurement is noisy")
     batch_sizes: list[int] = Field(default=[1], min_length=1, description="decode throughput curve (batch 1 always)")
+    prompt_lens: list[int] | None = Field(default=None, description="batch-1 time to first token at each of these "
+                                          "prompt lengths too (prompt_len is always measured)")
+    min_seconds: float = Field(default=2.0, ge=0, description="least decode time measured per batch size, on top "
+                               "of `repeats`: fast models get more repetitions instead of a few lucky ones")
     roofline: bool = True
 
-    @field_validator("batch_sizes")
+    @field_validator("batch_sizes", "prompt_lens")
     @classmethod
-    def _positive(cls, sizes: list[int]) -> list[int]:
+    def _positive(cls, sizes: list[int] | None, info) -> list[int] | None:
+        if sizes is None:
+            return None
         if any(b < 1 for b in sizes):
-            raise ValueError("batch sizes must be at least 1")
-        return sorted(set(sizes) | {1})
+            raise ValueError(f"{info.field_name.replace('_', ' ')} must be at least 1")
+        return sorted(set(sizes) | ({1} if info.field_name == "batch_sizes" else set()))
     threads: int | None = Field(default=None, ge=1)
+
+    def prefill_lens(self) -> list[int]:
+        return sorted(set(self.prompt_lens or []) | {self.prompt_len})
 
 
 class GateSpec(Strict):

@@ -48,6 +48,9 @@ class Stats(BaseModel):
     unit: str = ""
     noisy: bool = False
     contention: float | None = Field(default=None, description="max share of CPU used by other processes")
+    ci_low: float | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
+    ci_high: float | None = None
+    noisy_reason: str | None = Field(default=None, description="why noisy is set, e.g. the halves disagree")
 
 
 class Energy(BaseModel):
@@ -61,6 +64,12 @@ class ThroughputPoint(BaseModel):
     batch_size: int
     decode_tokens_per_s: Stats  # all sequences together
     prefill_ms: Stats
+    decode_seconds: float | None = Field(default=None, description="decode time measured in all repetitions")
+
+
+class PrefillPoint(BaseModel):
+    prompt_len: int
+    prefill_ms: Stats  # batch 1: time to first token
 
 
 class BenchResult(BaseModel):
@@ -76,6 +85,10 @@ class BenchResult(BaseModel):
     threads: int | None = None
     throughput: list[ThroughputPoint] = Field(default_factory=list, description="the batch-size curve")
     roofline: Roofline | None = None
+    e2e_ms: Stats | None = Field(default=None, description="batch 1: prefill + gen_len decode steps, the wall "
+                                 "time a user waits for the whole answer")
+    prefill_by_prompt_len: list[PrefillPoint] = Field(default_factory=list, description="batch-1 time to first "
+                                                      "token at each of bench.prompt_lens (and prompt_len)")
 
 
 class Candidate(BaseModel):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 LEVELS = ("disable", "basic", "extended", "all")
 PROVIDERS = ("cpu", "cuda", "auto")
+EXPORT_FACTS = "optkit-export.json"  # what `optkit export` measured: params, validation, source
 _NP_DTYPE = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
@@ -101,11 +102,14 @@ class OrtLM:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _run(self, input_ids, past):
+    def feed(self, input_ids, past=None) -> dict:
+        """The session inputs for token ids (a tensor or array [batch, seq]) after a cache (None: an empty
+        one, [batch, kv_heads, 0, head_dim]); static quantization calibrates on exactly these."""
         import numpy as np
-        import torch
 
-        ids = np.ascontiguousarray(input_ids.detach().cpu().numpy(), dtype=np.int64)
+        if hasattr(input_ids, "detach"):
+            input_ids = input_ids.detach().cpu().numpy()
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         batch, seq = ids.shape
         if past is None:
             empty = np.zeros((batch, self._kv_heads, 0, self._head_dim), dtype=self._kv_dtype)
@@ -117,7 +121,12 @@ class OrtLM:
         if "position_ids" in self._wants:
             feed["position_ids"] = np.broadcast_to(np.arange(past_len, past_len + seq, dtype=np.int64),
                                                    (batch, seq)).copy()
-        out = self.session.run(["logits", *self._present_names], feed)
+        return feed
+
+    def _run(self, input_ids, past):
+        import torch
+
+        out = self.session.run(["logits", *self._present_names], self.feed(input_ids, past))
         return torch.from_numpy(out[0]).float(), out[1:]
 
     def logits(self, input_ids, past=None):
@@ -137,3 +146,27 @@ class OrtLM:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in onnx_files(self.model_path))
+
+
+def load_folder(folder: Path, device: str = "cpu") -> OrtLM:
+    """An exported folder (model.onnx + config.json + tokenizer, as `optkit export` writes it) as an OrtLM."""
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    facts = folder / EXPORT_FACTS
+    params = json.loads(facts.read_text()).get("params") if facts.is_file() else None
+    return OrtLM(folder / "model.onnx", tokenizer, config, params or _param_count(config), device)
+
+
+def _param_count(config) -> int:
+    """Logical weight count from the config alone (meta tensors), for folders exported elsewhere."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once

@@ -2,17 +2,21 @@
 
 Contention is read from /proc/stat around each sample: CPU time spent by everyone minus our own
 process, as a share of all cores. Samples taken while others used the CPU are set aside when enough
-clean ones exist; otherwise the result is flagged noisy instead of silently published.
+clean ones exist; otherwise the result is flagged noisy instead of silently published. A result is also
+flagged when the first and second half of its repetitions disagree by more than 10%: two back-to-back runs
+must agree, or the number does not describe the model.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import time
 
 BUSY_SHARE = 0.25  # other processes using more than this share of all cores: a contended sample
 SPREAD = 0.25  # (p90 - p10) / median above this: a noisy measurement
+HALVES = 0.10  # medians of the first and second half of the repetitions further apart: not reproducible
 
 
 class CpuWatch:
@@ -57,8 +61,28 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def bootstrap_ci(values: list[float], resamples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the median (seeded: the same samples give the same CI)."""
+    rng = random.Random(0)
+    n = len(values)
+    meds = [statistics.median(rng.choices(values, k=n)) for _ in range(resamples)] if n > 1 else list(values)
+    tail = (1 - level) / 2
+    return quantile(meds, tail), quantile(meds, 1 - tail)
+
+
+def halves_gap(values: list[float]) -> float | None:
+    """Relative difference between the medians of the first and second half of the samples, in the order
+    taken: two back-to-back runs that disagree mean the machine drifted (thermal, frequency, neighbours)."""
+    if len(values) < 2:
+        return None
+    half = len(values) // 2
+    a, b = statistics.median(values[:half]), statistics.median(values[half:])
+    return abs(b - a) / min(a, b) if min(a, b) > 0 else None
+
+
 def stats(values: list[float], unit: str, shares: list[float | None], wanted: int):
-    """Median / p10 / p90 over clean samples when there are enough of them, else over all, flagged."""
+    """Median / p10 / p90 / bootstrap CI over clean samples when there are enough of them, else over all;
+    flagged noisy, with the reason, when contended, widely spread or when its two halves disagree."""
     from optkit.results import Stats
 
     known = [s for s in shares if s is not None]
@@ -66,9 +90,18 @@ def stats(values: list[float], unit: str, shares: list[float | None], wanted: in
     use = clean if len(clean) >= wanted else values
     med = statistics.median(use)
     p10, p90 = quantile(use, 0.1), quantile(use, 0.9)
-    noisy = len(clean) < wanted or (med > 0 and (p90 - p10) / med > SPREAD)
-    return Stats(median=med, p10=p10, p90=p90, n=len(use), unit=unit, noisy=noisy,
-                 contention=round(max(known), 3) if known else None)
+    lo, hi = bootstrap_ci(use)
+    reasons = []
+    if len(clean) < wanted:
+        reasons.append(f"only {len(clean)} of {wanted} samples taken while other processes left the CPU alone")
+    if med > 0 and (p90 - p10) / med > SPREAD:
+        reasons.append(f"p10-p90 spread is {(p90 - p10) / med:.0%} of the median")
+    gap = halves_gap(use)
+    if gap is not None and gap > HALVES:
+        reasons.append(f"first and second half of the repetitions differ by {gap:.0%} (over {HALVES:.0%})")
+    return Stats(median=med, p10=p10, p90=p90, n=len(use), unit=unit, noisy=bool(reasons),
+                 contention=round(max(known), 3) if known else None, ci_low=lo, ci_high=hi,
+                 noisy_reason="; ".join(reasons) or None)
 
 
 def enough(shares: list[float | None], wanted: int) -> bool:

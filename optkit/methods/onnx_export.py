@@ -5,6 +5,9 @@ path against a full forward) and fails beyond a tolerance, so a silently wrong g
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.errors import RunError
+from optkit.errors import BadInput, RunError
 from optkit.methods.base import Method, ModelInfo
 from optkit.results import StepRecord
 
@@ -105,7 +108,7 @@ class ExportOnnx(Method):
                 problems.append(str(exc))
         return problems
 
-    def convert(self, lm, params: ExportParams):
+    def convert(self, lm, params: ExportParams, auto_exclude=None):
         from optkit.backends.ort import OrtLM
 
         started = time.perf_counter()
@@ -128,6 +131,46 @@ class ExportOnnx(Method):
             details={"onnx_file": str(path), "size_bytes": ort_lm.size_bytes(), "provider": ort_lm.provider,
                      "graph_nodes": _node_count(path), "validation": check},
         )
+
+
+def export_folder(checkpoint: str, out: Path, opset: int | None = None, dtype: str = "float32",
+                  device: str = "cpu") -> StepRecord:
+    """`optkit export`: run the onnx.export step (with its validation) on a checkpoint and write the result
+    as a folder (model.onnx, config, tokenizer, optkit-export.json) that optkit loads as a checkpoint.
+    Written beside `out` and renamed into place, so a failed export leaves no half folder."""
+    from optkit import models, pipeline, registry
+    from optkit.backends.ort import EXPORT_FACTS
+
+    ckpt = models.resolve(checkpoint)
+    if ckpt.kind == "onnx":
+        raise BadInput(f"checkpoint {checkpoint!r} is already an ONNX export; use it as a checkpoint directly")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInput(f"output {out} already exists and is not an empty folder; pick a new -o folder")
+    method = registry.get("onnx.export")
+    params = ExportParams(opset=opset, provider=device)
+    torch_device = pipeline.resolve_device(device)
+    ckpt = models.prepare(ckpt)
+    problems = method.check(pipeline.model_info(ckpt, dtype, torch_device, False), params)
+    if problems:
+        raise BadInput(f"cannot export {checkpoint!r}: {problems[0]}")
+    lm = models.load(ckpt, dtype, torch_device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        params.out_dir = str(work)
+        _, record = method.convert(lm, params)
+        folder = work / "export"
+        lm.tokenizer.save_pretrained(folder)  # optimum copies it too; this makes sure the folder is complete
+        record.details["onnx_file"] = str(out / "model.onnx")
+        facts = {"source": ckpt.given, "params": lm.params, "record": record.model_dump()}
+        (folder / EXPORT_FACTS).write_text(json.dumps(facts, indent=2))
+        if out.exists():
+            out.rmdir()
+        os.replace(folder, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
 
 
 def _node_count(path: Path) -> int:
