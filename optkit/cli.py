@@ -29,14 +29,14 @@ def _params(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None):
+def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None, show=None):
     from optkit import pipeline
     from optkit.report.summary import text_table
 
     plan = pipeline.plan(recipe, source, base_dir)
     run_dir = out or Path("reports") / recipe.name
     report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True))
-    click.echo(text_table(report))
+    click.echo((show or text_table)(report))
     click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
     failed = [v.name for v in report.variants if v.status == "failed"]
     if failed:
@@ -46,13 +46,13 @@ def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path 
 
 
 def _single(name: str, checkpoint: str, dtype: str, device: str, steps: list, out: Path | None,
-            evaluate: dict | None, bench: dict | None):
+            evaluate: dict | None, bench: dict | None, show=None):
     from optkit.recipe import parse_recipe
 
     data = {"name": name, "model": {"checkpoint": checkpoint, "dtype": dtype}, "device": device,
             "variants": [{"name": name, "steps": steps}], "eval": evaluate or {"perplexity": None},
             "bench": bench}
-    return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True)
+    return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, show=show)
 
 
 class Group(click.Group):
@@ -179,19 +179,36 @@ def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None,
     _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None)
 
 
+def _ints(option: str, text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"bad {option} {text!r}; write whole numbers separated by commas, e.g. 1,4,16") from None
+
+
 @main.command()
 @click.argument("checkpoint")
-@click.option("--prompt-len", default=128, show_default=True)
+@click.option("--prompt-len", default=128, show_default=True, help="prompt tokens for decode and prefill")
+@click.option("--prompt-lens", help="also time to first token at these prompt lengths, e.g. 32,128,512")
 @click.option("--gen-len", default=64, show_default=True)
-@click.option("--repeats", default=5, show_default=True)
+@click.option("--batch-sizes", default="1", show_default=True, help="decode throughput at each, e.g. 1,4,16")
+@click.option("--repeats", default=5, show_default=True, help="least uncontended repetitions")
+@click.option("--min-seconds", default=2.0, show_default=True, help="least decode time measured per batch size")
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
-def bench(checkpoint: str, prompt_len: int, gen_len: int, repeats: int, dtype: str, device: str,
-          out: Path | None) -> None:
-    """Benchmark CHECKPOINT: prefill latency, decode tokens/s, peak memory, size, energy."""
-    spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats}
-    _single("bench", checkpoint, dtype, device, [], out, None, spec)
+def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: int, batch_sizes: str, repeats: int,
+          min_seconds: float, dtype: str, device: str, out: Path | None) -> None:
+    """Benchmark CHECKPOINT: decode tokens/s per batch size, prefill latency, end-to-end latency, peak memory,
+    size, energy."""
+    from optkit.report.speed import bench_table
+
+    spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats, "min_seconds": min_seconds,
+            "batch_sizes": _ints("--batch-sizes", batch_sizes), "prompt_lens": _ints("--prompt-lens", prompt_lens)}
+    spec["max_repeats"] = max(repeats, 15)
+    _single("bench", checkpoint, dtype, device, [], out, None, spec, show=bench_table)
 
 
 @main.command()

@@ -135,6 +135,8 @@ def _details(report: Report) -> str:
 
 def _speed_story(report: Report) -> str:
     """The batch-size curve and the roofline verdicts: why each variant is (not) faster."""
+    from optkit.report.speed import speed_html
+
     done = [c for c in report.variants if c.bench]
     batches = sorted({p.batch_size for c in done for p in c.bench.throughput})
     if not done or not batches:
@@ -142,8 +144,9 @@ def _speed_story(report: Report) -> str:
     head = "".join(f"<th>batch {b}</th>" for b in batches)
     body = ""
     for c in done:
-        speed = {p.batch_size: p.decode_tokens_per_s.median for p in c.bench.throughput}
-        cells = "".join(f"<td>{speed[b]:.1f}</td>" if b in speed else "<td>-</td>" for b in batches)
+        speed = {p.batch_size: p.decode_tokens_per_s for p in c.bench.throughput}
+        cells = "".join(f"<td>{speed[b].median:.1f}{' (noisy)' if speed[b].noisy else ''}</td>" if b in speed
+                        else "<td>-</td>" for b in batches)
         body += f"<tr><td>{escape(c.name)}</td>{cells}</tr>"
     verdicts = "".join(f"<li><b>{escape(c.name)}</b>: {escape('; '.join(c.bench.roofline.verdicts))}</li>"
                        for c in done if c.bench.roofline and c.bench.roofline.verdicts)
@@ -152,7 +155,7 @@ def _speed_story(report: Report) -> str:
              f"matmul {roof.matmul_gflop_s:.0f} GFLOP/s ({escape(roof.matmul_dtype)}).</small></p>") if roof else ""
     return (f"<h2>Why is it (not) faster?</h2><p>Decode tokens/s (all sequences) by batch size:</p>"
             f"<table><thead><tr><th>variant</th>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"{peaks}<ul>{verdicts}</ul>")
+            f"{peaks}<ul>{verdicts}</ul>{speed_html(report)}")
 
 
 def render_html(report: Report) -> str:

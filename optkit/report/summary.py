@@ -56,6 +56,10 @@ def text_table(report: Report) -> str:
     headline, rejected = recommend(report)
     out += ["", "* on the Pareto frontier (perplexity vs decode speed)", headline]
     out += [f"  not chosen: {r}" for r in rejected]
+    from optkit.report.speed import speed_lines
+
+    speed = speed_lines(report)  # TTFT by prompt length and end-to-end latency, compactly
+    out += ["", *speed] if speed else []
     return "\n".join(out)
 
 

@@ -1,0 +1,109 @@
+"""Speed views of a report: the `optkit bench` table (one row per batch size), compact text lines for the
+prompt-length curve and end-to-end latency, and their HTML forms. Noisy timings say so, with the reason."""
+
+from __future__ import annotations
+
+from html import escape
+
+from optkit.results import BenchResult, Report, Stats
+
+
+def fmt_stats(st: Stats | None, spec: str = ".1f") -> str:
+    """median [p10-p90], then (noisy) where the measurement did not hold up."""
+    if st is None:
+        return "-"
+    return f"{st.median:{spec}} [{st.p10:{spec}}-{st.p90:{spec}}]" + (" (noisy)" if st.noisy else "")
+
+
+def _ci(st: Stats) -> str:
+    return "-" if st.ci_low is None else f"{st.ci_low:.1f}-{st.ci_high:.1f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def noisy_reasons(b: BenchResult) -> list[str]:
+    named = [(f"decode batch {p.batch_size}", p.decode_tokens_per_s) for p in b.throughput]
+    named += [(f"prefill batch {p.batch_size}", p.prefill_ms) for p in b.throughput]
+    named += [(f"prefill {p.prompt_len} tokens", p.prefill_ms) for p in b.prefill_by_prompt_len]
+    named += [("end-to-end", b.e2e_ms)] if b.e2e_ms else []
+    seen, out = set(), []
+    for label, st in named:
+        if st.noisy and id(st) not in seen:
+            seen.add(id(st))
+            out.append(f"{label}: {st.noisy_reason or 'noisy'}")
+    return out
+
+
+def bench_table(report: Report) -> str:
+    """What `optkit bench` prints: per variant, decode tokens/s and prefill ms per batch size, then the
+    prompt-length curve, end-to-end latency, memory, size and energy."""
+    out = []
+    for c in report.variants:
+        b = c.bench
+        if b is None:
+            out.append(f"{c.name}: {c.status}" + (f" ({c.error})" if c.error else ""))
+            continue
+        out.append(f"{c.name}: prompt {b.prompt_len} tokens, {b.gen_len} new tokens, {b.threads} threads")
+        rows = [[str(p.batch_size), fmt_stats(p.decode_tokens_per_s), _ci(p.decode_tokens_per_s),
+                 fmt_stats(p.prefill_ms), str(p.decode_tokens_per_s.n)] for p in b.throughput]
+        out += _table(["batch", "decode tok/s median [p10-p90]", "95% CI", "prefill ms median [p10-p90]", "n"],
+                      rows)
+        if len(b.prefill_by_prompt_len) > 1:
+            out.append("time to first token (batch 1): " + ", ".join(
+                f"{p.prompt_len} tokens {fmt_stats(p.prefill_ms)} ms" for p in b.prefill_by_prompt_len))
+        if b.e2e_ms:
+            out.append(f"end-to-end (prefill + {b.gen_len} tokens, batch 1): {fmt_stats(b.e2e_ms, '.0f')} ms")
+        memory = "-" if b.peak_memory_mb is None else f"{b.peak_memory_mb:.0f} MB ({b.peak_memory_source})"
+        out.append(f"peak memory: {memory}; size: {b.size_mb:.1f} MB")
+        e = b.energy
+        out.append(f"energy: {e.joules_per_token:.4f} J/token ({e.source})" if e.status == "ok"
+                   else f"energy: unavailable ({e.reason})")
+        out += [f"noisy: {r}" for r in noisy_reasons(b)]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def speed_lines(report: Report) -> list[str]:
+    """Compact lines under the main text table: TTFT by prompt length (when several) and end-to-end latency."""
+    out = []
+    for c in report.variants:
+        b = c.bench
+        if b is None:
+            continue
+        parts = []
+        if len(b.prefill_by_prompt_len) > 1:
+            parts.append("TTFT ms " + " ".join(f"{p.prompt_len}:{p.prefill_ms.median:.1f}"
+                                               for p in b.prefill_by_prompt_len))
+        if b.e2e_ms:
+            parts.append(f"end-to-end {b.e2e_ms.median:.0f} ms" + (" (noisy)" if b.e2e_ms.noisy else ""))
+        if parts:
+            out.append(f"  {c.name}: " + " · ".join(parts))
+    if out:
+        gen = next(c.bench.gen_len for c in report.variants if c.bench)
+        out.insert(0, f"batch 1: time to first token by prompt length; end-to-end = prefill + {gen} new tokens")
+    return out
+
+
+def speed_html(report: Report) -> str:
+    """Prompt-length curve and end-to-end latency table, and the reasons behind any (noisy) mark."""
+    done = [c for c in report.variants if c.bench]
+    lens = sorted({p.prompt_len for c in done for p in c.bench.prefill_by_prompt_len})
+    if not done:
+        return ""
+    head = "".join(f"<th>TTFT {n} tokens</th>" for n in lens) if len(lens) > 1 else ""
+    body = ""
+    for c in done:
+        ttft = {p.prompt_len: p.prefill_ms for p in c.bench.prefill_by_prompt_len}
+        cells = "".join(f"<td>{escape(fmt_stats(ttft.get(n)))}</td>" for n in lens) if len(lens) > 1 else ""
+        body += (f"<tr><td>{escape(c.name)}</td>{cells}"
+                 f"<td>{escape(fmt_stats(c.bench.e2e_ms, '.0f'))}</td></tr>")
+    gen = done[0].bench.gen_len
+    noisy = "".join(f"<li><b>{escape(c.name)}</b>: {escape(r)}</li>" for c in done for r in noisy_reasons(c.bench))
+    return (f"<p>Batch 1, milliseconds, median [p10-p90]: time to first token (TTFT) by prompt length and "
+            f"end-to-end latency (prefill + {gen} new tokens, the time a user waits):</p>"
+            f"<table><thead><tr><th>variant</th>{head}<th>end-to-end</th></tr></thead><tbody>{body}</tbody></table>"
+            + (f"<p>Timings marked (noisy), and why:</p><ul>{noisy}</ul>" if noisy else ""))
