@@ -24,6 +24,9 @@ class Job(BaseModel):
     device: str
     eval: EvalSpec | None = None
     bench: BenchSpec | None = None
+    # fidelity: the baseline's worker writes its next-token log-probs here, every other worker compares to them
+    reference: str | None = None
+    is_baseline: bool = False
 
 
 def _die_with_parent() -> None:
@@ -73,6 +76,56 @@ def run_isolated(job: Job, out: Path, log: Path) -> Candidate:
     return cand
 
 
+def evaluate(lm, job: Job, cand: Candidate) -> None:
+    """Perplexity, fidelity to the baseline and lm-eval tasks; unchanged models reuse cached results."""
+    from optkit.evaluators import cache
+
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    spec = job.eval
+    model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps) \
+        if cache.enabled(spec.cache) else None
+    if spec.perplexity:
+        from optkit.evaluators import perplexity
+
+        key = model and cache.entry_key(model, perplexity.cache_what(spec.perplexity))
+        cand.accuracy += cache.cached(key, lambda: perplexity.evaluate(lm, spec.perplexity))
+        say(f"perplexity: {cand.accuracy[-1].value:.3f}")
+    if spec.fidelity and job.reference:
+        _fidelity(lm, job, cand, say)
+    for task in spec.tasks or []:  # one at a time, so the log shows each score as soon as it exists
+        from optkit.evaluators import lm_eval as lm_tasks
+
+        key = model and cache.entry_key(model, lm_tasks.cache_what(task))
+        for res in cache.cached(key, lambda t=task: lm_tasks.evaluate(lm, [t])):
+            cand.accuracy.append(res)
+            say(f"{res.task} {res.metric}: {res.value:.4f} ±{res.stderr or 0:.4f} (n={res.n})"
+                + (" (cached)" if res.details.get("cached") else ""))
+
+
+def _fidelity(lm, job: Job, cand: Candidate, say) -> None:
+    """The baseline saves the reference; the others compare to it. A problem here costs a warning, not the
+    variant: fidelity is one measurement among several."""
+    from optkit.evaluators import fidelity
+
+    ref, spec = Path(job.reference), job.eval.fidelity
+    if spec.path is None and job.eval.perplexity and job.eval.perplexity.path:
+        spec = spec.model_copy(update={"path": job.eval.perplexity.path})  # the recipe's own text
+    try:
+        if job.is_baseline:
+            fidelity.save_reference(lm, spec, ref)
+            say(f"fidelity: saved the baseline's next-token log-probs to {ref}")
+        elif ref.is_file():
+            cand.accuracy += fidelity.compare(lm, ref)
+            kl, _, agree = cand.accuracy[-3:]
+            say(f"fidelity: KL mean {kl.value:.4g} nats, top-1 agreement {agree.value:.2%}")
+        else:
+            cand.warnings.append(f"fidelity: no baseline reference at {ref} (did the baseline fail?); skipped")
+    except Exception as exc:
+        traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        cand.warnings.append(f"fidelity: skipped ({type(exc).__name__}: {first})")
+
+
 def build_and_measure(job: Job) -> Candidate:
     from optkit import models
     from optkit.errors import OptkitError
@@ -85,19 +138,8 @@ def build_and_measure(job: Job) -> Candidate:
                          job.model.trust_remote_code)
         lm, cand.steps = apply_steps(lm, job.variant.steps, say=lambda s: print(s, file=sys.stderr, flush=True))
         cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
-        if job.eval and job.eval.perplexity:
-            from optkit.evaluators import perplexity
-
-            cand.accuracy += perplexity.evaluate(lm, job.eval.perplexity)
-            print(f"perplexity: {cand.accuracy[-1].value:.3f}", file=sys.stderr, flush=True)
-        if job.eval and job.eval.tasks:
-            from optkit.evaluators import lm_eval as lm_tasks
-
-            for spec in job.eval.tasks:  # one at a time, so the log shows each score as soon as it exists
-                for res in lm_tasks.evaluate(lm, [spec]):
-                    cand.accuracy.append(res)
-                    print(f"{res.task} {res.metric}: {res.value:.4f} ±{res.stderr or 0:.4f} (n={res.n})",
-                          file=sys.stderr, flush=True)
+        if job.eval:
+            evaluate(lm, job, cand)
         if job.bench:
             from optkit.bench import run_bench
 

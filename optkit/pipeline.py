@@ -90,15 +90,44 @@ def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sou
         info.onnx = info.onnx or method.to_onnx
 
 
+def _check_tasks(recipe: Recipe, source: str) -> None:
+    """Every eval task must find its data now, not after the first variants have spent minutes."""
+    from optkit.evaluators.lm_eval import resolve
+
+    for i, task in enumerate(recipe.eval.tasks or []):
+        try:
+            resolve(task.name)
+        except BadInput as exc:
+            raise BadInput(f"{source}: eval.tasks[{i}] ({task.name}): {exc}") from None
+
+
 def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None) -> Plan:
     device = resolve_device(recipe.device)
     ckpt = models.prepare(models.resolve(recipe.model.checkpoint, base_dir))
     info = model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code)
     for i in range(len(recipe.variants)):
         _check_variant(i, recipe, info, device, source)
+    _check_tasks(recipe, source)
     jobs = [Job(variant=v, checkpoint=ckpt, model=recipe.model, device=device,
                 eval=recipe.eval, bench=recipe.bench) for v in recipe.variants]
     return Plan(recipe=recipe, source=source, checkpoint=ckpt, device=device, jobs=jobs)
+
+
+def _baseline_first(plan: Plan, run_dir: Path) -> list[Job]:
+    """The baseline runs first wherever it is listed: with others to compare, its worker saves the reference
+    next-token distributions (run_dir/reference/) that theirs compare to."""
+    base = plan.recipe.baseline
+    jobs = sorted(plan.jobs, key=lambda j: j.variant.name != base)
+    spec = plan.recipe.eval.fidelity
+    if spec is None or len(jobs) < 2 or jobs[0].variant.name != base:
+        return jobs
+    from optkit.evaluators.fidelity import reference_name
+
+    first = jobs[0]
+    ref = run_dir / "reference" / reference_name(spec, {
+        "checkpoint": plan.checkpoint.location, "model": first.model.model_dump(), "device": plan.device,
+        "steps": [s.model_dump() for s in first.variant.steps]})
+    return [j.model_copy(update={"reference": str(ref), "is_baseline": j is first}) for j in jobs]
 
 
 def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print) -> Report:
@@ -109,10 +138,11 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
     (run_dir / "variants").mkdir(parents=True, exist_ok=True)
     write_model(run_dir / "plan.json", plan)
     done: dict[str, Candidate] = {}
-    for i, job in enumerate(plan.jobs, 1):
+    for i, job in enumerate(_baseline_first(plan, run_dir), 1):
         name = job.variant.name
         out = run_dir / "variants" / f"{name}.json"
-        if resume and out.is_file():
+        lost_reference = job.is_baseline and not Path(job.reference).is_file()  # the others need it
+        if resume and out.is_file() and not lost_reference:
             previous = Candidate.model_validate_json(out.read_text())
             if previous.status == "ok":
                 say(f"[{i}/{len(plan.jobs)}] {name}: already done, kept from the previous run")

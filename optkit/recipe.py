@@ -87,9 +87,21 @@ class TaskSpec(Strict):
     batch_size: int = Field(default=8, ge=1)
 
 
+class FidelitySpec(Strict):
+    """Next-token distributions of each variant against the baseline's on a fixed prompt set."""
+
+    samples: int = Field(default=8, ge=1, description="prompts, spread evenly over the text")
+    seq_len: int = Field(default=128, ge=2, description="tokens per prompt; every position is compared")
+    path: str | None = Field(default=None, description="a local text file instead of WikiText-2 test")
+
+
 class EvalSpec(Strict):
     perplexity: PerplexitySpec | None = Field(default_factory=PerplexitySpec)
     tasks: list[TaskSpec] | None = None
+    fidelity: FidelitySpec | None = Field(default_factory=FidelitySpec, description="KL divergence and top-1 "
+                                          "agreement vs the baseline (runs when the plan has a baseline and others)")
+    cache: bool = Field(default=True, description="reuse task and perplexity results of an unchanged model "
+                        "(under $OPTKIT_CACHE/eval; OPTKIT_NO_CACHE=1 turns it off too)")
 
 
 class BenchSpec(Strict):

@@ -21,7 +21,7 @@ TASK_DIR = Path(__file__).parent / "tasks"
 # short name -> the data file each offline task needs (the first split listed is the one scored)
 OFFLINE = {"arc_easy": "arc_easy/test.jsonl", "arc_challenge": "arc_challenge/test.jsonl",
            "hellaswag": "hellaswag/validation.jsonl", "piqa": "piqa/validation.jsonl",
-           "lambada_openai": "lambada_openai/test.jsonl"}
+           "lambada_openai": "lambada_openai/test.jsonl", "wikitext": "wikitext-2/test.txt"}
 BOOTSTRAP_ITERS = 1000  # only non-mean metrics (lambada perplexity) bootstrap; lm-eval's 100000 is slow on CPU
 
 
@@ -249,3 +249,19 @@ def evaluate(lm, specs: TaskSpec | list[TaskSpec]) -> list[EvalResult]:
                                f"OPTKIT_DATA to a local data folder (offline: {', '.join(OFFLINE)})") from exc
             results += _results(spec.name, task, out, spec, off)
     return results
+
+
+def cache_what(spec: TaskSpec) -> dict:
+    """What a task result depends on besides the model: its settings, its definition and its data files."""
+    import hashlib
+
+    task, offline = resolve(spec.name)
+    what = {"kind": "lm_eval", "task": task, "limit": spec.limit, "num_fewshot": spec.num_fewshot}
+    if offline:
+        short = task.removeprefix("optkit_")
+        data = Path(os.environ["OPTKIT_DATA"]).expanduser() / OFFLINE[short]
+        st = data.stat()
+        shipped = sorted(TASK_DIR.glob(f"{task}*.yaml")) + [TASK_DIR / "optkit_utils.py"]
+        what |= {"data": [str(data.resolve()), st.st_size, st.st_mtime_ns],
+                 "definition": hashlib.sha256(b"".join(p.read_bytes() for p in shipped)).hexdigest()}
+    return what

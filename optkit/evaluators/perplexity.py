@@ -75,3 +75,17 @@ def evaluate(lm, spec: PerplexitySpec) -> list[EvalResult]:
                  # per-block mean NLL on the same tokens for every variant: paired comparisons need them
                  "block_nll": [round(b, 6) for b in blocks]},
     )]
+
+
+def cache_what(spec: PerplexitySpec) -> dict:
+    """What the result depends on besides the model: the settings and the text file (hub text: its name)."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("OPTKIT_DATA")
+    path = Path(spec.path).expanduser() if spec.path else Path(root) / "wikitext-2" / "test.txt" if root else None
+    text = "hub: wikitext-2-raw-v1 test"
+    if path is not None and path.is_file():
+        st = path.stat()
+        text = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    return {"kind": "perplexity", "spec": spec.model_dump(), "text": text}

@@ -143,3 +143,80 @@ def _accuracy_only(rs: list[Row], base: Row, limit: float) -> tuple[str, list[st
     keep = ", ".join(within) if within else "none"
     return (f"No speed was measured (bench disabled), so no variant is recommended; within {limit:.0%} "
             f"perplexity of {base.name}: {keep}.", rejected)
+
+
+# Display names: optkit's token perplexity and lm-eval's word perplexity / bits per byte are different
+# numbers on different units and must never sit under the same label.
+LABELS = {"token_perplexity": "token perplexity (optkit)", "word_perplexity": "word perplexity (lm-eval)",
+          "byte_perplexity": "byte perplexity (lm-eval)", "bits_per_byte": "bits per byte (lm-eval)",
+          "kl_mean": "KL mean (nats)", "kl_p95": "KL p95 (nats)", "top1_agreement": "top-1 agreement"}
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+@dataclass
+class TaskDelta:
+    """One variant's per-sample comparison with the baseline on one task metric (same documents)."""
+
+    variant: str
+    task: str
+    metric: str
+    value: float
+    base_value: float
+    n: int
+    delta: float | None = None
+    ci: tuple[float, float] | None = None  # 95% paired CI of delta
+    right_to_wrong: int | None = None  # binary metrics only
+    wrong_to_right: int | None = None
+    mcnemar_p: float | None = None
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: under no difference each discordant pair is a fair coin."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def task_delta(variant: str, new, base) -> TaskDelta | None:
+    """Flips and paired CI from EvalResult.details (samples, doc_ids); None when the samples do not pair up."""
+    s_new, s_base = new.details.get("samples"), base.details.get("samples")
+    if not isinstance(s_new, list) or not isinstance(s_base, list) or len(s_new) != len(s_base) or not s_new:
+        return None
+    if new.details.get("doc_ids", []) != base.details.get("doc_ids", []):
+        return None
+    mean = sum(b - a for a, b in zip(s_base, s_new)) / len(s_new)
+    d = [b - a for a, b in zip(s_base, s_new)]
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+    half = 1.96 * math.sqrt(var / len(d))
+    out = TaskDelta(variant, new.task, new.metric, new.value, base.value, len(s_new), mean,
+                    (mean - half, mean + half))
+    if set(s_new) | set(s_base) <= {0, 1}:
+        out.right_to_wrong = sum(1 for a, b in zip(s_base, s_new) if a == 1 and b == 0)
+        out.wrong_to_right = sum(1 for a, b in zip(s_base, s_new) if a == 0 and b == 1)
+        out.mcnemar_p = mcnemar_exact(out.right_to_wrong, out.wrong_to_right)
+    return out
+
+
+def task_deltas(report: Report) -> list[TaskDelta]:
+    """Every non-baseline variant's per-sample comparison on every task metric the baseline also has."""
+    base = next((c for c in report.variants if c.name == report.baseline and c.status == "ok"), None)
+    out = []
+    for c in report.variants:
+        if base is None or c is base or c.status != "ok":
+            continue
+        for res in c.accuracy:
+            ref = base.metric(res.task, res.metric)
+            td = task_delta(c.name, res, ref) if ref is not None else None
+            if td is not None:
+                out.append(td)
+    return out
+
+
+def fidelity(c: Candidate) -> dict[str, float]:
+    """metric -> value of the variant's fidelity to the baseline (empty when not measured)."""
+    return {r.metric: r.value for r in c.accuracy if r.task == "fidelity"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from optkit.report.analysis import budget, frontier, recommend, rows
+from optkit.report.analysis import budget, fidelity, frontier, label, recommend, rows, task_deltas
 from optkit.report.summary import HEADERS, table_rows
 from optkit.results import Report
 
@@ -126,11 +126,53 @@ def _details(report: Report) -> str:
                       else f"unavailable: {escape(e.reason or '')}")
             items.append(f"<li>energy: {energy}</li><li>peak memory: {escape(c.bench.peak_memory_source or '')}</li>")
         for a in c.accuracy:
-            src = escape(str(a.details.get("source", "")))
-            items.append(f"<li>{escape(a.task)} {escape(a.metric)} over {a.n} tokens: {src}</li>")
+            items.append(_accuracy_item(a))
         body = "".join(items) or "<li>no steps (the checkpoint as loaded)</li>"
         out.append(f"<details><summary>{escape(c.name)} ({escape(c.status)})</summary><ul>{body}</ul></details>")
     return "".join(out)
+
+
+def _accuracy_item(a) -> str:
+    """One evaluation result in the details list, with its unit of n and where it came from."""
+    unit = {"token_perplexity": "tokens"}.get(a.metric, "positions" if a.task == "fidelity" else "documents")
+    src = a.details.get("source") or a.details.get("data") or ""
+    extra = " (cached result)" if a.details.get("cached") else ""
+    se = f" ±{a.stderr:.4g}" if a.stderr else ""
+    return (f"<li>{escape(a.task)} {escape(label(a.metric))}: {a.value:.4g}{se} over {a.n} {unit}"
+            f"{': ' + escape(str(src)) if src else ''}{extra}</li>")
+
+
+def _accuracy_story(report: Report) -> str:
+    """Per-task deltas with paired CIs, flips and McNemar p, and fidelity (KL, top-1) against the baseline."""
+    deltas = task_deltas(report)
+    out = ""
+    if deltas:
+        body = ""
+        for d in deltas:
+            ci = f" [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}]" if d.ci else ""
+            flips = "-" if d.right_to_wrong is None else f"{d.right_to_wrong} / {d.wrong_to_right}"
+            p = "-" if d.mcnemar_p is None else f"{d.mcnemar_p:.3g}"
+            body += (f"<tr><td>{escape(d.variant)}</td><td>{escape(d.task)} {escape(label(d.metric))}</td>"
+                     f"<td>{d.value:.3f}</td><td>{d.base_value:.3f}</td><td>{d.delta:+.3f}{ci}</td><td>{flips}</td>"
+                     f"<td>{p}</td><td>{d.n}</td></tr>")
+        out += ("<h2>Task accuracy vs the baseline</h2><table id=\"task-deltas\"><thead><tr><th>variant</th>"
+                "<th>task metric</th><th>value</th><th>baseline</th><th>Δ [95% paired CI]</th>"
+                "<th>right→wrong / wrong→right</th><th>McNemar p</th><th>n</th></tr></thead>"
+                f"<tbody>{body}</tbody></table><p><small>Same documents for every variant: Δ and its CI come from "
+                "per-document differences; flips count documents the baseline got right and this variant wrong, "
+                "and the other way round; McNemar's exact p-value asks whether the flips lean one way by more "
+                "than chance.</small></p>")
+    fid = [(c.name, fidelity(c)) for c in report.variants]
+    fid = [(n, f) for n, f in fid if "kl_mean" in f]
+    if fid:
+        body = "".join(f"<tr><td>{escape(n)}</td><td>{f['kl_mean']:.4g}</td><td>{f.get('kl_p95', math.nan):.4g}</td>"
+                       f"<td>{f.get('top1_agreement', math.nan):.2%}</td></tr>" for n, f in fid)
+        out += ("<h2>Fidelity to the baseline</h2><table id=\"fidelity\"><thead><tr><th>variant</th>"
+                "<th>KL mean (nats)</th><th>KL p95 (nats)</th><th>top-1 agreement</th></tr></thead>"
+                f"<tbody>{body}</tbody></table><p><small>KL(baseline ‖ variant) of the next-token distribution at "
+                "every position of a fixed prompt set, and how often both pick the same most likely token. "
+                "0 and 100% mean the variant predicts exactly like the baseline.</small></p>")
+    return out
 
 
 def _speed_story(report: Report) -> str:
@@ -179,9 +221,11 @@ def render_html(report: Report) -> str:
 <h2>Accuracy vs speed</h2>{chart(report)}
 <h2>Variants</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p><small>Perplexity ± its standard error; Δ and speed-up are relative to the baseline, with the 95% CI of
-the paired perplexity change (same tokens, per-block differences); decode is batch 1,
+<p><small>Token perplexity (optkit's own sliding window over model tokens; not lm-eval's word perplexity
+or bits per byte, which count words or bytes) ± its standard error; Δ and speed-up are relative to the
+baseline, with the 95% CI of the paired perplexity change (same tokens, per-block differences); decode is batch 1,
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
+{_accuracy_story(report)}
 {_speed_story(report)}
 <h2>Details</h2>{_details(report)}
 <h2>Environment</h2><table class="env">{env_rows}</table>

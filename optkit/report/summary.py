@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from optkit.report.analysis import frontier, recommend, rows
+from optkit.report.analysis import fidelity, frontier, label, recommend, rows, task_deltas
 from optkit.results import Report
 
-HEADERS = ["variant", "status", "perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms", "size MB",
-           "peak MB"]
+HEADERS = ["variant", "status", "token perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms",
+           "size MB", "peak MB"]
 
 
 def _fmt(v, spec: str, suffix: str = "") -> str:
@@ -32,7 +32,7 @@ def task_columns(report: Report) -> list[tuple[str, str]]:
     cols: dict[str, str] = {}
     for c in report.variants:
         for r in c.accuracy:
-            if r.metric != "token_perplexity" and (r.task not in cols or r.metric == "acc"):
+            if r.metric != "token_perplexity" and r.task != "fidelity" and (r.task not in cols or r.metric == "acc"):
                 cols[r.task] = r.metric
     return list(cols.items())
 
@@ -41,11 +41,20 @@ def full_table(report: Report) -> tuple[list[str], list[list[str]]]:
     """HEADERS plus one column per task metric (html keeps the fixed columns; report.json has every metric)."""
     cols = task_columns(report)
     body = table_rows(report)
+    flips = {(d.variant, d.task, d.metric): d for d in task_deltas(report) if d.right_to_wrong is not None}
+    fid = {c.name: fidelity(c) for c in report.variants}
     for cells, c in zip(body, report.variants):
         for task, metric in cols:
             r = c.metric(task, metric)
-            cells.append("-" if r is None else f"{r.value:.3f}" + (f" ±{r.stderr:.3f}" if r.stderr else ""))
-    return HEADERS + [f"{task} {metric}" for task, metric in cols], body
+            d = flips.get((c.name, task, metric))
+            cells.append("-" if r is None else f"{r.value:.3f}" + (f" ±{r.stderr:.3f}" if r.stderr else "")
+                         + (f" (-{d.right_to_wrong}/+{d.wrong_to_right})" if d else ""))
+        if any(fid.values()):
+            f = fid[c.name]
+            cells.append(f"{f['kl_mean']:.4f} / {f['top1_agreement']:.1%}" if "kl_mean" in f and "top1_agreement" in f
+                         else "-")
+    headers = HEADERS + [f"{task} {label(metric)}" for task, metric in cols]
+    return headers + (["KL / top-1 vs baseline"] if any(fid.values()) else []), body
 
 
 def text_table(report: Report) -> str:
@@ -55,6 +64,8 @@ def text_table(report: Report) -> str:
     out = [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
     headline, rejected = recommend(report)
     out += ["", "* on the Pareto frontier (perplexity vs decode speed)", headline]
+    if any(task_deltas(report)):
+        out.insert(-1, "(-a/+b): samples the baseline got right and this variant wrong / the other way round")
     out += [f"  not chosen: {r}" for r in rejected]
     from optkit.report.speed import speed_lines
 

@@ -1,0 +1,93 @@
+"""Evaluation result cache: an unchanged model on an unchanged task is not evaluated again.
+
+Key: (model fingerprint, what is evaluated and how, EVAL_VERSION). The model fingerprint covers the source
+checkpoint's files (name, size, mtime: cheap, and any rewrite changes it), dtype, device and the variant's
+steps. Entries live in $OPTKIT_CACHE/eval (default ~/.cache/optkit/eval). Off with OPTKIT_NO_CACHE=1 or
+eval.cache: false. Results read back carry details["cached"] = True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from optkit.results import EvalResult, atomic_write
+
+EVAL_VERSION = 1  # bump when an evaluator's numbers change for the same inputs
+
+
+def enabled(spec_flag: bool = True) -> bool:
+    return spec_flag and os.environ.get("OPTKIT_NO_CACHE", "").strip().lower() not in ("1", "true", "yes")
+
+
+def root() -> Path:
+    from optkit.models import cache_dir
+
+    return cache_dir() / "eval"
+
+
+def _files(location: str) -> list:
+    path = Path(location)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    else:
+        return []  # a hub id: the id itself is the fingerprint
+    out = []
+    for p in files:
+        st = p.stat()
+        out.append([str(p.relative_to(path)) if p != path else p.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def model_key(checkpoint, dtype: str, device: str, steps: list) -> str:
+    """Deterministic fingerprint of the model a variant evaluates."""
+    blob = {"kind": checkpoint.kind, "location": checkpoint.location, "files": _files(checkpoint.location),
+            "dtype": dtype, "device": device,
+            "steps": [s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in steps]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def entry_key(model: str, what: dict) -> str:
+    try:
+        import lm_eval
+
+        harness = getattr(lm_eval, "__version__", "?")
+    except ImportError:
+        harness = None
+    blob = {"model": model, "what": what, "optkit_eval": EVAL_VERSION, "lm_eval": harness}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def load(key: str) -> list[EvalResult] | None:
+    path = root() / f"{key}.json"
+    try:
+        rows = json.loads(path.read_text())
+        results = [EvalResult.model_validate(r) for r in rows]
+    except (OSError, ValueError, TypeError):
+        return None  # missing or damaged: evaluate again
+    for r in results:
+        r.details["cached"] = True
+    return results
+
+
+def store(key: str, results: list[EvalResult]) -> None:
+    try:
+        atomic_write(root() / f"{key}.json", json.dumps([r.model_dump(mode="json") for r in results]))
+    except OSError:
+        pass  # a read-only cache only costs time
+
+
+def cached(key: str | None, compute) -> list[EvalResult]:
+    """compute() unless key has a stored result; key None means the cache is off."""
+    if key is not None:
+        hit = load(key)
+        if hit is not None:
+            return hit
+    results = compute()
+    if key is not None:
+        store(key, results)
+    return results
