@@ -85,6 +85,24 @@ def run(recipe: Path, out: Path | None, fresh: bool, device: str | None) -> None
     _execute(r, str(recipe), out, fresh, base_dir=recipe.parent)
 
 
+@main.command("plan")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="override the recipe's device")
+@click.option("--remeasure", is_flag=True, help="measure memory bandwidth again instead of reusing the cached value")
+def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
+    """Check RECIPE and forecast each variant's batch-1 decode speed-up from the roofline; builds nothing."""
+    from optkit import pipeline
+    from optkit.forecast import forecast, render
+    from optkit.recipe import load_recipe
+
+    r = load_recipe(recipe)
+    if device:
+        r.device = device
+    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent)  # the preflight: a bad recipe fails here
+    click.echo(f"{recipe}: {len(p.jobs)} variant(s) pass preflight on {p.device}")
+    click.echo(render(forecast(p, remeasure)))
+
+
 dtype_opt = click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16", "float16"]),
                          help="dtype to load the checkpoint in")
 device_opt = click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda", "auto"]))

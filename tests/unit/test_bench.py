@@ -61,7 +61,8 @@ def test_stats_flags_noise_and_drops_contended_samples():
 
 
 def test_throughput_curve_and_roofline(tiny_lm):
-    result = run_bench(tiny_lm, BenchSpec(prompt_len=16, gen_len=4, warmup=0, repeats=2, batch_sizes=[4]))
+    result = run_bench(tiny_lm, BenchSpec(prompt_len=16, gen_len=4, warmup=0, repeats=2, batch_sizes=[4],
+                                              min_seconds=0.2))
     assert [p.batch_size for p in result.throughput] == [1, 4]  # batch 1 is always measured
     assert result.decode_tokens_per_s == result.throughput[0].decode_tokens_per_s
     roof = result.roofline
@@ -83,3 +84,96 @@ def test_roofline_verdicts_follow_the_numbers():
     assert "compute-bound" in fast.verdicts[1]  # 256 x 2 FLOP per 4-byte weight is far past any CPU's ridge
     slow = analyze("cpu", "float32", 100_000_000, weight_bytes, 0, 0.1 * bound, {1: 0.1 * bound})
     assert slow.verdicts[0].startswith("not limited by memory")
+
+
+def test_prompt_lens_give_one_time_to_first_token_each(tiny_lm):
+    spec = BenchSpec(prompt_len=16, prompt_lens=[480, 4], gen_len=2, warmup=1, repeats=5, min_seconds=0,
+                     roofline=False)
+    result = run_bench(tiny_lm, spec)
+    points = result.prefill_by_prompt_len
+    assert [p.prompt_len for p in points] == [4, 16, 480]  # sorted, prompt_len always included
+    assert points[1].prefill_ms == result.prefill_ms  # the decode run's prefill is not measured twice
+    assert all(p.prefill_ms.median > 0 and p.prefill_ms.n >= 5 for p in points)
+    # contention only ever adds time, so the fastest samples show the work: 120x the tokens cost more
+    assert points[2].prefill_ms.p10 > points[0].prefill_ms.p10
+    e2e = result.e2e_ms
+    assert e2e is not None and e2e.n >= 5 and e2e.unit == "ms"
+    assert e2e.median > result.prefill_ms.median  # every end-to-end sample contains its own prefill
+
+
+def test_min_seconds_measures_at_least_that_long(tiny_lm):
+    spec = BenchSpec(prompt_len=8, gen_len=2, warmup=0, repeats=2, max_repeats=3, min_seconds=1.0, roofline=False)
+    started = time.perf_counter()
+    result = run_bench(tiny_lm, spec)
+    assert time.perf_counter() - started >= 1.0
+    point = result.throughput[0]
+    assert point.decode_seconds >= 1.0
+    assert point.decode_tokens_per_s.n > 3  # past max_repeats: the duration, not the count, ended the run
+    quick = run_bench(tiny_lm, spec.model_copy(update={"min_seconds": 0.0}))
+    assert quick.throughput[0].decode_tokens_per_s.n <= 3
+
+
+def test_bootstrap_ci_brackets_the_median():
+    import random
+
+    from optkit.meters.latency import bootstrap_ci
+
+    rng = random.Random(1)
+    values = [10 + rng.gauss(0, 1) for _ in range(40)]
+    st = stats(values, "ms", [0.0] * 40, wanted=5)
+    assert st.ci_low < st.median < st.ci_high
+    assert min(values) < st.ci_low and st.ci_high < max(values)  # the CI of a median is narrower than the data
+    assert bootstrap_ci(values) == bootstrap_ci(values)  # seeded: the same samples give the same CI
+    wide = stats([10 + 5 * rng.gauss(0, 1) for _ in range(40)], "ms", [0.0] * 40, wanted=5)
+    assert wide.ci_high - wide.ci_low > st.ci_high - st.ci_low
+
+
+def test_halves_that_disagree_flag_the_result_noisy():
+    from optkit.meters.latency import halves_gap
+
+    steady = [100, 101, 99, 100, 102, 100, 99, 101, 100, 100]
+    drifted = [100, 101, 99, 100, 102, 115, 114, 116, 115, 117]  # the machine slowed down half-way
+    assert halves_gap(steady) < 0.02 and 0.10 < halves_gap(drifted) < 0.2
+    ok = stats(steady, "tokens/s", [0.0] * 10, wanted=5)
+    assert not ok.noisy and ok.noisy_reason is None
+    bad = stats(drifted, "tokens/s", [0.0] * 10, wanted=5)
+    assert bad.noisy and "first and second half" in bad.noisy_reason
+    assert (bad.p90 - bad.p10) / bad.median < 0.25  # flagged by the halves check alone, not the spread rule
+
+
+def test_noisy_reason_reaches_the_tables(tiny_lm):
+    from optkit.report.speed import bench_table, speed_html
+    from optkit.results import Candidate, Environment, Report
+
+    result = run_bench(tiny_lm, BenchSpec(prompt_len=8, prompt_lens=[4], gen_len=2, warmup=0, repeats=2,
+                                          min_seconds=0, roofline=False))
+    result.decode_tokens_per_s.noisy = True
+    result.decode_tokens_per_s.noisy_reason = "first and second half of the repetitions differ by 15% (over 10%)"
+    report = Report(run="r", created="now", checkpoint="tiny", baseline="v",
+                    environment=Environment(optkit="0", python="3", device="cpu"),
+                    variants=[Candidate(name="v", status="ok", bench=result)])
+    text = bench_table(report)
+    assert "(noisy)" in text and "decode batch 1: first and second half" in text
+    assert "time to first token (batch 1): 4 tokens" in text and "end-to-end (prefill + 2 tokens" in text
+    html = speed_html(report)
+    assert "TTFT 4 tokens" in html and "differ by 15%" in html
+
+
+def test_bench_command_prints_a_row_per_batch_size(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from optkit.cli import main
+
+    result = CliRunner().invoke(main, ["bench", str(tiny_model), "--batch-sizes", "1,2", "--prompt-len", "8",
+                                       "--gen-len", "2", "--repeats", "2", "--min-seconds", "0",
+                                       "--prompt-lens", "4,8", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output[-2000:]
+    lines = result.output.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("batch  decode tok/s"))
+    rows = [line.split()[0] for line in lines[head + 2:head + 4]]
+    assert rows == ["1", "2"]
+    for key in ("time to first token (batch 1): 4 tokens", "end-to-end (prefill + 2 tokens, batch 1)",
+                "peak memory:", "size:", "energy:"):
+        assert key in result.output
+    bad = CliRunner().invoke(main, ["bench", str(tiny_model), "--batch-sizes", "1,x"])
+    assert bad.exit_code == 2 and "--batch-sizes" in bad.output

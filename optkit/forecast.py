@@ -1,0 +1,191 @@
+"""Before anything is built: each variant's expected batch-1 decode speed from the roofline.
+
+A decode step at batch 1 reads every linear weight once, one embedding row and the KV cache, so on a
+memory-bound device tokens/s <= bandwidth / bytes per token. Bytes per weight follow from each step
+(fp32 4, bf16/fp16 2, int8 1 + scales, int4 0.5 + group scales; pruning and ONNX export change nothing,
+since dense zeros still move). The result is an upper bound: real kernels add compute and overhead, and
+at batch sizes past the ridge point decode is compute-bound and weight-only quantization stops helping.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+
+ELEM = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _int8(scale_bytes: float):
+    return lambda p, k, act: 1 + scale_bytes / k  # one scale per output row (k weights)
+
+
+# method -> bytes per weight of a targeted linear (params, in_features, activation element bytes), scales included
+WEIGHT_BYTES = {
+    "torchao.int8_weight_only": lambda p, k, act: 1 + act / k,
+    "torchao.int8_dynamic": lambda p, k, act: 1 + act / k,
+    "torchao.float8_dynamic": _int8(4),
+    "torchao.int4_weight_only": lambda p, k, act: 0.5 + 4 / p.group_size,  # bf16 scale + zero point per group
+    "torch.dynamic_int8": lambda p, k, act: 1.0,  # one scale per tensor
+    "bnb.int8": _int8(4),
+    "bnb.4bit": lambda p, k, act: 0.5 + (1 if p.double_quant else 4) / p.blocksize,
+    "ort.dynamic_int8": lambda p, k, act: 1 + (5 / k if p.per_channel else 0),
+    "ort.int4": lambda p, k, act: 0.5 + (4 + (0 if p.symmetric else 0.5)) / p.block_size,
+}
+UNCHANGED = ("prune.", "onnx.export")  # dense zeros still move; export keeps the weights as they are
+
+
+@dataclass
+class Expected:
+    name: str
+    bytes_per_weight: float  # mean over the linear layers
+    bytes_per_token: float
+    bound_tokens_per_s: float
+    kv_bytes: float = 0.0  # KV cache of one sequence at the mean decode context
+    speedup: float = 1.0
+    compute_bound_from: int | None = None  # smallest batch size past the ridge point
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Forecast:
+    bandwidth_gb_s: float
+    matmul_gflop_s: float
+    measured: str  # "now" or where the cached measurement came from
+    context: int
+    baseline: str
+    variants: list[Expected]
+    note: str = ""
+
+
+def _onnx_name(module: str) -> str:
+    """model.layers.0.mlp.down_proj -> /model/layers.0/mlp/down_proj/MatMul (the exporter's node names)."""
+    return "/" + re.sub(r"\.(?!\d)", "/", module) + "/MatMul"
+
+
+def _targets(method: str, params, linears: list[str]) -> list[str]:
+    from optkit.methods.base import select
+
+    if method.startswith("ort."):
+        wanted = set(select([_onnx_name(n) for n in linears], params)[0])
+        return [n for n in linears if _onnx_name(n) in wanted]
+    return select(linears, params)[0]
+
+
+def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, context: int,
+             bandwidth_gb_s: float) -> Expected:
+    """Bytes moved per decoded token at batch 1 after the variant's steps, and the bound they imply."""
+    from optkit import registry
+    from optkit.meters.roofline import kv_bytes_per_token
+
+    per = {n: float(ELEM[dtype]) for n in linears}  # bytes per weight of each linear
+    act, notes = ELEM[dtype], []
+    quantized: set[str] = set()
+    for step in variant.steps:
+        method = registry.get(step.method)
+        params = method.Params.model_validate(step.params)
+        if step.method == "cast":
+            act = ELEM[params.dtype]
+            per.update({n: float(act) for n in per if n not in quantized})
+        elif step.method in WEIGHT_BYTES:
+            for n in _targets(step.method, params, list(linears)):
+                per[n] = WEIGHT_BYTES[step.method](params, linears[n][1], act)
+                quantized.add(n)
+            if step.auto_exclude is not None:
+                notes.append("auto_exclude may keep some layers in higher precision: less speed-up")
+        elif not step.method.startswith(UNCHANGED):
+            notes.append(f"{step.method}: bytes per weight unknown to the forecast, assumed unchanged")
+    count = {n: o * i for n, (o, i) in linears.items()}
+    weights = sum(count[n] * per[n] for n in linears)
+    kv = kv_bytes_per_token(config, context, act)
+    total = weights + config.hidden_size * act + kv  # + one embedding row
+    mean = weights / max(1, sum(count.values()))
+    return Expected(variant.name, mean, total, bandwidth_gb_s * 1e9 / total, kv_bytes=kv, notes=notes)
+
+
+def compute_bound_from(params: int, weight_bytes: float, kv: float, ridge: float) -> int | None:
+    """Smallest batch b with 2 * params * b FLOPs per (weights + b x KV) bytes above the ridge point."""
+    if 2 * params <= ridge * kv:
+        return None
+    return int(ridge * weight_bytes // (2 * params - ridge * kv)) + 1
+
+
+def _cache_key(device: str) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    return f"{device}|{platform.node()}|{cpu}|threads={torch.get_num_threads()}"
+
+
+def device_speed(device: str, remeasure: bool = False) -> tuple[float, float, str]:
+    """(bandwidth GB/s, float32 matmul GFLOP/s, where from): measured once per machine and cached."""
+    from optkit.meters.roofline import device_peaks
+    from optkit.models import cache_dir
+    from optkit.results import atomic_write
+
+    path = cache_dir() / "device-speed.json"
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    key = _cache_key(device)
+    if key in table and not remeasure:
+        hit = table[key]
+        return hit["bandwidth_gb_s"], hit["matmul_gflop_s"], f"cached {hit['when']} in {path}"
+    bandwidth, gflops = device_peaks(device, "float32")
+    table[key] = {"bandwidth_gb_s": bandwidth, "matmul_gflop_s": gflops,
+                  "when": time.strftime("%Y-%m-%d %H:%M")}
+    try:
+        atomic_write(path, json.dumps(table, indent=2))
+    except OSError:
+        pass  # a read-only cache costs one measurement per run, nothing more
+    return bandwidth, gflops, "measured now"
+
+
+def forecast(plan, remeasure: bool = False) -> Forecast:
+    from transformers import AutoConfig
+
+    from optkit.pipeline import model_info
+
+    recipe = plan.recipe
+    bench = recipe.bench
+    context = (bench.prompt_len + bench.gen_len // 2) if bench else 128 + 32
+    bandwidth, gflops, measured = device_speed(plan.device, remeasure)
+    info = model_info(plan.checkpoint, recipe.model.dtype, plan.device, recipe.model.trust_remote_code)
+    if not info.linears:
+        return Forecast(bandwidth, gflops, measured, context, recipe.baseline, [],
+                        note="the checkpoint is an optkit artifact: its layer shapes are not known from a config, "
+                             "so there is no forecast; benchmark it with optkit bench")
+    config = AutoConfig.from_pretrained(plan.checkpoint.location, trust_remote_code=recipe.model.trust_remote_code)
+    rows = [expected(v, info.linears, recipe.model.dtype, config, context, bandwidth) for v in recipe.variants]
+    base = next((r for r in rows if r.name == recipe.baseline), rows[0])
+    params = sum(o * i for o, i in info.linears.values())
+    ridge = gflops / bandwidth
+    for r in rows:
+        r.speedup = base.bytes_per_token / r.bytes_per_token
+        r.compute_bound_from = compute_bound_from(params, r.bytes_per_weight * params, r.kv_bytes, ridge)
+    return Forecast(bandwidth, gflops, measured, context, base.name, rows)
+
+
+def render(f: Forecast) -> str:
+    out = [f"device: memory bandwidth {f.bandwidth_gb_s:.1f} GB/s (copy), matmul {f.matmul_gflop_s:.0f} GFLOP/s "
+           f"float32 ({f.measured}; optkit plan --remeasure to measure again)"]
+    if f.note:
+        return "\n".join(out + [f.note])
+    out.append(f"expected batch-1 decode, from bytes moved per token (KV cache at {f.context} tokens of context):")
+    head = ["variant", "B/weight", "MB/token", "bound tok/s", "speed-up", "compute-bound from batch"]
+    body = [[r.name + (" (baseline)" if r.name == f.baseline else ""), f"{r.bytes_per_weight:.2f}",
+             f"{r.bytes_per_token / 1e6:.1f}", f"{r.bound_tokens_per_s:.0f}", f"{r.speedup:.2f}x",
+             str(r.compute_bound_from or "-")] for r in f.variants]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    for cells in [head, ["-" * w for w in widths], *body]:
+        out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+    out += [f"  {r.name}: {n}" for r in f.variants for n in r.notes]
+    out += ["", "These are upper bounds: they count only bytes moved, so real speed-ups are smaller wherever "
+            "kernels, dequantization or per-token overhead cost time (optkit bench measures the real ones).",
+            "Weight-only int8/int4 shrink bytes, not FLOPs: at batch sizes from the last column on, decode is "
+            "compute-bound and they will not make it faster. Pruning moves the same dense bytes on CPU: no "
+            "speed-up expected."]
+    return "\n".join(out)

@@ -1,0 +1,85 @@
+"""optkit plan: preflight first, then each variant's expected batch-1 decode speed-up from bytes moved."""
+
+import re
+
+import pytest
+
+RECIPE = """\
+schema_version: 1
+name: forecast
+model: {{checkpoint: {model}, dtype: float32}}
+device: cpu
+baseline: fp32
+variants:
+  - name: fp32
+  - name: bf16
+    steps: [{{method: cast, params: {{dtype: bfloat16}}}}]
+  - name: int8
+    steps: [{{method: torchao.int8_weight_only}}]
+  - name: int4
+    steps:
+      - {{method: cast, params: {{dtype: bfloat16}}}}
+      - {{method: torchao.int4_weight_only, params: {{group_size: 32}}}}
+  - name: pruned
+    steps: [{{method: prune.magnitude, params: {{sparsity: 0.5}}}}]
+{extra}
+bench: {{prompt_len: 16, gen_len: 4}}
+"""
+
+
+@pytest.fixture()
+def plan_cli(tmp_path, tiny_model, monkeypatch):
+    from click.testing import CliRunner
+
+    from optkit.cli import main
+
+    monkeypatch.setenv("OPTKIT_CACHE", str(tmp_path / "cache"))
+
+    def run(extra: str = ""):
+        path = tmp_path / "r.yaml"
+        path.write_text(RECIPE.format(model=tiny_model, extra=extra))
+        return CliRunner().invoke(main, ["plan", str(path)])
+
+    return run
+
+
+def test_plan_orders_int4_int8_bf16_above_the_baseline(plan_cli):
+    result = plan_cli()
+    assert result.exit_code == 0, result.output[-2000:]
+    speedup = {m[1]: float(m[2]) for m in re.finditer(r"^(\S+).*?\s(\d+\.\d\d)x", result.output, re.M)}
+    assert speedup["int4"] > speedup["int8"] > speedup["bf16"] > speedup["fp32"] == 1.0
+    assert speedup["pruned"] == 1.0  # dense zeros still move on CPU
+    assert "upper bound" in result.output and "compute-bound" in result.output
+    assert "measured now" in result.output
+    again = plan_cli()
+    assert "cached" in again.output  # the device is measured once, then reused
+
+
+def test_plan_runs_the_preflight_first(plan_cli):
+    bad = "  - name: int4-fp32\n    steps: [{method: torchao.int4_weight_only}]"
+    result = plan_cli(bad)
+    assert result.exit_code == 2 and "needs a bfloat16 model" in result.output
+    assert "speed-up" not in result.output
+
+
+def test_bytes_per_token_follow_the_steps():
+    from types import SimpleNamespace
+
+    from optkit.forecast import compute_bound_from, expected
+    from optkit.recipe import Variant
+
+    config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, num_attention_heads=1, hidden_size=64,
+                             head_dim=64)
+    linears = {"model.layers.0.mlp.up_proj": (256, 64), "lm_head": (1000, 64)}
+    params = 256 * 64 + 1000 * 64
+
+    def bytes_of(steps):
+        return expected(Variant(name="v", steps=steps), linears, "float32", config, 0, 10.0).bytes_per_token
+
+    fp32 = bytes_of([])
+    assert fp32 == params * 4 + 64 * 4  # weights + one embedding row, no KV at context 0
+    assert bytes_of([{"method": "cast", "params": {"dtype": "bfloat16"}}]) == fp32 / 2
+    kept = bytes_of([{"method": "torchao.int8_weight_only", "params": {"exclude": ["lm_head"]}}])
+    assert kept == 256 * 64 * (1 + 4 / 64) + 1000 * 64 * 4 + 64 * 4  # the excluded lm_head stays fp32
+    assert compute_bound_from(params, params * 4.0, 0.0, 8.0) == 17  # 2 FLOP per 4-byte weight x b > 8
+    assert compute_bound_from(params, params * 4.0, 1e12, 8.0) is None  # a huge KV cache keeps it memory-bound
