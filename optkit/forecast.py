@@ -32,6 +32,7 @@ WEIGHT_BYTES = {
     "bnb.int8": _int8(4),
     "bnb.4bit": lambda p, k, act: 0.5 + (1 if p.double_quant else 4) / p.blocksize,
     "ort.dynamic_int8": lambda p, k, act: 1 + (5 / k if p.per_channel else 0),
+    "ort.static_int8": lambda p, k, act: 1 + (5 / k if getattr(p, "per_channel", False) else 0),
     "ort.int4": lambda p, k, act: 0.5 + (4 + (0 if p.symmetric else 0.5)) / p.block_size,
 }
 UNCHANGED = ("prune.", "onnx.export")  # dense zeros still move; export keeps the weights as they are
