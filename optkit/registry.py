@@ -25,6 +25,7 @@ BUILTINS = {
     "onnx.export": "optkit.methods.onnx_export:ExportOnnx",
     "ort.dynamic_int8": "optkit.methods.ort_quant:DynamicInt8",
     "ort.int4": "optkit.methods.ort_quant:Int4",
+    "ort.static_int8": "optkit.methods.ort_static:StaticInt8",
 }
 
 

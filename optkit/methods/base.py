@@ -59,6 +59,7 @@ class Method:
     runs_on = "torch"  # the loaded-model backend the step needs (lm.backend): "torch" or "onnxruntime"
     to_onnx = False  # True for exporters: preflight then knows the model is ONNX from here on
     replaces_model = False  # True: convert(lm, params) -> (new_lm, StepRecord) is called instead of transform
+    convert_auto_exclude = False  # True: convert(lm, params, auto_exclude) runs its own fallback (ONNX Runtime)
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
         return []
@@ -173,9 +174,10 @@ def apply_steps(lm, steps, say=None) -> tuple[object, list[StepRecord]]:
                            "put ort.* steps after onnx.export and PyTorch steps before it")
         params = method.Params.model_validate(step.params)
         if method.replaces_model:
-            if step.auto_exclude is not None:
+            if step.auto_exclude is not None and not method.convert_auto_exclude:
                 raise RunError(f"step {step.method} does not support auto_exclude; use params.exclude")
-            lm, record = method.convert(lm, params)
+            fallback = (step.auto_exclude,) if step.auto_exclude is not None else ()
+            lm, record = method.convert(lm, params, *fallback)
         else:
             record = run_step(method, lm, params, step.auto_exclude)
         records.append(record)
