@@ -228,3 +228,8 @@ def test_ort_auto_exclude_keeps_the_sensitive_nodes(fragile, text_file, method, 
     # the artifact replays the decision as exclude patterns that select exactly these nodes
     assert all(__import__("re").search(p, n) for p, n in zip(exclude_patterns(fallback["kept"]), fallback["kept"]))
     assert len(token_nlls(lm, TOKENS, 64, 32)) == len(TOKENS) - 1
+    if method == "ort.dynamic_int8":  # a budget the fully quantized model meets: one run, nothing ranked or kept
+        step.auto_exclude.max_ppl_increase = 1e6
+        _, (record,) = apply_steps(fragile, [step])
+        assert record.details["auto_exclude"]["quantize_runs"] == 1 and record.details["auto_exclude"]["kept"] == []
+        assert len(record.modules_changed) == 15 and not record.notes
