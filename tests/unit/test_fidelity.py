@@ -187,3 +187,19 @@ def test_report_shows_flips_fidelity_and_distinct_perplexity_labels(trust_run):
     page = render_html(report)
     assert 'id="task-deltas"' in page and 'id="fidelity"' in page and "McNemar" in page
     assert "word perplexity (lm-eval)" in page and "(cached result)" in page
+
+
+def test_coarse_kl_is_exact_with_the_whole_vocabulary_and_a_close_lower_bound_with_top_k():
+    import torch
+
+    from optkit.evaluators.fidelity import coarse_kl
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.log_softmax(3 * torch.randn(50, 1000, generator=gen), -1)  # peaked, like an LM
+    new = torch.log_softmax(base + 0.3 * torch.randn(50, 1000, generator=gen), -1)
+    full = (base.exp() * (base - new)).sum(-1)
+    everything = base.topk(1000, -1).indices
+    assert torch.allclose(coarse_kl(base.gather(-1, everything), new.gather(-1, everything)), full, atol=1e-5)
+    top = base.topk(256, -1).indices
+    coarse = coarse_kl(base.gather(-1, top), new.gather(-1, top))
+    assert (coarse <= full + 1e-5).all() and coarse.mean() > 0.9 * full.mean()
