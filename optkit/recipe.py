@@ -48,6 +48,9 @@ class AutoExcludeSpec(Strict):
     max_excluded: float = Field(default=0.25, gt=0, le=1, description="most layers to keep, as a share of targets")
     calibration: CalibrationSpec = Field(default_factory=lambda: CalibrationSpec(samples=4, seq_len=256))
     rank_samples: int = Field(default=1, ge=1, description="calibration samples used to rank layers (1 per layer pass)")
+    cost: Literal["time", "none"] = Field(
+        default="time", description="time: rank layers by KL per ms of decode time their quantization saves (measured "
+        "in place during decoding), so cheap sensitive layers are kept first; none: by KL alone")
 
     _fraction = field_validator("max_ppl_increase", mode="before")(parse_fraction)
 

@@ -129,11 +129,16 @@ def run_step(method: Method, lm, params: Params, auto_exclude=None) -> StepRecor
         from optkit.sensitivity import choose
 
         keep, fallback, warning = choose(lm, method, params, targets, auto_exclude)
-        errors = {m["module"]: m["kl"] for m in fallback["most_sensitive"]}
+        facts = {m["module"]: m for m in fallback["most_sensitive"]}
+
+        def why(i: int, n: str) -> str:
+            m = facts.get(n, {})
+            saves = f", saves {m['decode_ms_saved']:.3f} ms/token" if "decode_ms_saved" in m else ""
+            return (f"kept in higher precision by auto_exclude (rank {i}, KL {m.get('kl', float('nan')):.3g} "
+                    f"when quantized alone{saves})")
+
         targets = [t for t in targets if t not in keep]
-        skipped += [SkippedModule(module=n, reason=f"kept in higher precision by auto_exclude (sensitivity rank "
-                                                   f"{i}, KL {errors.get(n, float('nan')):.3g} when quantized alone)")
-                    for i, n in enumerate(keep, 1)]
+        skipped += [SkippedModule(module=n, reason=why(i, n)) for i, n in enumerate(keep, 1)]
         notes += [warning] if warning else []
     before = _fingerprint(lm.model)
     method.details = {}

@@ -34,8 +34,8 @@ def outlier_lm(tiny_lm, text_file):
     return tiny_lm
 
 
-def spec(text_file, budget="2%"):
-    return AutoExcludeSpec(max_ppl_increase=budget, max_excluded=0.5,
+def spec(text_file, budget="2%", cost="none"):
+    return AutoExcludeSpec(max_ppl_increase=budget, max_excluded=0.5, cost=cost,
                            calibration={"path": str(text_file), "samples": 4, "seq_len": 48})
 
 
@@ -70,3 +70,29 @@ def test_artifact_replays_the_decision_as_excludes(tmp_path, tiny_model, text_fi
     record = StepRecord(method=step.method, details={"auto_exclude": {"kept": kept}})
     replay = _replayable(step, record)
     assert replay.auto_exclude is None and replay.params["exclude"] == exclude_patterns(kept)
+
+
+def test_cost_aware_ranking_keeps_cheap_sensitive_layers_first():
+    from optkit.sensitivity import rank
+
+    kl = {"lm_head": 0.9, "v_proj": 0.3, "down_proj": 0.5, "up_proj": 0.05}
+    saved = {"lm_head": 3.0, "v_proj": -0.01, "down_proj": 0.06, "up_proj": 0.07}  # ms/token
+    assert rank(list(kl), kl, None) == ["lm_head", "down_proj", "v_proj", "up_proj"]
+    # v_proj saves nothing (keeping it is free); lm_head carries the speed-up, so it is kept last
+    assert rank(list(kl), kl, saved) == ["v_proj", "down_proj", "up_proj", "lm_head"]  # 0.3/~0, 8.3, 0.71, 0.3
+
+
+def test_time_cost_is_measured_in_place_and_recorded(outlier_lm, text_file):
+    method = registry.get("torch.dynamic_int8")
+    record = run_step(method, outlier_lm, method.Params(), spec(text_file, cost="time"))
+    info = record.details["auto_exclude"]
+    assert info["cost"] == "time" and info["ppl_increase_with_fallback"] <= 0.02
+    assert set(info["orders"]) == {"kl_per_ms_saved", "kl"} and info["order"] in info["orders"]
+    both = [o for o in info["orders"].values() if o["meets_budget"]]
+    assert len(both) < 2 or all(o["decode_tokens_per_s"] > 0 for o in both)  # ties are settled by measuring
+    assert all("decode_ms_saved" in m for m in info["most_sensitive"])
+    saved = {m["module"]: m["decode_ms_saved"] for m in info["most_sensitive"]}
+    assert info["decode_ms_saved_with_fallback"] == pytest.approx(
+        info["decode_ms_saved_all_quantized"] - sum(saved[n] for n in info["kept"]), abs=2e-3)
+    kept = {s.module: s.reason for s in record.modules_skipped}
+    assert all("ms/token" in kept[n] for n in info["kept"])
