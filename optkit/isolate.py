@@ -82,7 +82,7 @@ def evaluate(lm, job: Job, cand: Candidate) -> None:
 
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     spec = job.eval
-    model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps) \
+    model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps, cand.steps) \
         if cache.enabled(spec.cache) else None
     if spec.perplexity:
         from optkit.evaluators import perplexity

@@ -1,8 +1,9 @@
 """Evaluation result cache: an unchanged model on an unchanged task is not evaluated again.
 
 Key: (model fingerprint, what is evaluated and how, EVAL_VERSION). The model fingerprint covers the source
-checkpoint's files (name, size, mtime: cheap, and any rewrite changes it), dtype, device and the variant's
-steps. Entries live in $OPTKIT_CACHE/eval (default ~/.cache/optkit/eval). Off with OPTKIT_NO_CACHE=1 or
+checkpoint's files (name, size, mtime: cheap, and any rewrite changes it), dtype, device, the variant's
+steps and what they changed (so an auto_exclude that decides differently is a different model). Entries
+live in $OPTKIT_CACHE/eval (default ~/.cache/optkit/eval). Off with OPTKIT_NO_CACHE=1 or
 eval.cache: false. Results read back carry details["cached"] = True.
 """
 
@@ -43,11 +44,15 @@ def _files(location: str) -> list:
     return out
 
 
-def model_key(checkpoint, dtype: str, device: str, steps: list) -> str:
-    """Deterministic fingerprint of the model a variant evaluates."""
+def model_key(checkpoint, dtype: str, device: str, steps: list, applied: list | None = None) -> str:
+    """Deterministic fingerprint of the model a variant evaluates. `applied` (the StepRecords) adds what the
+    steps decided at run time: which modules they changed and which they left (auto_exclude's choice can
+    differ between runs of the same recipe step, and so would the model)."""
     blob = {"kind": checkpoint.kind, "location": checkpoint.location, "files": _files(checkpoint.location),
             "dtype": dtype, "device": device,
-            "steps": [s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in steps]}
+            "steps": [s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in steps],
+            "applied": [{"changed": sorted(r.modules_changed), "kept": sorted(m.module for m in r.modules_skipped)}
+                        for r in applied or []]}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 

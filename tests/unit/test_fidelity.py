@@ -203,3 +203,20 @@ def test_coarse_kl_is_exact_with_the_whole_vocabulary_and_a_close_lower_bound_wi
     top = base.topk(256, -1).indices
     coarse = coarse_kl(base.gather(-1, top), new.gather(-1, top))
     assert (coarse <= full + 1e-5).all() and coarse.mean() > 0.9 * full.mean()
+
+
+def test_cache_key_follows_what_the_steps_decided(tiny_model):
+    from optkit import models
+    from optkit.evaluators.cache import model_key
+    from optkit.recipe import Step
+    from optkit.results import SkippedModule, StepRecord
+
+    ckpt = models.resolve(str(tiny_model))
+    step = [Step(method="torch.dynamic_int8", auto_exclude={"max_ppl_increase": "5%"})]
+    one = StepRecord(method="torch.dynamic_int8", modules_changed=["a", "b"],
+                     modules_skipped=[SkippedModule(module="c", reason="kept")])
+    other = StepRecord(method="torch.dynamic_int8", modules_changed=["a", "c"],
+                       modules_skipped=[SkippedModule(module="b", reason="kept")])
+    key = model_key(ckpt, "float32", "cpu", step, [one])
+    assert key == model_key(ckpt, "float32", "cpu", step, [one.model_copy()])
+    assert key != model_key(ckpt, "float32", "cpu", step, [other])  # same recipe step, another model
