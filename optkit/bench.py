@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from optkit.meters.energy import EnergyCounter
-from optkit.meters.latency import CpuWatch, enough, stats
+from optkit.meters.latency import BUSY_SHARE, HALVES, CpuWatch, enough, halves_gap, stats
 from optkit.meters.memory import PeakMemory
 from optkit.recipe import BenchSpec
 from optkit.results import BenchResult, Energy
@@ -68,13 +68,16 @@ def _one_rep(lm, prompt, gen_len: int, energy: EnergyCounter, into: _Samples) ->
 
 
 def _done(s: _Samples, spec: BenchSpec) -> bool:
-    """Enough uncontended repetitions and enough uncontended decode time; past max_repeats, contention is
-    no longer waited out (the result is flagged instead) but min_seconds of measurement still is."""
+    """Enough uncontended repetitions, enough uncontended decode time, and (from 4 repetitions on) first and
+    second half agreeing within 10%; past max_repeats, contention and drift are no longer waited out (the
+    result is flagged instead) but min_seconds of measurement still is."""
     n = len(s.tps)
     if n >= HARD_CAP:
         return True
     clean = enough(s.decode_share, spec.repeats) and enough(s.prefill_share, spec.repeats)
-    if clean and s.clean_decode_s >= spec.min_seconds:
+    tps = [v for v, share in zip(s.tps, s.decode_share) if share is None or share <= BUSY_SHARE]
+    steady = (halves_gap(tps) or 0.0) <= HALVES  # halves that disagree: keep measuring while budget is left
+    if clean and steady and s.clean_decode_s >= spec.min_seconds:
         return True
     return n >= spec.max_repeats and s.decode_s >= spec.min_seconds
 

@@ -73,7 +73,7 @@ def bootstrap_ci(values: list[float], resamples: int = 1000, level: float = 0.95
 def halves_gap(values: list[float]) -> float | None:
     """Relative difference between the medians of the first and second half of the samples, in the order
     taken: two back-to-back runs that disagree mean the machine drifted (thermal, frequency, neighbours)."""
-    if len(values) < 2:
+    if len(values) < 4:  # a "half" of one sample is that sample's own noise, not drift
         return None
     half = len(values) // 2
     a, b = statistics.median(values[:half]), statistics.median(values[half:])

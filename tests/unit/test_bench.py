@@ -141,6 +141,22 @@ def test_halves_that_disagree_flag_the_result_noisy():
     assert (bad.p90 - bad.p10) / bad.median < 0.25  # flagged by the halves check alone, not the spread rule
 
 
+def test_drifting_halves_keep_the_benchmark_measuring_until_max_repeats():
+    from optkit.bench import _done, _Samples
+
+    spec = BenchSpec(repeats=3, max_repeats=8, min_seconds=0)
+    drifting = _Samples(tps=[100, 101, 120, 121], decode_share=[0.0] * 4, prefill_share=[0.0] * 4,
+                        decode_s=1.0, clean_decode_s=1.0)
+    steady = _Samples(tps=[100, 101, 100, 102], decode_share=[0.0] * 4, prefill_share=[0.0] * 4,
+                      decode_s=1.0, clean_decode_s=1.0)
+    assert _done(steady, spec) and not _done(drifting, spec)
+    drifting.tps += [140] * 4  # still drifting
+    drifting.decode_share += [0.0] * 4
+    drifting.prefill_share += [0.0] * 4
+    assert _done(drifting, spec)  # out of repeats: it stops, and stats() flags the halves instead
+    assert "first and second half" in stats(drifting.tps, "tokens/s", drifting.decode_share, 3).noisy_reason
+
+
 def test_noisy_reason_reaches_the_tables(tiny_lm):
     from optkit.report.speed import bench_table, speed_html
     from optkit.results import Candidate, Environment, Report
