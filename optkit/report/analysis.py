@@ -20,7 +20,9 @@ class Row:
     prefill_ms: float | None = None
     size_mb: float | None = None
     peak_mb: float | None = None
-    noisy: bool = False
+    noisy: bool = False  # decode or prefill timing
+    tps_noisy: bool = False
+    prefill_noisy: bool = False
     block_nll: list[float] | None = None
     tps_p10: float | None = None
     tps_p90: float | None = None
@@ -44,6 +46,7 @@ def row(c: Candidate) -> Row:
         prefill_ms=b.prefill_ms.median if b else None,
         size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
         noisy=bool(b and (b.decode_tokens_per_s.noisy or b.prefill_ms.noisy)),
+        tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
     )
 
 
