@@ -106,6 +106,8 @@ def recommend(report: Report) -> tuple[str, list[str]]:
     base = next((r for r in rs if r.name == report.baseline), None)
     if base is None or base.status != "ok":
         return "No recommendation: the baseline did not finish, so nothing can be compared.", []
+    if len(rs) == 1:  # optkit eval / bench of one checkpoint: nothing to choose between
+        return f"One model measured ({base.name}); add variants to a recipe to compare and get a recommendation.", []
     if base.tps is None:
         return _accuracy_only(rs, base, limit)
     ok = [r for r in rs if r.status == "ok" and r.tps is not None and r.name != base.name]

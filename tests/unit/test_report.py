@@ -78,3 +78,9 @@ def test_details_show_step_facts_and_energy_labels():
     assert "overall_sparsity 0.5" in page and "validation.max_abs_diff 8.6e-05" in page
     assert "sparsity.model" not in page  # per-layer tables stay in report.json
     assert "0.25 J/token" in page
+
+
+def test_a_single_model_gets_no_comparison_sentence():
+    headline, rejected = recommend(make_report())  # optkit eval / bench: the baseline alone
+    assert headline.startswith("One model measured (base)") and not rejected
+    assert "within" not in headline and "Ship" not in headline
