@@ -22,6 +22,10 @@ TASK_DIR = Path(__file__).parent / "tasks"
 OFFLINE = {"arc_easy": "arc_easy/test.jsonl", "arc_challenge": "arc_challenge/test.jsonl",
            "hellaswag": "hellaswag/validation.jsonl", "piqa": "piqa/validation.jsonl",
            "lambada_openai": "lambada_openai/test.jsonl", "wikitext": "wikitext-2/test.txt"}
+# multiple-choice requests share a context; prefilling it once and scoring the choices on its cache pays only
+# for long contexts: for short ones (arc, piqa, hellaswag) two forward calls per question cost more than
+# batching whole requests 8 at a time
+SHARED_MIN_CONTEXT = 256
 BOOTSTRAP_ITERS = 1000  # only non-mean metrics (lambada perplexity) bootstrap; lm-eval's 100000 is slow on CPU
 
 
@@ -96,7 +100,7 @@ def _lm_class():
             out: list = [None] * len(requests)
             groups: dict[tuple, list[int]] = {}
             for i, (_, ctx, cont) in enumerate(requests):
-                if ctx and len(ctx) + len(cont) <= self.max_length + 1:
+                if len(ctx) >= SHARED_MIN_CONTEXT and len(ctx) + len(cont) <= self.max_length + 1:
                     groups.setdefault(tuple(ctx), []).append(i)
             shared = [(list(ctx), idx) for ctx, idx in groups.items() if len(idx) > 1]
             for ctx, idx in tqdm(shared, desc="Scoring shared contexts", disable=disable_tqdm or len(shared) < 2):
@@ -130,19 +134,24 @@ def _lm_class():
         def _plain(self, requests, disable_tqdm: bool = False):
             # longest first, so each batch holds similar lengths and right padding wastes little; padding on
             # the right never changes a causal model's logits at the real positions
-            order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
+            # requests whose model input is the same token sequence (choices that differ only in their last
+            # token, e.g. one-token answers) share one forward pass, as lm-eval's hf model does
+            same: dict[tuple, list[int]] = {}
+            for i, (_, ctx, cont) in enumerate(requests):
+                same.setdefault(tuple((ctx + cont)[-(self.max_length + 1):][:-1]), []).append(i)
+            inputs = sorted(same, key=len, reverse=True)
             out: list = [None] * len(requests)
             bar = tqdm(total=len(requests), desc="Scoring", disable=disable_tqdm or len(requests) < 2)
-            for lo in range(0, len(order), self.batch_size):
-                idx = order[lo:lo + self.batch_size]
-                inputs = [(requests[i][1] + requests[i][2])[-(self.max_length + 1):][:-1] for i in idx]
-                width = max(len(x) for x in inputs)
-                batch = torch.tensor([x + [self.eot_token_id] * (width - len(x)) for x in inputs])
+            for lo in range(0, len(inputs), self.batch_size):
+                chunk = inputs[lo:lo + self.batch_size]
+                width = max(len(x) for x in chunk)
+                batch = torch.tensor([list(x) + [self.eot_token_id] * (width - len(x)) for x in chunk])
                 logits, _ = self.lm.logits(batch)
-                for row, inp, i in zip(logits, inputs, idx):
-                    cont = requests[i][2]
-                    out[i] = self._score(row[len(inp) - len(cont):len(inp)], cont)
-                bar.update(len(idx))
+                for row, inp in zip(logits, chunk):
+                    for i in same[inp]:
+                        cont = requests[i][2]
+                        out[i] = self._score(row[len(inp) - len(cont):len(inp)], cont)
+                        bar.update(1)
             bar.close()
             return out
 
