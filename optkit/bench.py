@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from optkit.meters.energy import EnergyCounter
+from optkit.meters.energy import EnergyCounter, PowerSampler
 from optkit.meters.latency import BUSY_SHARE, HALVES, CpuWatch, enough, halves_gap, stats
 from optkit.meters.memory import PeakMemory
 from optkit.recipe import BenchSpec
@@ -24,7 +24,9 @@ class _Samples:
     decode_share: list[float | None] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
     e2e_share: list[float | None] = field(default_factory=list)
-    joules: list[float | None] = field(default_factory=list)
+    joules: list[float | None] = field(default_factory=list)  # decode
+    prefill_joules: list[float | None] = field(default_factory=list)
+    sampled_joules: list[float | None] = field(default_factory=list)  # decode, by power sampling
     decode_s: float = 0.0  # all repetitions
     clean_decode_s: float = 0.0  # uncontended repetitions only
 
@@ -40,13 +42,18 @@ def _prefill(lm, prompt):
     return logits, past, seconds, watch.share
 
 
+def _joules(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b < a else b - a
+
+
 def _one_rep(lm, prompt, gen_len: int, energy: EnergyCounter, into: _Samples) -> None:
+    ep = energy.read()
     with CpuWatch() as w_all:
         t_start = time.perf_counter()
         logits, past, prefill, pre_share = _prefill(lm, prompt)
         token = logits.argmax(-1, keepdim=True)
         lm.synchronize()
-        with CpuWatch() as w_dec:
+        with CpuWatch() as w_dec, PowerSampler(energy) as sampler:
             e0 = energy.read()
             t0 = time.perf_counter()
             for _ in range(gen_len):
@@ -55,6 +62,8 @@ def _one_rep(lm, prompt, gen_len: int, energy: EnergyCounter, into: _Samples) ->
             lm.synchronize()
             t_end = time.perf_counter()
             e1 = energy.read()
+    into.prefill_joules.append(_joules(ep, e0))
+    into.sampled_joules.append(sampler.joules)
     decode = t_end - t0
     into.prefill_ms.append(prefill * 1000)
     into.prefill_share.append(pre_share)
@@ -62,7 +71,7 @@ def _one_rep(lm, prompt, gen_len: int, energy: EnergyCounter, into: _Samples) ->
     into.decode_share.append(w_dec.share)
     into.e2e_ms.append((t_end - t_start) * 1000)
     into.e2e_share.append(w_all.share)
-    into.joules.append(None if e0 is None or e1 is None or e1 < e0 else e1 - e0)
+    into.joules.append(_joules(e0, e1))
     into.decode_s += decode
     into.clean_decode_s += decode if enough([w_dec.share], 1) else 0.0
 
@@ -106,6 +115,26 @@ def _prefill_only(lm, prompt, spec: BenchSpec):
     return stats(ms, "ms", shares, spec.repeats)
 
 
+def _energy(counter: EnergyCounter, first: _Samples, spec: BenchSpec, idle: float | None) -> Energy | None:
+    """Batch-1 energy per decoded and per prompt token, above idle, and the sampling cross-check."""
+    if not counter.available or not first.joules or any(j is None for j in first.joules):
+        return None
+    tokens = len(first.tps) * spec.gen_len
+    decode_j = sum(first.joules)
+    sampled = sum(first.sampled_joules) if all(j is not None for j in first.sampled_joules) else None
+    if decode_j <= 0 and sampled:  # the counter "works" but reads zero: never publish that as a result
+        return Energy(status="unavailable", source=counter.source,
+                      reason=f"the energy counter did not advance while power sampling measured {sampled:.3g} J")
+    out = Energy(status="ok", joules_per_token=decode_j / tokens, source=counter.source, idle_watts=idle)
+    if all(j is not None for j in first.prefill_joules):
+        out.prefill_joules_per_token = sum(first.prefill_joules) / (len(first.prefill_joules) * spec.prompt_len)
+    if idle is not None:
+        out.joules_per_token_above_idle = max(0.0, decode_j - idle * first.decode_s) / tokens
+    if sampled is not None:
+        out.sampled_vs_counter = sampled / decode_j
+    return out
+
+
 def run_bench(lm, spec: BenchSpec) -> BenchResult:
     import torch
 
@@ -118,6 +147,7 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
     longest = max(spec.prefill_lens())
     prompts = torch.randint(3, lm.vocab_size, (max(spec.batch_sizes), longest), generator=gen)
     energy = EnergyCounter(lm.device)
+    idle = energy.idle_watts() if energy.available else None  # before any of our work heats the device
     curve, prefill_curve = [], []
     with PeakMemory(lm.device) as mem:  # the peak covers the largest batch: what serving it would need
         for batch in spec.batch_sizes:
@@ -131,11 +161,8 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
         for length in spec.prefill_lens():
             st = curve[0].prefill_ms if length == spec.prompt_len else _prefill_only(lm, prompts[:1, :length], spec)
             prefill_curve.append(PrefillPoint(prompt_len=length, prefill_ms=st))
-    energy_tokens = len(first.tps) * spec.gen_len
-    if energy.available and all(j is not None for j in first.joules):
-        energy_result = Energy(status="ok", joules_per_token=sum(first.joules) / energy_tokens,
-                               source=energy.source)
-    else:
+    energy_result = _energy(energy, first, spec, idle)
+    if energy_result is None:
         energy_result = Energy(status="unavailable", reason=energy.reason or "the energy counter did not advance")
     size = lm.size_bytes()
     roofline = None

@@ -55,9 +55,14 @@ class Stats(BaseModel):
 
 class Energy(BaseModel):
     status: Literal["ok", "unavailable"]
-    joules_per_token: float | None = None
+    joules_per_token: float | None = None  # decode, batch 1, whole counter (idle included)
     reason: str | None = None
     source: str | None = None
+    prefill_joules_per_token: float | None = Field(default=None, description="per prompt token, batch 1")
+    idle_watts: float | None = Field(default=None, description="measured before the benchmark")
+    joules_per_token_above_idle: float | None = Field(default=None, description="decode energy minus idle x time")
+    sampled_vs_counter: float | None = Field(default=None, description="power-sampling integral / counter delta "
+                                             "over the same decode runs; near 1 when the counter is right")
 
 
 class ThroughputPoint(BaseModel):

@@ -7,6 +7,7 @@ import math
 from html import escape
 
 from optkit.report.analysis import budget, fidelity, frontier, label, recommend, rows, task_deltas
+from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
 from optkit.results import Report
 
@@ -121,9 +122,7 @@ def _details(report: Report) -> str:
         if c.error:
             items.append(f"<li>error: {escape(c.error)}</li>")
         if c.bench:
-            e = c.bench.energy
-            energy = (f"{e.joules_per_token:.4f} J/token ({escape(e.source or '')})" if e.status == "ok"
-                      else f"unavailable: {escape(e.reason or '')}")
+            energy = escape(energy_text(c.bench.energy))
             items.append(f"<li>energy: {energy}</li><li>peak memory: {escape(c.bench.peak_memory_source or '')}</li>")
         for a in c.accuracy:
             items.append(_accuracy_item(a))

@@ -59,9 +59,7 @@ def bench_table(report: Report) -> str:
             out.append(f"end-to-end (prefill + {b.gen_len} tokens, batch 1): {fmt_stats(b.e2e_ms, '.0f')} ms")
         memory = "-" if b.peak_memory_mb is None else f"{b.peak_memory_mb:.0f} MB ({b.peak_memory_source})"
         out.append(f"peak memory: {memory}; size: {b.size_mb:.1f} MB")
-        e = b.energy
-        out.append(f"energy: {e.joules_per_token:.4f} J/token ({e.source})" if e.status == "ok"
-                   else f"energy: unavailable ({e.reason})")
+        out.append(f"energy: {energy_text(b.energy)}")
         out += [f"noisy: {r}" for r in noisy_reasons(b)]
         out.append("")
     return "\n".join(out).rstrip()
@@ -107,3 +105,17 @@ def speed_html(report: Report) -> str:
             f"end-to-end latency (prefill + {gen} new tokens, the time a user waits):</p>"
             f"<table><thead><tr><th>variant</th>{head}<th>end-to-end</th></tr></thead><tbody>{body}</tbody></table>"
             + (f"<p>Timings marked (noisy), and why:</p><ul>{noisy}</ul>" if noisy else ""))
+
+
+def energy_text(e) -> str:
+    """One line: decode J/token, above idle, prefill J/token, the sampling cross-check; or why there is none."""
+    if e.status != "ok":
+        return f"unavailable ({e.reason})"
+    parts = [f"{e.joules_per_token:.4f} J per decoded token"]
+    if e.joules_per_token_above_idle is not None:
+        parts.append(f"{e.joules_per_token_above_idle:.4f} above idle ({e.idle_watts:.0f} W)")
+    if e.prefill_joules_per_token is not None:
+        parts.append(f"prefill {e.prefill_joules_per_token:.4f} J per prompt token")
+    if e.sampled_vs_counter is not None:
+        parts.append(f"power sampling / counter {e.sampled_vs_counter:.2f}")
+    return "; ".join(parts) + f" ({e.source})"
