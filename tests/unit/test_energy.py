@@ -69,3 +69,14 @@ def test_no_counter_means_unavailable_with_a_reason():
     if counter.available:
         pytest.skip("this machine has a readable RAPL counter")
     assert counter.idle_watts(seconds=0.05) is None and "RAPL" in counter.reason
+
+
+def test_the_report_line_names_every_energy_figure_and_the_reason_when_missing():
+    from optkit.report.speed import energy_text
+    from optkit.results import Energy
+
+    line = energy_text(Energy(status="ok", joules_per_token=0.5, joules_per_token_above_idle=0.2, idle_watts=60,
+                              prefill_joules_per_token=0.01, sampled_vs_counter=0.98, source="NVML"))
+    assert all(x in line for x in ("0.5000 J per decoded token", "0.2000 above idle (60 W)", "prefill 0.0100",
+                                   "power sampling / counter 0.98", "NVML"))
+    assert energy_text(Energy(status="unavailable", reason="no RAPL")) == "unavailable (no RAPL)"
