@@ -73,6 +73,9 @@ def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sou
             field = ".".join(str(p) for p in err["loc"])
             allowed = ", ".join(method.Params.model_fields)
             raise BadInput(f"{where}: params.{field}: {err['msg']} (params allowed: {allowed})") from None
+        if step.auto_exclude is not None and method.replaces_model and not method.convert_auto_exclude:
+            raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
+                           "remove auto_exclude from this step")
         if device not in method.devices:
             need = method.device_note or f"runs on: {', '.join(method.devices)}"
             raise BadInput(f"{where}: cannot run on {device} ({need}); remove the variant or change device")

@@ -109,6 +109,8 @@ def test_killed_run_resumes_without_redoing_finished_variants(tmp_path, tiny_mod
     ("  - name: x\n    steps:\n      - method: cast\n        params: {dtype: bfloat16}\n"
      "      - method: torch.dynamic_int8\n", "needs a float32 model"),
     ("  - name: x\n    steps:\n      - method: cast\n        params: {dtype: bf16}\n", "params.dtype"),
+    ("  - name: x\n    steps:\n      - method: onnx.export\n        auto_exclude: {max_ppl_increase: 5%}\n",
+     "does not support auto_exclude"),
 ])
 def test_preflight_refuses_before_running(tmp_path, tiny_model, text_file, extra, message):
     path = recipe(tmp_path, tiny_model, text_file, extra=extra)
