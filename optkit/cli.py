@@ -253,6 +253,8 @@ def report(run_dir: Path, fmt: str) -> None:
 @click.option("--max-size-mb", type=float, help="largest size on disk")
 @click.option("--max-memory-mb", type=float, help="largest peak memory during the benchmark")
 @click.option("--max-prefill-ms", type=float, help="longest time to first token (batch 1)")
+@click.option("--max-kl", type=float, help="largest mean KL(baseline || variant) of next-token distributions, nats")
+@click.option("--min-top1-agreement", type=float, help="smallest top-1 agreement with the baseline, e.g. 0.9")
 @click.option("--variant", "variants", multiple=True, help="gate only these variants (repeatable)")
 @click.option("--against", type=click.Path(path_type=Path),
               help="an older report: compare each variant with its namesake there (regression gate)")

@@ -86,6 +86,26 @@ def _tasks(new: Candidate, ref: Candidate, spec: GateSpec, strict: bool) -> list
     return checks
 
 
+def _fidelity(cand: Candidate, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
+    """KL and top-1 agreement against the run's baseline; noise-aware unless strict: the rule fails only when
+    the 95% interval (from the spread over prompts) lies wholly on the wrong side of the limit."""
+    out = []
+    for limit, metric, worse in ((spec.max_kl, "kl_mean", 1), (spec.min_top1_agreement, "top1_agreement", -1)):
+        if limit is None:
+            continue
+        res = cand.metric("fidelity", metric)
+        if res is None:
+            out.append((False, f"no fidelity {metric} measured (eval.fidelity runs when a baseline is compared)"))
+            continue
+        half = 0.0 if strict or res.stderr is None else 1.96 * res.stderr
+        best = res.value - worse * half  # the most favourable end of the interval
+        good = best <= limit if worse > 0 else best >= limit
+        ci = f" (95% CI {res.value - half:.4g} to {res.value + half:.4g})" if half else ""
+        sign = ("<=" if good else ">") if worse > 0 else (">=" if good else "<")
+        out.append((good, f"fidelity {metric} {res.value:.4g}{ci} {sign} {limit:g}"))
+    return out
+
+
 def _limits(r: Row, spec: GateSpec) -> list[tuple[bool, str]]:
     """Absolute budgets: size on disk, peak memory, time to first token."""
     out = []
@@ -137,6 +157,6 @@ def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Repo
         if spec.max_acc_drop is not None or spec.min_recovery is not None:
             ref_name = name if against is not None else report.baseline
             checks += _tasks(cands[name], ref_cands[ref_name], spec, strict)
-        checks += _limits(r, spec)
+        checks += _limits(r, spec) + _fidelity(cands[name], spec, strict)
         verdicts.append(Verdict(name, all(ok for ok, _ in checks), [text for _, text in checks]))
     return verdicts

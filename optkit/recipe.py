@@ -143,6 +143,10 @@ class GateSpec(Strict):
     max_size_mb: float | None = Field(default=None, gt=0)
     max_memory_mb: float | None = Field(default=None, gt=0, description="peak memory during the benchmark")
     max_prefill_ms: float | None = Field(default=None, gt=0, description="time to first token (batch 1)")
+    max_kl: float | None = Field(default=None, ge=0, description="mean KL(baseline || variant) of next-token "
+                                 "distributions on the fidelity prompts, nats")
+    min_top1_agreement: float | None = Field(default=None, ge=0, le=1, description="share of positions where the "
+                                             "variant's most likely token is the baseline's, e.g. 0.9")
     variants: list[str] | None = Field(default=None, description="variants to gate (default: all but the baseline)")
 
     _fraction = field_validator("max_ppl_increase", "max_acc_drop", mode="before")(

@@ -184,3 +184,29 @@ def test_cli_budget_options(tmp_path):
     assert ok.returncode == 0 and "size 100.0 MB" in ok.stdout
     bad = optkit_cli("gate", str(path), "--max-memory-mb", "100")
     assert bad.returncode == 1
+
+
+def with_fidelity(c, kl, kl_se, top1, top1_se):
+    c.accuracy += [EvalResult(task="fidelity", metric="kl_mean", value=kl, stderr=kl_se, n=1024,
+                              higher_is_better=False),
+                   EvalResult(task="fidelity", metric="top1_agreement", value=top1, stderr=top1_se, n=1024,
+                              higher_is_better=True)]
+    return c
+
+
+def test_fidelity_rules_are_noise_aware_and_strict_on_request(tmp_path):
+    report = make_report(with_fidelity(cand("close", 20.1, 30.0), 0.012, 0.002, 0.93, 0.01),
+                         with_fidelity(cand("far", 25.0, 40.0), 0.5, 0.05, 0.6, 0.02),
+                         with_fidelity(cand("edge", 20.2, 30.0), 0.011, 0.002, 0.89, 0.01),
+                         cand("unmeasured", 20.1, 30.0))
+    spec = GateSpec(max_kl=0.01, min_top1_agreement=0.9)
+    v = {x.variant: x for x in evaluate(report, spec)}
+    assert not v["far"].passed and "kl_mean 0.5" in v["far"].reasons[0]  # the whole interval is over
+    assert v["close"].passed and v["edge"].passed  # over / under by less than the noise over prompts
+    assert not v["unmeasured"].passed and "no fidelity" in v["unmeasured"].reasons[0]
+    strict = {x.variant: x for x in evaluate(report, spec, strict=True)}
+    assert not strict["close"].passed and not strict["edge"].passed
+    path = tmp_path / "report.json"
+    write_model(path, report)
+    cli = optkit_cli("gate", str(path), "--max-kl", "0.01", "--min-top1-agreement", "0.9", "--variant", "close")
+    assert cli.returncode == 0 and "fidelity kl_mean" in cli.stdout
