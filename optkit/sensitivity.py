@@ -152,7 +152,7 @@ def rank(targets: list[str], kl: dict[str, float], saved: dict[str, float] | Non
     return sorted(targets, key=lambda n: kl[n] / max(saved.get(n, 0.0), floor), reverse=True)
 
 
-def _search(ranked: list[str], increase, limit: int, budget: float) -> tuple[int, bool]:
+def search(ranked: list[str], increase, limit: int, budget: float) -> tuple[int, bool]:
     """Smallest k (keep ranked[:k]) whose end-to-end increase holds the budget: grow 0, 1, 2, 4, ... then bisect."""
     k, ok, lo = 0, increase(ranked, 0) <= budget, 0
     while not ok and k < limit:
@@ -219,7 +219,7 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
             del trial
         return trials[keep]
 
-    found = {label: _search(ranked, increase, limit, spec.max_ppl_increase) for label, ranked in orders.items()}
+    found = {label: search(ranked, increase, limit, spec.max_ppl_increase) for label, ranked in orders.items()}
     feasible = [label for label, (_, ok) in found.items() if ok]
     speeds: dict[str, float] = {}
     if len(feasible) > 1:

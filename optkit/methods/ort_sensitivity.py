@@ -29,6 +29,7 @@ from pathlib import Path
 
 from optkit.calibration import calibration_batch
 from optkit.recipe import AutoExcludeSpec
+from optkit.sensitivity import search
 
 LAYER = re.compile(r"layers?[./_](\d+)")
 
@@ -128,16 +129,9 @@ def choose(lm, method, params, targets: list[str], excluded: list[str], spec: Au
             increases[k] = trials.measure(rest, lambda m: math.exp(_nll(m, batch) - base_nll) - 1) if rest else 0.0
         return increases[k]
 
-    k, ok, lo = 0, increase(0) <= spec.max_ppl_increase, 0
-    if not ok:  # ranking costs most of the runs: only when the fully quantized model misses the budget
+    if increase(0) > spec.max_ppl_increase:  # ranking costs most runs: only when fully quantized misses the budget
         ranked, facts, group_kl = rank(trials, targets, batch[: spec.rank_samples])
-    while not ok and k < limit:
-        lo, k = k, min(limit, max(1, 2 * k))
-        ok = increase(k) <= spec.max_ppl_increase
-    if ok and k > 0:  # bisect (lo fails, k holds) down to the smallest k that holds
-        while k - lo > 1:
-            mid = (lo + k) // 2
-            lo, k = (lo, mid) if increase(mid) <= spec.max_ppl_increase else (mid, k)
+    k, ok = search(ranked, lambda _ranked, n: increase(n), limit, spec.max_ppl_increase)
     warning = None if ok else (f"auto_exclude: even with {k} of {len(targets)} nodes kept in float the calibration "
                                f"perplexity rises {increase(k):+.1%}, over the {spec.max_ppl_increase:.0%} budget "
                                f"(max_excluded {spec.max_excluded:.0%} allows at most {limit})")
