@@ -13,22 +13,7 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 from types import SimpleNamespace
-
-
-def decode_tokens_per_s(model, prompt, steps: int) -> float:
-    import torch
-    from transformers import DynamicCache
-
-    with torch.inference_mode():
-        out = model(input_ids=prompt, past_key_values=DynamicCache(), use_cache=True)
-        token = out.logits[:, -1:].argmax(-1)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
-            token = out.logits[:, -1:].argmax(-1)
-        return steps / (time.perf_counter() - t0)
 
 
 def main() -> int:
@@ -45,6 +30,7 @@ def main() -> int:
     from optkit.errors import quiet_libraries
     from optkit.methods.base import linear_names, select
     from optkit.results import read_report
+    from optkit.sensitivity import decode_tokens_per_s
 
     quiet_libraries()
     rep = read_report(args.report)
@@ -69,9 +55,9 @@ def main() -> int:
         built[label] = model
     prompt = torch.randint(3, lm.vocab_size, (1, 128), generator=torch.Generator().manual_seed(0))
     speeds = {label: [] for label in built}
-    for _ in range(args.rounds):
-        for label, model in built.items():
-            speeds[label].append(decode_tokens_per_s(model, prompt, args.steps))
+    for _ in range(args.rounds):  # one round each call, so every round is kept and printed
+        for label, tps in zip(built, decode_tokens_per_s(list(built.values()), "cpu", prompt, args.steps, rounds=1)):
+            speeds[label].append(tps)
     base = statistics.median(speeds["original"])
     print(f"{record.method} on {model_spec['checkpoint']}, batch-1 decode, {args.rounds} interleaved rounds, "
           f"{torch.get_num_threads()} threads")

@@ -165,7 +165,7 @@ def search(ranked: list[str], increase, limit: int, budget: float) -> tuple[int,
     return k, ok
 
 
-def _decode_tokens_per_s(models: list, device: str, prompt, steps: int = 16, rounds: int = 3) -> list[float]:
+def decode_tokens_per_s(models: list, device: str, prompt, steps: int = 16, rounds: int = 3) -> list[float]:
     """Batch-1 decode speed of each model, interleaved rounds, the fastest round of each (least disturbed)."""
     import torch
     from transformers import DynamicCache
@@ -225,7 +225,7 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
     if len(feasible) > 1:
         prompt = torch.randint(3, lm.model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
         built = [build(set(orders[label][:found[label][0]])) for label in feasible]
-        speeds = dict(zip(feasible, _decode_tokens_per_s(built, lm.device, prompt)))
+        speeds = dict(zip(feasible, decode_tokens_per_s(built, lm.device, prompt)))
         del built
         chosen = max(feasible, key=speeds.get)
     else:
