@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from optkit.meters.energy import EnergyCounter, PowerSampler
-from optkit.meters.latency import BUSY_SHARE, HALVES, CpuWatch, enough, halves_gap, stats
+from optkit.meters.latency import HALVES, CpuWatch, enough, halves_gap, stats, uncontended
 from optkit.meters.memory import PeakMemory
 from optkit.recipe import BenchSpec
 from optkit.results import BenchResult, Energy
@@ -84,8 +84,8 @@ def _done(s: _Samples, spec: BenchSpec) -> bool:
     if n >= HARD_CAP:
         return True
     clean = enough(s.decode_share, spec.repeats) and enough(s.prefill_share, spec.repeats)
-    tps = [v for v, share in zip(s.tps, s.decode_share) if share is None or share <= BUSY_SHARE]
-    steady = (halves_gap(tps) or 0.0) <= HALVES  # halves that disagree: keep measuring while budget is left
+    # halves that disagree: keep measuring while repeats are left
+    steady = (halves_gap(uncontended(s.tps, s.decode_share)) or 0.0) <= HALVES
     if clean and steady and s.clean_decode_s >= spec.min_seconds:
         return True
     return n >= spec.max_repeats and s.decode_s >= spec.min_seconds

@@ -86,7 +86,7 @@ def stats(values: list[float], unit: str, shares: list[float | None], wanted: in
     from optkit.results import Stats
 
     known = [s for s in shares if s is not None]
-    clean = [v for v, s in zip(values, shares) if s is None or s <= BUSY_SHARE]
+    clean = uncontended(values, shares)
     use = clean if len(clean) >= wanted else values
     med = statistics.median(use)
     p10, p90 = quantile(use, 0.1), quantile(use, 0.9)
@@ -102,6 +102,11 @@ def stats(values: list[float], unit: str, shares: list[float | None], wanted: in
     return Stats(median=med, p10=p10, p90=p90, n=len(use), unit=unit, noisy=bool(reasons),
                  contention=round(max(known), 3) if known else None, ci_low=lo, ci_high=hi,
                  noisy_reason="; ".join(reasons) or None)
+
+
+def uncontended(values: list[float], shares: list[float | None]) -> list[float]:
+    """The samples taken while other processes left the CPU alone (or where nobody could tell)."""
+    return [v for v, s in zip(values, shares) if s is None or s <= BUSY_SHARE]
 
 
 def enough(shares: list[float | None], wanted: int) -> bool:
