@@ -20,7 +20,6 @@ class Row:
     prefill_ms: float | None = None
     size_mb: float | None = None
     peak_mb: float | None = None
-    noisy: bool = False  # decode or prefill timing
     tps_noisy: bool = False
     prefill_noisy: bool = False
     block_nll: list[float] | None = None
@@ -32,6 +31,11 @@ class Row:
     speedup_range: tuple[float, float] | None = None  # pessimistic, optimistic from p10/p90
     size_ratio: float | None = None  # baseline size / this size
     error: str | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """Decode or prefill timing did not hold up."""
+        return self.tps_noisy or self.prefill_noisy
 
 
 def row(c: Candidate) -> Row:
@@ -45,7 +49,6 @@ def row(c: Candidate) -> Row:
         tps_p10=b.decode_tokens_per_s.p10 if b else None, tps_p90=b.decode_tokens_per_s.p90 if b else None,
         prefill_ms=b.prefill_ms.median if b else None,
         size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
-        noisy=bool(b and (b.decode_tokens_per_s.noisy or b.prefill_ms.noisy)),
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
     )
 
