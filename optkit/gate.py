@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from optkit.errors import BadInput
 from optkit.recipe import GateSpec
-from optkit.report.analysis import Row, compare, row, rows
+from optkit.report.analysis import Row, compare, row, rows, task_delta
 from optkit.results import Candidate, Report
 
 
@@ -21,20 +20,30 @@ class Verdict:
         return f"{'PASS' if self.passed else 'FAIL'} {self.variant}: {'; '.join(self.reasons)}"
 
 
+def _judge(text: str, value: float, interval: tuple[float, float] | None, limit: float, at_most: bool,
+           strict: bool, limit_text: str, missing: str, fails: str, noise: str) -> tuple[bool, str]:
+    """One noise-aware rule: with an interval, fail only when even its favourable end misses the limit, and say
+    so when the point estimate misses it inside the noise; strict (or no interval) judges the point estimate."""
+    holds = (lambda v: v <= limit) if at_most else (lambda v: v >= limit)
+    yes, no = ("<=", ">") if at_most else (">=", "<")
+    if strict or interval is None:
+        good = holds(value)
+        return good, f"{text} {yes if good else no} {limit_text}{'' if strict else missing}"
+    if not holds(interval[0] if at_most else interval[1]):
+        return False, f"{text}: {fails} {limit_text}"
+    if not holds(value):
+        return True, f"{text}: {noise} {limit_text} but within {'noise' if at_most else 'timing spread'} " \
+                     "(--strict would fail it)"
+    return True, f"{text} {yes} {limit_text}"
+
+
 def _accuracy(r: Row, allowed: float, strict: bool) -> tuple[bool, str]:
     if r.ppl_delta is None:
         return False, "no perplexity to compare"
     ci = r.ppl_delta_ci
     text = f"perplexity {r.ppl_delta:+.2%}" + (f" (95% CI {ci[0]:+.2%} to {ci[1]:+.2%})" if ci else "")
-    if strict or ci is None:
-        good = r.ppl_delta <= allowed
-        how = "" if strict else ", point estimate: no paired samples"
-        return good, f"{text} {'<=' if good else '>'} +{allowed:.2%} allowed{how}"
-    if ci[0] > allowed:
-        return False, f"{text}: the whole interval is above +{allowed:.2%} allowed"
-    if r.ppl_delta > allowed:
-        return True, f"{text}: above +{allowed:.2%} allowed but within noise (--strict would fail it)"
-    return True, f"{text} <= +{allowed:.2%} allowed"
+    return _judge(text, r.ppl_delta, ci, allowed, True, strict, f"+{allowed:.2%} allowed",
+                  ", point estimate: no paired samples", "the whole interval is above", "above")
 
 
 def _speed(r: Row, required: float, strict: bool) -> tuple[bool, str]:
@@ -42,35 +51,22 @@ def _speed(r: Row, required: float, strict: bool) -> tuple[bool, str]:
         return False, "no decode speed to compare"
     rng = r.speedup_range
     text = f"decode speed-up {r.speedup:.2f}x" + (f" (p10/p90 range {rng[0]:.2f}x-{rng[1]:.2f}x)" if rng else "")
-    if strict or rng is None:
-        good = r.speedup >= required
-        return good, f"{text} {'>=' if good else '<'} {required:g}x required"
-    if rng[1] < required:
-        return False, f"{text}: even the optimistic end is below {required:g}x required"
-    if r.speedup < required:
-        return True, f"{text}: median below {required:g}x but within timing spread (--strict would fail it)"
-    return True, f"{text} >= {required:g}x required"
-
-
-def paired_accuracy_ci(ref: list[float], new: list[float]) -> tuple[float, float, float]:
-    """Mean per-sample difference new - ref (same documents, same order) with its 95% CI."""
-    d = [b - a for a, b in zip(ref, new)]
-    mean = sum(d) / len(d)
-    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
-    half = 1.96 * math.sqrt(var / len(d))
-    return mean, mean - half, mean + half
+    return _judge(text, r.speedup, rng, required, False, strict, f"{required:g}x required", "",
+                  "even the optimistic end is below", "median below")
 
 
 def _tasks(new: Candidate, ref: Candidate, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
-    """Task accuracy rules, paired over per-sample results: a drop fails only when the CI says it is real."""
+    """Task accuracy rules, paired by document id over per-sample results (the report's task_delta): a drop
+    fails only when the CI says it is real."""
     checks = []
     for res in (a for a in new.accuracy if a.higher_is_better and isinstance(a.details.get("samples"), list)):
-        base = next((a for a in ref.accuracy if a.task == res.task and a.metric == res.metric), None)
+        base = ref.metric(res.task, res.metric)
         label = f"{res.task} {res.metric}"
-        if base is None or len(base.details.get("samples") or []) != len(res.details["samples"]):
+        d = task_delta(new.name, res, base) if base is not None else None
+        if d is None:
             checks.append((False, f"{label}: no matching per-sample results in the reference"))
             continue
-        diff, lo, hi = paired_accuracy_ci(base.details["samples"], res.details["samples"])
+        diff, (lo, hi) = d.delta, d.ci
         text = f"{label} {res.value:.3f} vs {base.value:.3f} ({diff:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f})"
         best = diff if strict else hi  # noise-aware: judge the most favourable end of the interval
         if spec.max_acc_drop is not None:

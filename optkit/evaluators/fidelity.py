@@ -17,13 +17,25 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
 
 from optkit.errors import BadInput
 from optkit.recipe import FidelitySpec
 from optkit.results import EvalResult
+from optkit.stats import mean_se
 
 TEXT_CHARS = 400_000  # tokenize only this much of the text: plenty of room for evenly spaced prompts
 TOP_K = 256
+
+
+class Reference(BaseModel):
+    """The protocol between workers: the baseline's worker saves its next-token log-probs at `path`
+    (role "save"); every other worker compares its own to them (role "compare")."""
+
+    path: str
+    role: Literal["save", "compare"]
 
 
 def reference_name(spec: FidelitySpec, baseline: dict) -> str:
@@ -75,13 +87,6 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def _mean_se(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-
-
 def coarse_kl(base_top, new_top):
     """KL(P || Q) per position over the top-k tokens of P plus one bucket for the rest of the vocabulary,
     from the log-probs of those k tokens under P (base_top) and Q (new_top)."""
@@ -110,8 +115,8 @@ def compare(lm, path: Path) -> list[EvalResult]:
         per_kl.append(float(kl.mean()))
         per_agree.append(float(agree.mean()))
     n = len(kls)
-    kl_mean, kl_se = _mean_se(per_kl)
-    agree, agree_se = _mean_se(per_agree)
+    kl_mean, kl_se = mean_se(per_kl)
+    agree, agree_se = mean_se(per_agree)
     spec = ref.get("spec", {})
     details = {"reference": str(path), "prompts": len(per_kl), "seq_len": spec.get("seq_len"),
                "source": spec.get("path") or "wikitext-2 test", "top_k": int(ref["index"].shape[-1]),

@@ -10,9 +10,10 @@ must agree, or the number does not describe the model.
 from __future__ import annotations
 
 import os
-import random
 import statistics
 import time
+
+from optkit.stats import bootstrap_ci, quantile
 
 BUSY_SHARE = 0.25  # other processes using more than this share of all cores: a contended sample
 SPREAD = 0.25  # (p90 - p10) / median above this: a noisy measurement
@@ -51,23 +52,6 @@ class CpuWatch:
 def _own_cpu() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def bootstrap_ci(values: list[float], resamples: int = 1000, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the median (seeded: the same samples give the same CI)."""
-    rng = random.Random(0)
-    n = len(values)
-    meds = [statistics.median(rng.choices(values, k=n)) for _ in range(resamples)] if n > 1 else list(values)
-    tail = (1 - level) / 2
-    return quantile(meds, tail), quantile(meds, 1 - tail)
 
 
 def halves_gap(values: list[float]) -> float | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from optkit.results import Candidate, Report
+from optkit.stats import mcnemar_exact, pair_by_id, paired_mean_ci, paired_ratio_ci
+
+__all__ = ["mcnemar_exact"]  # also here: the report's view of the flips test
 
 DEFAULT_PPL_BUDGET = 0.05
 
@@ -53,22 +55,11 @@ def row(c: Candidate) -> Row:
     )
 
 
-def paired_ci(ref: list[float] | None, new: list[float] | None) -> tuple[float, float] | None:
-    """95% CI of the relative perplexity change from per-block NLLs on the same tokens (paired, so the
-    text's own variability cancels and only the models' difference is left)."""
-    if not ref or not new or len(ref) != len(new) or len(ref) < 2:
-        return None
-    d = [b - a for a, b in zip(ref, new)]
-    mean = sum(d) / len(d)
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-    return math.exp(mean - 1.96 * se) - 1, math.exp(mean + 1.96 * se) - 1
-
-
 def compare(ref: Row, r: Row) -> Row:
     """Fill r's deltas relative to ref."""
     if ref.ppl and r.ppl:
         r.ppl_delta = r.ppl / ref.ppl - 1
-        r.ppl_delta_ci = paired_ci(ref.block_nll, r.block_nll)
+        r.ppl_delta_ci = paired_ratio_ci(ref.block_nll, r.block_nll)
     if ref.tps and r.tps:
         r.speedup = r.tps / ref.tps
         if ref.tps_p10 and ref.tps_p90 and r.tps_p10 and r.tps_p90:
@@ -181,28 +172,18 @@ class TaskDelta:
     mcnemar_p: float | None = None
 
 
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: under no difference each discordant pair is a fair coin."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
 def task_delta(variant: str, new, base) -> TaskDelta | None:
-    """Flips and paired CI from EvalResult.details (samples, doc_ids); None when the samples do not pair up."""
+    """Flips and paired CI from EvalResult.details (samples, doc_ids), paired by document id; None when the
+    samples do not pair up (other documents, or no per-sample results)."""
     s_new, s_base = new.details.get("samples"), base.details.get("samples")
-    if not isinstance(s_new, list) or not isinstance(s_base, list) or len(s_new) != len(s_base) or not s_new:
+    if not isinstance(s_new, list) or not isinstance(s_base, list):
         return None
-    if new.details.get("doc_ids", []) != base.details.get("doc_ids", []):
+    paired = pair_by_id(s_base, base.details.get("doc_ids"), s_new, new.details.get("doc_ids"))
+    if paired is None:
         return None
-    mean = sum(b - a for a, b in zip(s_base, s_new)) / len(s_new)
-    d = [b - a for a, b in zip(s_base, s_new)]
-    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
-    half = 1.96 * math.sqrt(var / len(d))
-    out = TaskDelta(variant, new.task, new.metric, new.value, base.value, len(s_new), mean,
-                    (mean - half, mean + half))
+    s_base, s_new = paired
+    mean, lo, hi = paired_mean_ci(s_base, s_new)
+    out = TaskDelta(variant, new.task, new.metric, new.value, base.value, len(s_new), mean, (lo, hi))
     if set(s_new) | set(s_base) <= {0, 1}:
         out.right_to_wrong = sum(1 for a, b in zip(s_base, s_new) if a == 1 and b == 0)
         out.wrong_to_right = sum(1 for a, b in zip(s_base, s_new) if a == 0 and b == 1)

@@ -210,3 +210,33 @@ def test_fidelity_rules_are_noise_aware_and_strict_on_request(tmp_path):
     write_model(path, report)
     cli = optkit_cli("gate", str(path), "--max-kl", "0.01", "--min-top1-agreement", "0.9", "--variant", "close")
     assert cli.returncode == 0 and "fidelity kl_mean" in cli.stdout
+
+
+def test_gate_and_report_pair_samples_by_document_id():
+    """The variant's per-sample results come in another document order: the gate and the report pair them by id
+    through the same function, and give the same CI as the in-order pairing."""
+    from optkit.report.analysis import task_deltas
+
+    rng = random.Random(5)
+    base = [1 if rng.random() < 0.6 else 0 for _ in range(400)]
+    new = [0 if i % 9 == 0 else v for i, v in enumerate(base)]  # ~27 right->wrong
+    ids = list(range(400))
+    order = ids[:]
+    rng.shuffle(order)
+    in_order = task_report(base, new)
+    shuffled = task_report(base, new)
+    for c, samples, doc_ids in ((in_order.variants[0], base, ids), (in_order.variants[1], new, ids),
+                                (shuffled.variants[0], base, ids),
+                                (shuffled.variants[1], [new[i] for i in order], order)):
+        c.accuracy[-1].details.update(samples=samples, doc_ids=doc_ids)
+    [expected] = task_deltas(in_order)
+    [got] = task_deltas(shuffled)
+    assert got.ci == expected.ci and got.right_to_wrong == expected.right_to_wrong > 0
+    spec = GateSpec(max_acc_drop="1%")
+    [a], [b] = evaluate(in_order, spec), evaluate(shuffled, spec)
+    lo, hi = expected.ci
+    assert a.reasons == b.reasons and f"95% CI {lo:+.3f} to {hi:+.3f}" in b.reasons[0]
+    # different documents never pair: the gate says so instead of comparing unrelated samples
+    shuffled.variants[1].accuracy[-1].details["doc_ids"] = [i + 1000 for i in order]
+    [c] = evaluate(shuffled, spec)
+    assert not c.passed and "no matching per-sample results" in c.reasons[0]
