@@ -13,7 +13,6 @@ import argparse
 import copy
 import statistics
 import sys
-from types import SimpleNamespace
 
 
 def main() -> int:
@@ -26,11 +25,11 @@ def main() -> int:
 
     import torch
 
-    from optkit import models, registry
+    from optkit import checkpoints, loading, registry
     from optkit.errors import quiet_libraries
+    from optkit.fallback.torch import decode_tokens_per_s
     from optkit.methods.base import linear_names, select
     from optkit.results import read_report
-    from optkit.sensitivity import decode_tokens_per_s
 
     quiet_libraries()
     rep = read_report(args.report)
@@ -40,7 +39,7 @@ def main() -> int:
         print(f"{args.variant}: no variant with an auto_exclude step in {args.report}", file=sys.stderr)
         return 2
     model_spec = rep.recipe["model"]
-    lm = models.load(models.prepare(models.resolve(model_spec["checkpoint"])), model_spec.get("dtype", "float32"))
+    lm = loading.load(checkpoints.resolve(model_spec["checkpoint"]), model_spec.get("dtype", "float32"))
     method = registry.get(record.method)
     params = method.Params.model_validate(record.params)
     targets = select(linear_names(lm.model), params)[0]
@@ -48,11 +47,10 @@ def main() -> int:
     builds = {"original": None, "all transformed": set(), f"fallback ({len(kept)} kept)": kept}
     built = {}
     for label, keep in builds.items():
-        model = copy.deepcopy(lm.model)
+        trial = lm.with_model(copy.deepcopy(lm.model))
         if keep is not None:
-            method.transform(SimpleNamespace(model=model, device="cpu", tokenizer=lm.tokenizer), params,
-                             [t for t in targets if t not in keep])
-        built[label] = model
+            method.transform(trial, params, [t for t in targets if t not in keep])
+        built[label] = trial.model
     prompt = torch.randint(3, lm.vocab_size, (1, 128), generator=torch.Generator().manual_seed(0))
     speeds = {label: [] for label in built}
     for _ in range(args.rounds):  # one round each call, so every round is kept and printed

@@ -32,7 +32,7 @@ def bare_loop(model, prompt, gen_len: int) -> tuple[float, float]:
 def main() -> None:
     import torch
 
-    from optkit import models
+    from optkit import checkpoints, loading
     from optkit.bench import run_bench
     from optkit.recipe import BenchSpec
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--gen-len", type=int, default=64)
     args = ap.parse_args()
-    lm = models.load(models.prepare(models.resolve(args.checkpoint)))
+    lm = loading.load(checkpoints.resolve(args.checkpoint))
     prompt = torch.randint(3, lm.vocab_size, (1, args.prompt_len), generator=torch.Generator().manual_seed(0))
     spec = BenchSpec(prompt_len=args.prompt_len, gen_len=args.gen_len, warmup=1, repeats=5, max_repeats=5,
                      roofline=False)

@@ -36,12 +36,12 @@ def bare(folder: str, task: str, limit: int, batch_size: int, include: str) -> d
 
 
 def optkit_side(ckpt, task: str, limit: int, batch_size: int) -> dict:
-    from optkit import models
+    from optkit import loading
     from optkit.evaluators.lm_eval import evaluate
     from optkit.recipe import TaskSpec
 
     t0 = time.perf_counter()
-    lm = models.load(ckpt, "float32", "cpu")
+    lm = loading.load(ckpt, "float32", "cpu")
     loaded = time.perf_counter()
     res = {r.metric: r for r in evaluate(lm, [TaskSpec(name=task, limit=limit, batch_size=batch_size)])}
     done = time.perf_counter()
@@ -51,7 +51,7 @@ def optkit_side(ckpt, task: str, limit: int, batch_size: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="smollm2-135m", help="alias, HF folder or .gguf (via optkit.models)")
+    ap.add_argument("--checkpoint", default="smollm2-135m", help="alias, HF folder or .gguf")
     ap.add_argument("--task", default="arc_easy", help="a shipped offline task (multiple choice: acc, acc_norm)")
     ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -63,7 +63,7 @@ def main() -> int:
 
     import torch
 
-    from optkit import models
+    from optkit import checkpoints
     from optkit.errors import quiet_libraries
     from optkit.evaluators.lm_eval import resolve, write_task_dir
 
@@ -74,7 +74,7 @@ def main() -> int:
     if not offline:
         print(f"{args.task} is not a shipped offline task", file=sys.stderr)
         return 2
-    ckpt = models.prepare(models.resolve(args.checkpoint))
+    ckpt = checkpoints.hf_folder(checkpoints.resolve(args.checkpoint))
     print(f"checkpoint {args.checkpoint} -> {ckpt.location}; task {task}, limit {args.limit}, batch "
           f"{args.batch_size}, fp32 CPU, {torch.get_num_threads()} threads", flush=True)
     with tempfile.TemporaryDirectory(prefix="optkit-parity-") as tmp:

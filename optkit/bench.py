@@ -142,7 +142,7 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
     from optkit.results import PrefillPoint, ThroughputPoint
 
     if spec.threads:
-        torch.set_num_threads(spec.threads)
+        lm.set_threads(spec.threads)
     gen = torch.Generator().manual_seed(0)
     longest = max(spec.prefill_lens())
     prompts = torch.randint(3, lm.vocab_size, (max(spec.batch_sizes), longest), generator=gen)
@@ -181,7 +181,7 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
         energy=energy_result,
         prompt_len=spec.prompt_len,
         gen_len=spec.gen_len,
-        threads=torch.get_num_threads(),
+        threads=lm.threads,
         throughput=curve,
         roofline=roofline,
         e2e_ms=e2e,

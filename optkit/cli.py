@@ -4,7 +4,11 @@ calls the one pipeline; heavy libraries are imported inside commands so --help s
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -29,15 +33,17 @@ def _params(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None, show=None):
+def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None, show=None,
+             save_to: Path | None = None):
     from optkit import pipeline
     from optkit.report.summary import text_table
 
-    plan = pipeline.plan(recipe, source, base_dir)
+    plan = pipeline.plan(recipe, source, base_dir, save_to)
     run_dir = out or Path("reports") / recipe.name
     report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True))
-    click.echo((show or text_table)(report))
-    click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
+    if show is not False:  # False: the caller prints its own summary
+        click.echo((show or text_table)(report))
+        click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
     failed = [v.name for v in report.variants if v.status == "failed"]
     if failed:
         raise RunError(f"{len(failed)} variant(s) failed: {', '.join(failed)}; the report keeps every finished "
@@ -46,13 +52,33 @@ def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path 
 
 
 def _single(name: str, checkpoint: str, dtype: str, device: str, steps: list, out: Path | None,
-            evaluate: dict | None, bench: dict | None, show=None):
+            evaluate: dict | None, bench: dict | None, show=None, save_to: Path | None = None):
     from optkit.recipe import parse_recipe
 
     data = {"name": name, "model": {"checkpoint": checkpoint, "dtype": dtype}, "device": device,
             "variants": [{"name": name, "steps": steps}], "eval": evaluate or {"perplexity": None},
             "bench": bench}
-    return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, show=show)
+    return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, show=show,
+                    save_to=save_to)
+
+
+@contextmanager
+def _new_folder(out: Path):
+    """A work folder beside `out`, renamed to `out` only when the block succeeds: no half-written artifact. A
+    failed run keeps it (its logs say why), an empty one goes."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInput(f"output {out} already exists and is not an empty folder; pick a new -o folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield work
+    except BaseException:
+        if not (work / "run" / "logs").is_dir():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()
+    os.replace(work, out)
 
 
 class Group(click.Group):
@@ -124,9 +150,7 @@ def _transform_command(name: str, doc: str):
                 device: str, out: Path) -> None:
         from pydantic import ValidationError
 
-        from optkit import models
-        from optkit.artifact import write_artifact
-        from optkit.recipe import ModelSpec, Step
+        from optkit.recipe import Step
 
         if name == "prune" and not method.startswith("prune."):
             raise BadInput(f"optkit prune takes a pruning method (prune.magnitude, prune.2to4, prune.wanda), "
@@ -137,11 +161,12 @@ def _transform_command(name: str, doc: str):
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
             raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
-        report = _single(name, checkpoint, dtype, device, [step.model_dump()], out / "run", None, None)
-        source = models.prepare(models.resolve(checkpoint))
-        path = write_artifact(out, source, ModelSpec(checkpoint=checkpoint, dtype=dtype), [step],
-                              report.variants[0].steps)
-        click.echo(f"wrote {path}; use {out} as a checkpoint for optkit eval / bench / run")
+        with _new_folder(out) as work:
+            _single(name, checkpoint, dtype, device, [step.model_dump()], work / "run", None, None, show=False,
+                    save_to=work)
+            fmt = json.loads((work / "optkit.json").read_text())["format"]
+        how = "replays its steps on the source checkpoint" if fmt == "replay" else f"format {fmt}"
+        click.echo(f"wrote {out} ({how}); use it as a checkpoint for optkit eval / bench / run")
 
     return command
 
@@ -154,18 +179,25 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 
 @main.command()
 @click.argument("checkpoint")
-@click.option("--format", "fmt", default="onnx", show_default=True, help="export format (onnx is the only one)")
+@click.option("--format", "fmt", default="onnx", show_default=True, help="export format: a method <format>.export "
+              "exists for each (onnx)")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: optimum's choice for the model)")
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="folder to write (new or empty)")
 def export(checkpoint: str, fmt: str, opset: int | None, dtype: str, device: str, out: Path) -> None:
-    """Export CHECKPOINT to ONNX, checked against PyTorch logits; the folder is a checkpoint for eval / bench / run."""
-    if fmt != "onnx":
-        raise BadInput(f"unknown export format {fmt!r}; the only format is onnx (--format onnx)")
-    from optkit.methods.onnx_export import export_folder
+    """Export CHECKPOINT (e.g. to ONNX, checked against PyTorch logits); the result is a checkpoint for eval / bench /
+    run, and loads in its engine without optkit."""
+    from optkit import registry
 
-    record = export_folder(checkpoint, out, opset, dtype, device)
+    known = sorted(n.removesuffix(".export") for n in registry.methods.names() if n.endswith(".export"))
+    if fmt not in known:
+        raise BadInput(f"unknown export format {fmt!r}; known: {', '.join(known)} (--format {known[0]})")
+    params = {"provider": device} | ({"opset": opset} if opset else {})
+    with _new_folder(out) as work:
+        report = _single("export", checkpoint, dtype, device, [{"method": f"{fmt}.export", "params": params}],
+                         work / "run", None, None, show=False, save_to=work)
+    record = report.variants[0].steps[0]
     v, size = record.details["validation"], record.details["size_bytes"] / 2**20
     click.echo(f"validation ({v['prompts']}): max |logit diff| {v['max_abs_diff']:.3g} (allowed "
                f"{v['allowed_abs_diff']:.3g}), relative {v['max_rel_diff']:.3g}, top-1 agreement "

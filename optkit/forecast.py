@@ -1,41 +1,21 @@
 """Before anything is built: each variant's expected batch-1 decode speed from the roofline.
 
 A decode step at batch 1 reads every linear weight once, one embedding row and the KV cache, so on a
-memory-bound device tokens/s <= bandwidth / bytes per token. Bytes per weight follow from each step
-(fp32 4, bf16/fp16 2, int8 1 + scales, int4 0.5 + group scales; pruning and ONNX export change nothing,
-since dense zeros still move). The result is an upper bound: real kernels add compute and overhead, and
-at batch sizes past the ridge point decode is compute-bound and weight-only quantization stops helping.
+memory-bound device tokens/s <= bandwidth / bytes per token. Bytes per weight follow from each step: each
+method states them (Method.bytes_per_weight: int8 1 + scales, int4 0.5 + group scales; pruning and exports
+change nothing, since dense zeros still move) and float weights follow the dtype. The result is an upper
+bound: real kernels add compute and overhead, and at batch sizes past the ridge point decode is compute-bound
+and weight-only quantization stops helping.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 
 ELEM = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def _int8(scale_bytes: float):
-    return lambda p, k, act: 1 + scale_bytes / k  # one scale per output row (k weights)
-
-
-# method -> bytes per weight of a targeted linear (params, in_features, activation element bytes), scales included
-WEIGHT_BYTES = {
-    "torchao.int8_weight_only": lambda p, k, act: 1 + act / k,
-    "torchao.int8_dynamic": lambda p, k, act: 1 + act / k,
-    "torchao.float8_dynamic": _int8(4),
-    "torchao.int4_weight_only": lambda p, k, act: 0.5 + 4 / p.group_size,  # bf16 scale + zero point per group
-    "torch.dynamic_int8": lambda p, k, act: 1.0,  # one scale per tensor
-    "bnb.int8": _int8(4),
-    "bnb.4bit": lambda p, k, act: 0.5 + (1 if p.double_quant else 4) / p.blocksize,
-    "ort.dynamic_int8": lambda p, k, act: 1 + (5 / k if p.per_channel else 0),
-    "ort.static_int8": lambda p, k, act: 1 + (5 / k if getattr(p, "per_channel", False) else 0),
-    "ort.int4": lambda p, k, act: 0.5 + (4 + (0 if p.symmetric else 0.5)) / p.block_size,
-}
-UNCHANGED = ("prune.", "onnx.export")  # dense zeros still move; export keeps the weights as they are
 
 
 @dataclass
@@ -61,43 +41,35 @@ class Forecast:
     note: str = ""
 
 
-def _onnx_name(module: str) -> str:
-    """model.layers.0.mlp.down_proj -> /model/layers.0/mlp/down_proj/MatMul (the exporter's node names)."""
-    return "/" + re.sub(r"\.(?!\d)", "/", module) + "/MatMul"
-
-
-def _targets(method: str, params, linears: list[str]) -> list[str]:
-    from optkit.methods.base import select
-
-    if method.startswith("ort."):
-        wanted = set(select([_onnx_name(n) for n in linears], params)[0])
-        return [n for n in linears if _onnx_name(n) in wanted]
-    return select(linears, params)[0]
-
-
 def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, context: int,
              bandwidth_gb_s: float) -> Expected:
     """Bytes moved per decoded token at batch 1 after the variant's steps, and the bound they imply."""
     from optkit import registry
+    from optkit.backends.base import ModelInfo
     from optkit.meters.roofline import kv_bytes_per_token
 
     per = {n: float(ELEM[dtype]) for n in linears}  # bytes per weight of each linear
     act, notes = ELEM[dtype], []
     quantized: set[str] = set()
+    info = ModelInfo(linears=linears, dtype=dtype, device="cpu")
     for step in variant.steps:
         method = registry.get(step.method)
         params = method.Params.model_validate(step.params)
-        if step.method == "cast":
-            act = ELEM[params.dtype]
-            per.update({n: float(act) for n in per if n not in quantized})
-        elif step.method in WEIGHT_BYTES:
-            for n in _targets(step.method, params, list(linears)):
-                per[n] = WEIGHT_BYTES[step.method](params, linears[n][1], act)
-                quantized.add(n)
-            if step.auto_exclude is not None:
-                notes.append("auto_exclude may keep some layers in higher precision: less speed-up")
-        elif not step.method.startswith(UNCHANGED):
+        act = ELEM.get(method.output_dtype(info, params), act)
+        info.dtype = method.output_dtype(info, params)
+        per.update({n: float(act) for n in per if n not in quantized})  # float weights follow the dtype
+        try:
+            sample = method.bytes_per_weight(params, next(iter(linears.values()))[1], act) if linears else None
+        except NotImplementedError:
             notes.append(f"{step.method}: bytes per weight unknown to the forecast, assumed unchanged")
+            continue
+        if sample is None:
+            continue  # the step keeps the bytes (pruning: dense zeros; exports)
+        for n in method.forecast_targets(list(linears), params):
+            per[n] = method.bytes_per_weight(params, linears[n][1], act)
+            quantized.add(n)
+        if step.auto_exclude is not None:
+            notes.append("auto_exclude may keep some layers in higher precision: less speed-up")
     count = {n: o * i for n, (o, i) in linears.items()}
     weights = sum(count[n] * per[n] for n in linears)
     kv = kv_bytes_per_token(config, context, act)
@@ -123,8 +95,8 @@ def _cache_key(device: str) -> str:
 def device_speed(device: str, remeasure: bool = False) -> tuple[float, float, str]:
     """(bandwidth GB/s, float32 matmul GFLOP/s, where from): measured once per machine and cached; a
     remeasurement keeps the higher of old and new, since contention only ever lowers a peak."""
+    from optkit.checkpoints import cache_dir
     from optkit.meters.roofline import device_peaks
-    from optkit.models import cache_dir
     from optkit.results import atomic_write
 
     path = cache_dir() / "device-speed.json"
@@ -152,7 +124,8 @@ def device_speed(device: str, remeasure: bool = False) -> tuple[float, float, st
 def forecast(plan, remeasure: bool = False) -> Forecast:
     from transformers import AutoConfig
 
-    from optkit.pipeline import model_info
+    from optkit.checkpoints import hf_folder
+    from optkit.preflight import model_info
 
     recipe = plan.recipe
     bench = recipe.bench
@@ -163,7 +136,8 @@ def forecast(plan, remeasure: bool = False) -> Forecast:
         return Forecast(bandwidth, gflops, measured, context, recipe.baseline, [],
                         note="the checkpoint is an optkit artifact: its layer shapes are not known from a config, "
                              "so there is no forecast; benchmark it with optkit bench")
-    config = AutoConfig.from_pretrained(plan.checkpoint.location, trust_remote_code=recipe.model.trust_remote_code)
+    config = AutoConfig.from_pretrained(hf_folder(plan.checkpoint).location,
+                                        trust_remote_code=recipe.model.trust_remote_code)
     rows = [expected(v, info.linears, recipe.model.dtype, config, context, bandwidth) for v in recipe.variants]
     base = next((r for r in rows if r.name == recipe.baseline), rows[0])
     params = sum(o * i for o, i in info.linears.values())

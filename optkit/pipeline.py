@@ -1,160 +1,102 @@
-"""The only orchestrator: plan(recipe) checks everything cheap up front, run(plan) builds, evaluates
-and benchmarks each variant in its own process and writes each result the moment it exists."""
+"""The only orchestrator: plan(recipe) checks everything cheap up front (preflight.py), run(plan) hands the
+variants to an executor, which runs each in its own worker process, and writes each result the moment it
+exists, then the report."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from optkit import models, registry
-from optkit.errors import BadInput
-from optkit.isolate import Job, run_isolated
-from optkit.methods.base import ModelInfo
+from optkit import checkpoints, preflight
 from optkit.recipe import Recipe
 from optkit.results import Candidate, Report, write_model
+from optkit.worker import Job, run_job
+
+# the names tests and the first wave used
+resolve_device, model_info = preflight.resolve_device, preflight.model_info
 
 
 class Plan(BaseModel):
     recipe: Recipe
     source: str  # where the recipe came from, for messages
-    checkpoint: models.Checkpoint
+    checkpoint: checkpoints.Checkpoint
     device: str
     jobs: list[Job]
 
 
-def resolve_device(wanted: str) -> str:
-    import torch
-
-    if wanted == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise BadInput("device 'cuda' requested but no CUDA GPU is visible; set device: cpu (or --device cpu)")
-    return wanted
-
-
-def model_info(ckpt: models.Checkpoint, dtype: str, device: str, trust_remote_code: bool) -> ModelInfo:
-    """Linear shapes from the config alone (meta tensors: no weights are read)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    location = ckpt.location
-    if ckpt.kind == "artifact":
-        return ModelInfo(linears={}, dtype=dtype, device=device, quantized=True)
-    if ckpt.kind == "onnx":  # an exported folder: only ort.* steps may follow
-        if dtype != "float32":
-            raise BadInput(f"checkpoint {ckpt.given!r} is an ONNX export and runs in the dtype it was exported in; "
-                           f"drop dtype {dtype} (--dtype / model.dtype)")
-        return ModelInfo(linears={}, dtype=dtype, device=device, onnx=True)
-    config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear)}
-    return ModelInfo(linears=linears, dtype=dtype, device=device)
-
-
-def _check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, source: str) -> None:
-    variant = recipe.variants[index]
-    info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, quantized=info.quantized,
-                     onnx=info.onnx)
-    for n, step in enumerate(variant.steps, 1):
-        where = f"{source}: variants[{index}] ({variant.name}) step {n} ({step.method})"
-        try:
-            method = registry.get(step.method)
-        except BadInput as exc:
-            raise BadInput(f"{where}: {exc}") from None
-        try:
-            params = method.Params.model_validate(step.params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            allowed = ", ".join(method.Params.model_fields)
-            raise BadInput(f"{where}: params.{field}: {err['msg']} (params allowed: {allowed})") from None
-        if step.auto_exclude is not None and method.replaces_model and not method.convert_auto_exclude:
-            raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
-                           "remove auto_exclude from this step")
-        if device not in method.devices:
-            need = method.device_note or f"runs on: {', '.join(method.devices)}"
-            raise BadInput(f"{where}: cannot run on {device} ({need}); remove the variant or change device")
-        if method.runs_on == "onnxruntime" and not info.onnx:
-            raise BadInput(f"{where}: needs an ONNX model; add {{method: onnx.export}} before this step")
-        if method.runs_on == "torch" and info.onnx:
-            raise BadInput(f"{where}: is a PyTorch method but an earlier step exported the model to ONNX; "
-                           "move it before onnx.export or use an ort.* method")
-        problems = method.check(info, params)
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise BadInput(f"{where}: {problems[0]}{more}")
-        info.dtype = method.output_dtype(info, params)
-        info.quantized = info.quantized or method.quantizes
-        info.onnx = info.onnx or method.to_onnx
-
-
-def _check_tasks(recipe: Recipe, source: str) -> None:
-    """Every eval task must find its data now, not after the first variants have spent minutes."""
-    from optkit.evaluators.lm_eval import resolve
-
-    for i, task in enumerate(recipe.eval.tasks or []):
-        try:
-            resolve(task.name)
-        except BadInput as exc:
-            raise BadInput(f"{source}: eval.tasks[{i}] ({task.name}): {exc}") from None
-
-
-def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None) -> Plan:
-    device = resolve_device(recipe.device)
-    ckpt = models.prepare(models.resolve(recipe.model.checkpoint, base_dir))
-    info = model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code)
+def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None, save_to: Path | None = None) -> Plan:
+    """Preflight the recipe; save_to (one-variant plans: optkit quantize / prune / export) writes the built
+    model there as an artifact."""
+    device = preflight.resolve_device(recipe.device)
+    ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir)
+    info = preflight.model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code)
     for i in range(len(recipe.variants)):
-        _check_variant(i, recipe, info, device, source)
-    _check_tasks(recipe, source)
-    jobs = [Job(variant=v, checkpoint=ckpt, model=recipe.model, device=device,
-                eval=recipe.eval, bench=recipe.bench) for v in recipe.variants]
+        preflight.check_variant(i, recipe, info, device, source)
+    preflight.check_tasks(recipe, source)
+    jobs = [Job(variant=v, checkpoint=ckpt, model=recipe.model, device=device, eval=recipe.eval,
+                bench=recipe.bench, save_to=str(save_to) if save_to else None) for v in recipe.variants]
     return Plan(recipe=recipe, source=source, checkpoint=ckpt, device=device, jobs=jobs)
 
 
 def _baseline_first(plan: Plan, run_dir: Path) -> list[Job]:
     """The baseline runs first wherever it is listed: with others to compare, its worker saves the reference
     next-token distributions (run_dir/reference/) that theirs compare to."""
+    from optkit.evaluators.fidelity import Reference, reference_name
+
     base = plan.recipe.baseline
     jobs = sorted(plan.jobs, key=lambda j: j.variant.name != base)
     spec = plan.recipe.eval.fidelity
     if spec is None or len(jobs) < 2 or jobs[0].variant.name != base:
         return jobs
-    from optkit.evaluators.fidelity import reference_name
-
     first = jobs[0]
-    ref = run_dir / "reference" / reference_name(spec, {
+    path = str(run_dir / "reference" / reference_name(spec, {
         "checkpoint": plan.checkpoint.location, "model": first.model.model_dump(), "device": plan.device,
-        "steps": [s.model_dump() for s in first.variant.steps]})
-    return [j.model_copy(update={"reference": str(ref), "is_baseline": j is first}) for j in jobs]
+        "steps": [s.model_dump() for s in first.variant.steps]}))
+    return [j.model_copy(update={"reference": Reference(path=path, role="save" if j is first else "compare")})
+            for j in jobs]
 
 
-def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print) -> Report:
+class LocalExecutor:
+    """One variant after another on this machine, each in a fresh process."""
+
+    def run(self, jobs: list[Job], run_dir: Path, label: Callable[[Job], str],
+            say: Callable[[str], None]) -> Iterator[Candidate]:
+        for job in jobs:
+            say(f"{label(job)}: building, evaluating, benchmarking ...")
+            name = job.variant.name
+            yield run_job(job, run_dir / "variants" / f"{name}.json", run_dir / "logs" / f"{name}.log")
+
+
+def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print,
+        executor=None) -> Report:
     from optkit.environment import environment
     from optkit.report import write_all
 
     run_dir = Path(run_dir)
     (run_dir / "variants").mkdir(parents=True, exist_ok=True)
     write_model(run_dir / "plan.json", plan)
+    ordered = _baseline_first(plan, run_dir)
+    index = {j.variant.name: i for i, j in enumerate(ordered, 1)}
+    label = lambda j: f"[{index[j.variant.name]}/{len(ordered)}] {j.variant.name}"  # noqa: E731
     done: dict[str, Candidate] = {}
-    for i, job in enumerate(_baseline_first(plan, run_dir), 1):
-        name = job.variant.name
-        out = run_dir / "variants" / f"{name}.json"
-        lost_reference = job.is_baseline and not Path(job.reference).is_file()  # the others need it
+    todo = []
+    for job in ordered:
+        out = run_dir / "variants" / f"{job.variant.name}.json"
+        lost_reference = job.is_baseline and not Path(job.reference.path).is_file()  # the others need it
         if resume and out.is_file() and not lost_reference:
             previous = Candidate.model_validate_json(out.read_text())
             if previous.status == "ok":
-                say(f"[{i}/{len(plan.jobs)}] {name}: already done, kept from the previous run")
-                done[name] = previous
+                say(f"{label(job)}: already done, kept from the previous run")
+                done[job.variant.name] = previous
                 continue
-        say(f"[{i}/{len(plan.jobs)}] {name}: building, evaluating, benchmarking ...")
-        cand = run_isolated(job, out, run_dir / "logs" / f"{name}.log")
-        done[name] = cand
-        say(f"[{i}/{len(plan.jobs)}] {name}: {cand.status} in {cand.seconds:.0f}s"
+        todo.append(job)
+    jobs = {j.variant.name: j for j in todo}
+    for cand in (executor or LocalExecutor()).run(todo, run_dir, label, say):
+        done[cand.name] = cand
+        say(f"{label(jobs[cand.name])}: {cand.status} in {cand.seconds:.0f}s"
             + (f" ({cand.error})" if cand.error else ""))
     report = Report(
         run=run_dir.name,
@@ -167,4 +109,3 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
     )
     write_all(report, run_dir)
     return report
-

@@ -1,5 +1,7 @@
-"""Method names -> lazily imported classes. Built-ins are listed here; plugins come from the
-`optkit.methods` entry-point group (name = "module:Class"), never from strings in user files."""
+"""Names -> lazily imported classes, for methods and engines alike. Built-ins are listed here; plugins come
+from entry-point groups (`optkit.methods`, `optkit.backends`; name = "module:Class"), never from strings in
+user files. Importing a class imports no heavy library: each class names the modules it `requires` and the
+pip extra that brings them, checked when it is asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from functools import cache
 
 from optkit.errors import BadInput
 
-BUILTINS = {
+METHODS = {
     "cast": "optkit.methods.casts:Cast",
     "torchao.int8_weight_only": "optkit.methods.torchao:Int8WeightOnly",
     "torchao.int8_dynamic": "optkit.methods.torchao:Int8Dynamic",
@@ -27,33 +29,56 @@ BUILTINS = {
     "ort.int4": "optkit.methods.ort_quant:Int4",
     "ort.static_int8": "optkit.methods.ort_static:StaticInt8",
 }
+BACKENDS = {
+    "torch": "optkit.backends.torch:TorchEngine",
+    "onnxruntime": "optkit.backends.ort:OrtEngine",
+}
 
 
-@cache
-def _table() -> dict[str, str]:
-    from importlib.metadata import entry_points
+class Registry:
+    def __init__(self, group: str, builtins: dict[str, str], kind: str):
+        self.group, self.builtins, self.kind = group, builtins, kind
 
-    table = dict(BUILTINS)
-    for ep in entry_points(group="optkit.methods"):
-        table.setdefault(ep.name, ep.value)
-    return table
+    @cache  # noqa: B019 - one table per registry for the life of the process, as entry points are
+    def table(self) -> dict[str, str]:
+        from importlib.metadata import entry_points
+
+        table = dict(self.builtins)
+        for ep in entry_points(group=self.group):
+            table.setdefault(ep.name, ep.value)
+        return table
+
+    def names(self) -> list[str]:
+        return sorted(self.table())
+
+    def cls(self, name: str):
+        """The class behind a name, imported but not checked for its extra (cheap: for declarations)."""
+        table = self.table()
+        if name not in table:
+            close = difflib.get_close_matches(name, table, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"known {self.kind}s: {', '.join(self.names())}"
+            raise BadInput(f"unknown {self.kind} {name!r}; {hint}")
+        module, attr = table[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def get(self, name: str):
+        """An instance; unknown names get a did-you-mean, missing extras the pip command."""
+        cls = self.cls(name)
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            extra = cls.extra or missing[0]
+            raise BadInput(f"{self.kind} {name!r} needs {', '.join(missing)}; run: pip install 'optkit[{extra}]'")
+        return cls()
+
+
+methods = Registry("optkit.methods", METHODS, "method")
+backends = Registry("optkit.backends", BACKENDS, "engine")
 
 
 def names() -> list[str]:
-    return sorted(_table())
+    return methods.names()
 
 
 def get(name: str):
-    """Return a Method instance; unknown names get a did-you-mean, missing extras the pip command."""
-    table = _table()
-    if name not in table:
-        close = difflib.get_close_matches(name, table, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else f"known methods: {', '.join(names())}"
-        raise BadInput(f"unknown method {name!r}; {hint}")
-    module, attr = table[name].split(":")
-    cls = getattr(importlib.import_module(module), attr)
-    missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
-    if missing:
-        extra = cls.extra or missing[0]
-        raise BadInput(f"method {name!r} needs {', '.join(missing)}; run: pip install 'optkit[{extra}]'")
-    return cls()
+    """A method instance (the registry most callers want)."""
+    return methods.get(name)

@@ -54,9 +54,9 @@ def text_file(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def tiny_lm(tiny_model):
-    from optkit import models
+    from optkit import checkpoints, loading
 
-    return models.load(models.resolve(str(tiny_model)))
+    return loading.load(checkpoints.resolve(str(tiny_model)))
 
 
 def optkit_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):

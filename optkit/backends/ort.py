@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from optkit.backends.base import Engine, LoadedModel, ModelInfo
+from optkit.errors import BadInput
+
 LEVELS = ("disable", "basic", "extended", "all")
 PROVIDERS = ("cpu", "cuda", "auto")
 EXPORT_FACTS = "optkit-export.json"  # what `optkit export` measured: params, validation, source
@@ -41,20 +44,21 @@ def onnx_files(model_path: Path) -> list[Path]:
     return [model_path] + [model_path.parent / n for n in sorted(names)]
 
 
-class OrtLM:
+class OrtLM(LoadedModel):
     """An ONNX causal LM on onnxruntime with its tokenizer; `owner` keeps the temp folder of its files alive."""
 
-    backend = "onnxruntime"
+    engine = "onnxruntime"
 
     def __init__(self, model_path, tokenizer, config, params: int, provider: str = "cpu", threads: int = 0,
-                 optimization: str = "all", owner=None):
+                 optimization: str = "all", owner=None, fmt: str = "onnx"):
         self.model_path = Path(model_path)
+        self.format = fmt
         self.tokenizer = tokenizer
         self.config = config
         self.params = params  # logical weight count of the PyTorch model it came from
         self.provider = resolve_provider(provider)
         self.device = "cuda" if self.provider == "cuda" else "cpu"
-        self.threads, self.optimization, self.owner = threads, optimization, owner
+        self._threads, self.optimization, self.owner = threads, optimization, owner
         self.session = self._session()
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._past_names = [n for n in inputs if n.startswith("past_key_values.")]
@@ -80,27 +84,20 @@ class OrtLM:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.optimization]
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
+        if self._threads:
+            opts.intra_op_num_threads = self._threads
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.provider == "cuda" \
             else ["CPUExecutionProvider"]
         return ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
 
     def with_model(self, model_path) -> OrtLM:
         """The same settings on another model file (what a quantization step produced)."""
-        return OrtLM(model_path, self.tokenizer, self.config, self.params, self.provider, self.threads,
-                     self.optimization, self.owner)
+        return OrtLM(model_path, self.tokenizer, self.config, self.params, self.provider, self._threads,
+                     self.optimization, self.owner, self.format)
 
     @property
     def dtype(self) -> str:
         return self._kv_dtype  # activations and cache; quantized weights show up in size_bytes instead
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def feed(self, input_ids, past=None) -> dict:
         """The session inputs for token ids (a tensor or array [batch, seq]) after a cache (None: an empty
@@ -147,8 +144,53 @@ class OrtLM:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in onnx_files(self.model_path))
 
+    @property
+    def threads(self) -> int | None:
+        return self._threads or None  # 0: onnxruntime's own choice
 
-def load_folder(folder: Path, device: str = "cpu") -> OrtLM:
+    def set_threads(self, n: int) -> None:
+        self._threads = n
+        self.session = self._session()
+
+    def save(self, folder) -> str:
+        """model.onnx (+ its external data), config, tokenizer and the engine's facts: a folder ONNX Runtime, and
+        optkit as a checkpoint, load."""
+        import json
+        import shutil
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for src in onnx_files(self.model_path):
+            shutil.copy2(src, folder / ("model.onnx" if src == self.model_path else src.name))
+        self.config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / EXPORT_FACTS).write_text(json.dumps({"params": self.params, "provider": self.provider}, indent=2))
+        return self.format
+
+
+class OrtEngine(Engine):
+    name = "onnxruntime"
+    label = "ONNX Runtime"
+    formats = ("onnx", "onnx-quantized")
+    requires = ("onnxruntime", "onnx")
+    extra = "onnx"
+
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False) -> ModelInfo:
+        if dtype != "float32":  # an exported folder runs in the dtype it was exported in
+            raise BadInput(f"checkpoint {ckpt.given!r} is an ONNX export and runs in the dtype it was exported in; "
+                           f"drop dtype {dtype} (--dtype / model.dtype)")
+        return ModelInfo(linears={}, dtype=dtype, device=device, format=ckpt.format)
+
+    def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
+             trust_remote_code: bool = False) -> OrtLM:
+        return load_folder(Path(ckpt.location), device, ckpt.format)
+
+    def open(self, path, like: LoadedModel, provider: str = "cpu", threads: int = 0, optimization: str = "all",
+             owner=None, fmt: str = "onnx") -> OrtLM:
+        return OrtLM(path, like.tokenizer, like.config, like.params, provider, threads, optimization, owner, fmt)
+
+
+def load_folder(folder: Path, device: str = "cpu", fmt: str = "onnx") -> OrtLM:
     """An exported folder (model.onnx + config.json + tokenizer, as `optkit export` writes it) as an OrtLM."""
     import json
 
@@ -159,7 +201,7 @@ def load_folder(folder: Path, device: str = "cpu") -> OrtLM:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     facts = folder / EXPORT_FACTS
     params = json.loads(facts.read_text()).get("params") if facts.is_file() else None
-    return OrtLM(folder / "model.onnx", tokenizer, config, params or _param_count(config), device)
+    return OrtLM(folder / "model.onnx", tokenizer, config, params or _param_count(config), device, fmt=fmt)
 
 
 def _param_count(config) -> int:

@@ -24,7 +24,7 @@ def enabled(spec_flag: bool = True) -> bool:
 
 
 def root() -> Path:
-    from optkit.models import cache_dir
+    from optkit.checkpoints import cache_dir
 
     return cache_dir() / "eval"
 

@@ -1,6 +1,6 @@
 """lm-evaluation-harness tasks on the already-loaded variant (no save and reload).
 
-`wrap(lm)` adapts anything with the TorchLM interface (tokenizer, logits, start/step) to lm-eval's LM API,
+`wrap(lm)` adapts any LoadedModel (backends/base.py: tokenizer, logits, start/step, repeat_cache) to lm-eval's LM API,
 tokenizing the way lm-eval's own `hf` model does so scores compare with published ones. Short names such
 as arc_easy run the shipped offline tasks (tasks/optkit_*.yaml) when OPTKIT_DATA is set, else the hub's.
 """
@@ -58,8 +58,7 @@ def write_task_dir(dest: Path, data_root: str | Path) -> Path:
 
 
 def _max_length(lm) -> int:
-    # `config` is on every backend (TorchLM, OrtLM); older TorchLM only had it on .model
-    config = getattr(lm, "config", None) or getattr(getattr(lm, "model", None), "config", None)
+    config = lm.config
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         if isinstance(getattr(config, attr, None), int):
             return getattr(config, attr)
@@ -115,9 +114,9 @@ def _lm_class():
 
         def _shared(self, ctx: list[int], idx: list[int], requests, out: list) -> None:
             last, past = self.lm.start(torch.tensor([ctx]))
-            if not hasattr(past, "batch_repeat_interleave"):
-                return  # a cache we cannot copy per choice (e.g. ONNX Runtime): score the plain way
-            past.batch_repeat_interleave(len(idx))
+            past = self.lm.repeat_cache(past, len(idx))
+            if past is None:
+                return  # a cache the engine cannot copy per choice (e.g. ONNX Runtime): score the plain way
             conts = [requests[i][2] for i in idx]
             width = max(len(c) for c in conts)
             logits, _ = self.lm.logits(torch.tensor([c + [self.eot_token_id] * (width - len(c)) for c in conts]), past)

@@ -1,20 +1,25 @@
-"""The Transform contract and the bookkeeping every method shares.
+"""The Method contract and the bookkeeping every method shares.
 
-check(info, params) finds problems before heavy work; transform(lm, params, targets) changes the model.
-run_step wraps transform and records exactly which modules changed and which were skipped, and why:
-a step that changes nothing is an error, never a silent no-op.
+A method declares the formats it accepts and the one it produces (formats.py); check(info, params) finds
+problems before heavy work; apply(lm, params, auto_exclude) returns the model to use afterwards and a
+StepRecord. ModuleTransform is the base of methods that change PyTorch modules in place: run_step wraps their
+transform and records exactly which modules changed and which were skipped, and why; a step that changes
+nothing is an error, never a silent no-op.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from optkit import formats
+from optkit.backends.base import ModelInfo
 from optkit.errors import RunError
 from optkit.results import SkippedModule, StepRecord
+
+__all__ = ["Method", "ModelInfo", "ModuleTransform", "Params", "apply_steps", "format_problem", "run_step"]
 
 
 class Params(BaseModel):
@@ -33,49 +38,85 @@ class Params(BaseModel):
         return patterns
 
 
-@dataclass
-class ModelInfo:
-    """What preflight knows about a model without its weights: linear shapes and the current dtype."""
-
-    linears: dict[str, tuple[int, int]]  # name -> (out_features, in_features)
-    dtype: str
-    device: str
-    quantized: bool = False
-    onnx: bool = False  # an earlier step exported it: only onnxruntime methods may follow
-    notes: list[str] = field(default_factory=list)
-
-
 class Method:
     name = "?"
     Params = Params
+    accepts: tuple[str, ...] = ("hf",)  # formats this method can act on
+    produces: str | formats.Format | None = None  # the format afterwards; None: the one it was given
     devices: tuple[str, ...] = ("cpu", "cuda")
     requires: tuple[str, ...] = ()  # importable modules
     extra = ""  # pip extra that brings `requires`
-    linear_only = True
-    quantizes = True  # False for casts and pruning: later quantization steps may still follow
     device_note = ""  # said when the device cannot run the method, e.g. "needs CUDA sm_89+"
     notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
-    details: dict = {}  # filled by transform, copied to StepRecord.details
-    runs_on = "torch"  # the loaded-model backend the step needs (lm.backend): "torch" or "onnxruntime"
-    to_onnx = False  # True for exporters: preflight then knows the model is ONNX from here on
-    replaces_model = False  # True: convert(lm, params) -> (new_lm, StepRecord) is called instead of transform
-    convert_auto_exclude = False  # True: convert(lm, params, auto_exclude) runs its own fallback (ONNX Runtime)
+    supports_auto_exclude = False  # whether apply() runs a sensitivity fallback when the step asks for one
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
-        return []
+        problem = format_problem(self, info)
+        return [problem] if problem else []
 
     def output_dtype(self, info: ModelInfo, params: Params) -> str:
         return info.dtype
 
-    def transform(self, lm, params: Params, targets: list[str]) -> list[SkippedModule]:
-        """Change the model in place. Return modules deliberately left alone (with reasons); may fill
-        self.details (e.g. per-layer sparsity), which run_step copies into the StepRecord."""
+    def output_format(self, info: ModelInfo) -> str:
+        return formats.name(self.produces) if self.produces is not None else info.format
+
+    def bytes_per_weight(self, params: Params, in_features: int, act_bytes: float) -> float | None:
+        """Bytes per weight of a targeted linear afterwards, scales included (the forecast's roofline); None:
+        unchanged (dense zeros and exported weights still move). Unknown to the forecast unless overridden."""
         raise NotImplementedError
 
-    def convert(self, lm, params: Params):
-        """For replaces_model methods (export, ONNX quantization): return (new loaded model, StepRecord);
-        the method records what changed itself, since torch module fingerprints mean nothing there."""
+    def forecast_targets(self, linears: list[str], params: Params) -> list[str]:
+        """The PyTorch linear names this step would change, for the forecast."""
+        return select(linears, params)[0]
+
+    def apply(self, lm, params: Params, auto_exclude=None):
+        """-> (the model to use from now on, StepRecord)."""
         raise NotImplementedError
+
+
+class ModuleTransform(Method):
+    """A method that changes a PyTorch model's modules in place: transform() does the work, run_step records it."""
+
+    supports_auto_exclude = True  # fallback/torch.py: any in-place module transform
+
+    def candidates(self, model) -> list[str]:
+        """Module names include/exclude select from: the nn.Linear layers."""
+        return linear_names(model)
+
+    def transform(self, lm, params: Params, targets: list[str]) -> list[SkippedModule]:
+        """Change lm.model in place. Return modules deliberately left alone (with reasons); may fill self.details
+        (e.g. per-layer sparsity), which run_step copies into the StepRecord."""
+        raise NotImplementedError
+
+    def apply(self, lm, params: Params, auto_exclude=None):
+        return lm, run_step(self, lm, params, auto_exclude)
+
+
+def format_problem(method: Method, info: ModelInfo, made_by: str | None = None) -> str | None:
+    """Why `method` cannot take a model in info.format, or None; the fix, where a registered method converts
+    the model, is added by preflight (pipeline.check_variant)."""
+    if info.format in method.accepts:
+        return None
+    have = formats.get(info.format)
+    need = " or ".join(formats.get(f).label for f in method.accepts) or "a format it does not name"
+    wanted = {formats.get(f).engine for f in method.accepts}
+    by = f" ({made_by})" if made_by else ""
+    if have.packed and have.engine in wanted:
+        return f"the model is already quantized{by}: it holds {have.label}, and {method.name} needs {need}; " \
+               "use one quantization step per variant, or put this one first"
+    if have.engine not in wanted:
+        from optkit import registry
+
+        def label(engine: str) -> str:
+            try:
+                return registry.backends.cls(engine).label
+            except Exception:  # an engine not installed or unknown: its name says enough
+                return engine
+
+        return f"is a {'/'.join(label(e) for e in sorted(wanted))} method but an earlier step exported the model " \
+               f"to {label(have.engine)}{by} (or the checkpoint is {have.label}); move it before that step or use " \
+               f"a method for {label(have.engine)}"
+    return f"needs {need}, but the model is {have.label}{by}"
 
 
 def select(names: list[str], params: Params) -> tuple[list[str], list[SkippedModule]]:
@@ -89,6 +130,10 @@ def select(names: list[str], params: Params) -> tuple[list[str], list[SkippedMod
         else:
             targets.append(name)
     return targets, skipped
+
+
+def excluded(name: str, params: Params) -> bool:
+    return not select([name], params)[0]
 
 
 def linear_names(model) -> list[str]:
@@ -118,27 +163,18 @@ def _fingerprint(model) -> dict[str, tuple]:
     return out
 
 
-def run_step(method: Method, lm, params: Params, auto_exclude=None) -> StepRecord:
-    """Apply one step and record it. auto_exclude (a recipe.AutoExcludeSpec) first picks the layers to keep
-    in higher precision (see sensitivity.py)."""
+def run_step(method: ModuleTransform, lm, params: Params, auto_exclude=None) -> StepRecord:
+    """Apply one in-place step and record it. auto_exclude (a recipe.AutoExcludeSpec) first picks the layers
+    to keep in higher precision (fallback/torch.py)."""
     started = time.perf_counter()
-    names = linear_names(lm.model) if method.linear_only else [n for n, _ in lm.model.named_modules() if n]
-    targets, skipped = select(names, params)
+    targets, skipped = select(method.candidates(lm.model), params)
     fallback, notes = {}, list(method.notes)
     if auto_exclude is not None:
-        from optkit.sensitivity import choose
+        from optkit.fallback.torch import choose, kept_reason
 
         keep, fallback, warning = choose(lm, method, params, targets, auto_exclude)
-        facts = {m["module"]: m for m in fallback["most_sensitive"]}
-
-        def why(i: int, n: str) -> str:
-            m = facts.get(n, {})
-            saves = f", saves {m['decode_ms_saved']:.3f} ms/token" if "decode_ms_saved" in m else ""
-            return (f"kept in higher precision by auto_exclude (rank {i}, KL {m.get('kl', float('nan')):.3g} "
-                    f"when quantized alone{saves})")
-
         targets = [t for t in targets if t not in keep]
-        skipped += [SkippedModule(module=n, reason=why(i, n)) for i, n in enumerate(keep, 1)]
+        skipped += [SkippedModule(module=n, reason=kept_reason(i, n, fallback)) for i, n in enumerate(keep, 1)]
         notes += [warning] if warning else []
     before = _fingerprint(lm.model)
     method.details = {}
@@ -149,15 +185,7 @@ def run_step(method: Method, lm, params: Params, auto_exclude=None) -> StepRecor
     for name in targets:
         if name not in changed and name not in reported and name in after:
             skipped.append(SkippedModule(module=name, reason="the method left it unchanged"))
-    record = StepRecord(
-        method=method.name,
-        params=params.model_dump(exclude_defaults=True),
-        seconds=round(time.perf_counter() - started, 3),
-        modules_changed=changed,
-        modules_skipped=skipped,
-        notes=notes,
-        details={**method.details, **({"auto_exclude": fallback} if fallback else {})},
-    )
+    record = step_record(method, params, started, changed, skipped, notes, method.details, fallback)
     if not changed:
         raise RunError(
             f"step {method.name} changed no modules ({len(targets)} targeted, {len(skipped)} skipped); "
@@ -166,25 +194,35 @@ def run_step(method: Method, lm, params: Params, auto_exclude=None) -> StepRecor
     return record
 
 
+def step_record(method: Method, params: Params, started: float, changed: list[str],
+                skipped: list[SkippedModule] = (), notes: list[str] = (), details: dict | None = None,
+                fallback: dict | None = None) -> StepRecord:
+    """What a step did: its params as given, its time since `started`, what it changed and skipped, and the
+    auto_exclude decision, if any, under details["auto_exclude"]."""
+    return StepRecord(method=method.name, params=params.model_dump(exclude_defaults=True),
+                      seconds=round(time.perf_counter() - started, 3), modules_changed=list(changed),
+                      modules_skipped=list(skipped), notes=list(notes),
+                      details={**(details or {}), **({"auto_exclude": fallback} if fallback else {})})
+
+
 def apply_steps(lm, steps, say=None) -> tuple[object, list[StepRecord]]:
-    """Apply recipe steps (recipe.Step) in order; the one place both variants and artifacts go through.
-    Returns the model to use afterwards: a step like onnx.export replaces it (the old one can then be freed)."""
+    """Apply recipe steps (recipe.Step) in order; the one place variants and replayed artifacts go through.
+    Returns the model to use afterwards: a conversion step replaces it (the old one can then be freed)."""
     from optkit import registry
 
     records = []
     for step in steps:
         method = registry.get(step.method)
-        if getattr(lm, "backend", "torch") != method.runs_on:
-            raise RunError(f"step {step.method} needs a {method.runs_on} model but has a {lm.backend} one; "
-                           "put ort.* steps after onnx.export and PyTorch steps before it")
+        info = ModelInfo(linears={}, dtype=lm.dtype, device=lm.device, format=lm.format)
+        problem = format_problem(method, info)
+        if problem:
+            raise RunError(f"step {step.method}: {problem}")
+        if step.auto_exclude is not None and not method.supports_auto_exclude:
+            raise RunError(f"step {step.method} does not support auto_exclude; use params.exclude")
         params = method.Params.model_validate(step.params)
-        if method.replaces_model:
-            if step.auto_exclude is not None and not method.convert_auto_exclude:
-                raise RunError(f"step {step.method} does not support auto_exclude; use params.exclude")
-            fallback = (step.auto_exclude,) if step.auto_exclude is not None else ()
-            lm, record = method.convert(lm, params, *fallback)
-        else:
-            record = run_step(method, lm, params, step.auto_exclude)
+        fmt = method.output_format(info)
+        lm, record = method.apply(lm, params, step.auto_exclude)
+        lm.format = fmt
         records.append(record)
         if say:
             say(f"step {step.method}: {len(record.modules_changed)} modules changed, "

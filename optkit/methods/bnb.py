@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from optkit.methods.base import Method, ModelInfo, Params, select
+from optkit.methods.base import ModelInfo, ModuleTransform, Params, linear_names, select
 
 
 class LLMInt8Params(Params):
@@ -31,16 +31,18 @@ class FourBitParams(Params):
     blocksize: Literal[32, 64, 128, 256, 512, 1024, 2048, 4096] = 64
 
 
-class _Bnb(Method):
+class _Bnb(ModuleTransform):
+    produces = "bnb"
     requires = ("bitsandbytes",)
     extra = "bnb"
     devices = ("cpu", "cuda")
 
-    def check(self, info: ModelInfo, params: Params) -> list[str]:
-        return ["the model is already quantized; bitsandbytes needs a float model, put this step first"] \
-            if info.quantized else []
-
     def replacement(self, old, params: Params, device: str):
+        raise NotImplementedError
+
+    def hf_config(self, params: Params, kept: list[str]) -> dict:
+        """transformers' quantization_config for this step, so save_pretrained writes a folder that
+        AutoModelForCausalLM.from_pretrained loads back with the same modules quantized."""
         raise NotImplementedError
 
     def transform(self, lm, params: Params, targets: list[str]):
@@ -54,6 +56,7 @@ class _Bnb(Method):
             if isinstance(getattr(mod, "weight", None), torch.Tensor):
                 owners.setdefault(id(mod.weight), []).append(name)
         wanted, untied = set(targets), {}
+        kept = [n for n in linear_names(model) if n not in wanted]
         for name in targets:
             old = model.get_submodule(name)
             new = self.replacement(old, params, lm.device)
@@ -63,9 +66,13 @@ class _Bnb(Method):
             others = [o for o in owners.get(id(old.weight), []) if o not in wanted]
             if others:
                 untied[name] = others
+        config = getattr(model, "config", None)  # None: a bare module (one layer, as the fallback ranks them)
+        if config is not None:
+            from transformers import BitsAndBytesConfig
+
+            config.quantization_config = BitsAndBytesConfig(**self.hf_config(params, kept))
         if untied:
             self.details = {"untied": untied}
-            config = getattr(model, "config", None)
             if config is not None and getattr(config, "tie_word_embeddings", False):
                 config.tie_word_embeddings = False  # so a later tie_weights() cannot put the float weight back
         return []
@@ -74,6 +81,12 @@ class _Bnb(Method):
 class LLMInt8(_Bnb):
     name = "bnb.int8"
     Params = LLMInt8Params
+
+    def hf_config(self, params: LLMInt8Params, kept: list[str]) -> dict:
+        return {"load_in_8bit": True, "llm_int8_threshold": params.threshold, "llm_int8_skip_modules": kept}
+
+    def bytes_per_weight(self, params, in_features, act_bytes):
+        return 1 + 4 / in_features  # int8, one float32 scale per row
 
     def replacement(self, old, params: LLMInt8Params, device: str):
         import bitsandbytes as bnb
@@ -94,6 +107,14 @@ class LLMInt8(_Bnb):
 class FourBit(_Bnb):
     name = "bnb.4bit"
     Params = FourBitParams
+
+    def hf_config(self, params: FourBitParams, kept: list[str]) -> dict:
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": params.quant_type,
+                "bnb_4bit_use_double_quant": params.double_quant, "bnb_4bit_compute_dtype": params.compute_dtype,
+                "llm_int8_skip_modules": kept}
+
+    def bytes_per_weight(self, params: FourBitParams, in_features, act_bytes):
+        return 0.5 + (1 if params.double_quant else 4) / params.blocksize
 
     def check(self, info: ModelInfo, params: FourBitParams) -> list[str]:
         problems = super().check(info, params)

@@ -5,9 +5,6 @@ path against a full forward) and fails beyond a tolerance, so a silently wrong g
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -15,9 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from optkit.errors import BadInput, RunError
-from optkit.methods.base import Method, ModelInfo
-from optkit.results import StepRecord
+from optkit.errors import RunError
+from optkit.methods.base import Method, ModelInfo, step_record
 
 PROMPTS, PROMPT_LEN = 3, 16
 
@@ -83,20 +79,17 @@ def export(lm, folder: Path, opset: int | None) -> Path:
 class ExportOnnx(Method):
     name = "onnx.export"
     Params = ExportParams
+    accepts = ("hf",)
+    produces = "onnx"
     requires = ("onnxruntime", "optimum", "onnx")
     extra = "onnx"
-    linear_only = False
-    quantizes = False
-    to_onnx = True
-    replaces_model = True
+
+    def bytes_per_weight(self, params, in_features, act_bytes):
+        return None  # the weights are exported as they are
 
     def check(self, info: ModelInfo, params: ExportParams) -> list[str]:
-        problems = []
-        if info.onnx:
-            problems.append("the model is already ONNX; remove the second onnx.export")
-        if info.quantized:
-            problems.append("PyTorch-quantized weights do not export; put onnx.export first, then ort.* steps")
-        if info.dtype != "float32":
+        problems = super().check(info, params)
+        if info.format == "hf" and info.dtype != "float32":
             problems.append(f"exports float32 models only (model is {info.dtype}); remove the cast, "
                             "quantize after export with ort.* steps")
         if params.provider == "cuda":
@@ -108,8 +101,8 @@ class ExportOnnx(Method):
                 problems.append(str(exc))
         return problems
 
-    def convert(self, lm, params: ExportParams, auto_exclude=None):
-        from optkit.backends.ort import OrtLM
+    def apply(self, lm, params: ExportParams, auto_exclude=None):
+        from optkit import registry
 
         started = time.perf_counter()
         owner = None
@@ -120,57 +113,14 @@ class ExportOnnx(Method):
             owner = tempfile.TemporaryDirectory(prefix="optkit-onnx-")
             folder = Path(owner.name)
         path = export(lm, folder / "export", params.opset)
-        ort_lm = OrtLM(path, lm.tokenizer, lm.config, lm.params, params.provider, params.threads,
-                       params.optimization, owner)
+        ort_lm = registry.backends.get("onnxruntime").open(path, like=lm, provider=params.provider,
+                                                          threads=params.threads, optimization=params.optimization,
+                                                          owner=owner)
         check = validate(lm, ort_lm, params)
-        return ort_lm, StepRecord(
-            method=self.name,
-            params=params.model_dump(exclude_defaults=True),
-            seconds=round(time.perf_counter() - started, 3),
-            modules_changed=["<whole model>"],  # every module now lives in the ONNX graph
-            details={"onnx_file": str(path), "size_bytes": ort_lm.size_bytes(), "provider": ort_lm.provider,
-                     "graph_nodes": _node_count(path), "validation": check},
-        )
-
-
-def export_folder(checkpoint: str, out: Path, opset: int | None = None, dtype: str = "float32",
-                  device: str = "cpu") -> StepRecord:
-    """`optkit export`: run the onnx.export step (with its validation) on a checkpoint and write the result
-    as a folder (model.onnx, config, tokenizer, optkit-export.json) that optkit loads as a checkpoint.
-    Written beside `out` and renamed into place, so a failed export leaves no half folder."""
-    from optkit import models, pipeline, registry
-    from optkit.backends.ort import EXPORT_FACTS
-
-    ckpt = models.resolve(checkpoint)
-    if ckpt.kind == "onnx":
-        raise BadInput(f"checkpoint {checkpoint!r} is already an ONNX export; use it as a checkpoint directly")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"output {out} already exists and is not an empty folder; pick a new -o folder")
-    method = registry.get("onnx.export")
-    params = ExportParams(opset=opset, provider=device)
-    torch_device = pipeline.resolve_device(device)
-    ckpt = models.prepare(ckpt)
-    problems = method.check(pipeline.model_info(ckpt, dtype, torch_device, False), params)
-    if problems:
-        raise BadInput(f"cannot export {checkpoint!r}: {problems[0]}")
-    lm = models.load(ckpt, dtype, torch_device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        params.out_dir = str(work)
-        _, record = method.convert(lm, params)
-        folder = work / "export"
-        lm.tokenizer.save_pretrained(folder)  # optimum copies it too; this makes sure the folder is complete
-        record.details["onnx_file"] = str(out / "model.onnx")
-        facts = {"source": ckpt.given, "params": lm.params, "record": record.model_dump()}
-        (folder / EXPORT_FACTS).write_text(json.dumps(facts, indent=2))
-        if out.exists():
-            out.rmdir()
-        os.replace(folder, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return record
+        # every module now lives in the ONNX graph
+        return ort_lm, step_record(self, params, started, ["<whole model>"], details={
+            "onnx_file": str(path), "size_bytes": ort_lm.size_bytes(), "provider": ort_lm.provider,
+            "graph_nodes": _node_count(path), "validation": check})
 
 
 def _node_count(path: Path) -> int:

@@ -5,11 +5,12 @@ ort.static_int8 (calibrated QDQ) lives in ort_static.py on the same base.
 Each step writes a new model file into a fresh folder and swaps the session to it. include/exclude are
 regexes on ONNX node names (e.g. "/model/layers.0/mlp/down_proj/MatMul", "lm_head"). The record lists the
 original nodes that were replaced (or, in QDQ format, now read a dequantized weight); a step that replaces
-none is an error. auto_exclude (ort_sensitivity.py) keeps the most sensitive nodes in float.
+none is an error. auto_exclude (fallback/ort.py) keeps the most sensitive nodes in float.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -20,8 +21,8 @@ from typing import Literal
 from pydantic import Field
 
 from optkit.errors import RunError
-from optkit.methods.base import Method, ModelInfo, Params, select
-from optkit.results import SkippedModule, StepRecord
+from optkit.methods.base import Method, ModelInfo, Params, select, step_record
+from optkit.results import SkippedModule
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Gather")  # ops whose constant weights these quantizers can replace
 
@@ -59,19 +60,22 @@ class Int4Params(OrtParams):
         default=None, description="MatMulNBits compute type: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
 
 
+def onnx_node(module: str) -> str:
+    """model.layers.0.mlp.down_proj -> /model/layers.0/mlp/down_proj/MatMul (the exporter's node names)."""
+    return "/" + re.sub(r"\.(?!\d)", "/", module) + "/MatMul"
+
+
 class _OrtQuant(Method):
-    runs_on = "onnxruntime"
-    replaces_model = True
-    convert_auto_exclude = True
+    accepts = ("onnx",)
+    produces = "onnx-quantized"
+    supports_auto_exclude = True  # fallback/ort.py
     requires = ("onnxruntime", "onnx")
     extra = "onnx"
-    linear_only = False
     slug = "?"
 
-    def check(self, info: ModelInfo, params: OrtParams) -> list[str]:
-        if info.quantized:
-            return ["the model is already quantized; use one ort.* quantization step per variant"]
-        return []
+    def forecast_targets(self, linears: list[str], params: OrtParams) -> list[str]:
+        wanted = set(select([onnx_node(n) for n in linears], params)[0])
+        return [n for n in linears if onnx_node(n) in wanted]
 
     def quantize(self, lm, dst: Path, params, targets: list[str], excluded: list[str], external: bool,
                  workdir: Path) -> None:
@@ -98,7 +102,7 @@ class _OrtQuant(Method):
             raise
         return dst
 
-    def convert(self, lm, params: OrtParams, auto_exclude=None):
+    def apply(self, lm, params: OrtParams, auto_exclude=None):
         started = time.perf_counter()
         before, _, _ = nodes(lm.model_path)
         targets, skipped, candidates = self.targets(lm, params)
@@ -109,7 +113,7 @@ class _OrtQuant(Method):
         owner = lm.owner or tempfile.TemporaryDirectory(prefix="optkit-ort-")
         workdir, notes, fallback = Path(owner.name), [], {}
         if auto_exclude is not None:
-            from optkit.methods.ort_sensitivity import choose, kept_reason
+            from optkit.fallback.ort import choose, kept_reason
 
             keep, fallback, warning = choose(lm, self, params, targets, [s.module for s in skipped], auto_exclude,
                                              workdir)
@@ -127,16 +131,9 @@ class _OrtQuant(Method):
         new = lm.with_model(dst)
         new.owner = owner
         added = Counter(op for n, op in after.items() if n not in before)
-        return new, StepRecord(
-            method=self.name,
-            params=params.model_dump(exclude_defaults=True),
-            seconds=round(time.perf_counter() - started, 3),
-            modules_changed=changed,
-            modules_skipped=skipped,
-            notes=notes,
-            details={"onnx_file": str(dst), "size_bytes_before": lm.size_bytes(), "size_bytes": new.size_bytes(),
-                     "nodes_added_by_type": dict(added), **({"auto_exclude": fallback} if fallback else {})},
-        )
+        return new, step_record(self, params, started, changed, skipped, notes, {
+            "onnx_file": str(dst), "size_bytes_before": lm.size_bytes(), "size_bytes": new.size_bytes(),
+            "nodes_added_by_type": dict(added)}, fallback)
 
 
 def _files(path: Path) -> list[Path]:
@@ -149,6 +146,9 @@ class DynamicInt8(_OrtQuant):
     name = "ort.dynamic_int8"
     slug = "dynamic_int8"
     Params = DynamicParams
+
+    def bytes_per_weight(self, params: DynamicParams, in_features, act_bytes):
+        return 1 + (5 / in_features if params.per_channel else 0)  # int8 + per-channel scale and zero point
 
     def quantize(self, lm, dst, params: DynamicParams, targets, excluded, external, workdir):
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -165,6 +165,9 @@ class Int4(_OrtQuant):
     slug = "int4"
     Params = Int4Params
     requires = ("onnxruntime", "onnx", "onnx_ir")
+
+    def bytes_per_weight(self, params: Int4Params, in_features, act_bytes):
+        return 0.5 + (4 + (0 if params.symmetric else 0.5)) / params.block_size
 
     def check(self, info: ModelInfo, params: Int4Params) -> list[str]:
         problems = super().check(info, params)

@@ -59,6 +59,9 @@ class StaticInt8(_OrtQuant):
     slug = "static_int8"
     Params = StaticParams
 
+    def bytes_per_weight(self, params: StaticParams, in_features, act_bytes):
+        return 1 + (5 / in_features if params.per_channel else 0)
+
     def quantize(self, lm, dst, params: StaticParams, targets, excluded, external, workdir: Path):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

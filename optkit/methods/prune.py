@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from optkit.calibration import CalibrationSpec, calibration_batch, calibration_text
 from optkit.errors import BadInput
-from optkit.methods.base import Method, ModelInfo, Params, select
+from optkit.methods.base import ModelInfo, ModuleTransform, Params, select
 from optkit.results import SkippedModule
 
 DENSE_NOTE = ("pruned weights are zeros in dense tensors: no speed-up and no memory saving (on CPU, or anywhere "
@@ -53,20 +53,21 @@ class WandaParams(Params):
         return self
 
 
-class _Prune(Method):
+class _Prune(ModuleTransform):
     Params = SparsityParams
-    notes = (DENSE_NOTE,)
-    quantizes = False  # weights stay float, so preflight could let a later step quantize or prune again
+    notes = (DENSE_NOTE,)  # weights stay float ("hf"), so a later step may still quantize or prune
 
     def two_four(self, params: Params) -> bool:
         """Whether every targeted layer needs in_features divisible by 4."""
         return False
 
+    def bytes_per_weight(self, params, in_features, act_bytes):
+        return None  # dense zeros still move
+
     def check(self, info: ModelInfo, params: Params) -> list[str]:
-        if info.quantized:
-            return ["the model is already quantized; pruning needs float weights: put pruning steps first"]
-        if not self.two_four(params):
-            return []
+        problems = super().check(info, params)
+        if problems or not self.two_four(params):
+            return problems
         targets, _ = select(list(info.linears), params)
         bad = [n for n in targets if info.linears[n][1] % 4 and not _head_skipped(n, params)]
         if not bad:

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import warnings
 
-from optkit.methods.base import Method, ModelInfo, Params
+from optkit.methods.base import ModelInfo, ModuleTransform, Params
 
 
-class DynamicInt8(Method):
+class DynamicInt8(ModuleTransform):
     name = "torch.dynamic_int8"
+    produces = "torch-dynamic"
     devices = ("cpu",)
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
-        problems = []
+        problems = super().check(info, params)
         if info.dtype != "float32":
             problems.append(f"dynamic int8 needs a float32 model (it is {info.dtype}); remove the cast before it")
-        if info.quantized:
-            problems.append("the model is already quantized; put torch.dynamic_int8 first")
         return problems
+
+    def bytes_per_weight(self, params, in_features, act_bytes):
+        return 1.0  # int8 weights, one scale per tensor
 
     def transform(self, lm, params: Params, targets: list[str]):
         import torch

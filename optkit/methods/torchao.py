@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from optkit.methods.base import Method, ModelInfo, Params
+from optkit.methods.base import ModelInfo, ModuleTransform, Params, excluded
 
 
-class _Torchao(Method):
+class _Torchao(ModuleTransform):
+    produces = "torchao"
     requires = ("torchao",)
     extra = "torchao"
 
     def config(self, params: Params, device: str):
         raise NotImplementedError
 
-    def check(self, info: ModelInfo, params: Params) -> list[str]:
-        return ["the model is already quantized; torchao needs a float model"] if info.quantized else []
+    def bytes_per_weight(self, params, in_features, act_bytes):
+        return 1 + act_bytes / in_features  # int8, one scale per output row
 
     def transform(self, lm, params: Params, targets: list[str]):
         from torchao.quantization import quantize_
@@ -56,6 +57,9 @@ class Int4WeightOnly(_Torchao):
     name = "torchao.int4_weight_only"
     Params = Int4Params
 
+    def bytes_per_weight(self, params: Int4Params, in_features, act_bytes):
+        return 0.5 + 4 / params.group_size  # bf16 scale + zero point per group
+
     def check(self, info: ModelInfo, params: Int4Params) -> list[str]:
         problems = super().check(info, params)
         if info.dtype != "bfloat16":
@@ -64,7 +68,7 @@ class Int4WeightOnly(_Torchao):
                 "add a step `method: cast, params: {dtype: bfloat16}` before it"
             )
         g = params.group_size
-        bad = [n for n, (_, k) in info.linears.items() if k % g and not _excluded(n, params)]
+        bad = [n for n, (_, k) in info.linears.items() if k % g and not excluded(n, params)]
         if bad:
             widths = sorted({info.linears[n][1] for n in bad})
             fits = [s for s in (256, 128, 64, 32) if all(w % s == 0 for w in widths)]
@@ -83,19 +87,15 @@ class Int4WeightOnly(_Torchao):
         return PrototypeInt4WeightOnlyConfig(group_size=params.group_size)
 
 
-def _excluded(name: str, params: Params) -> bool:
-    from optkit.methods.base import select
-
-    targets, _ = select([name], params)
-    return not targets
-
-
 class Float8Dynamic(_Torchao):
     """float8 dynamic activations + float8 weights: needs the fp8 tensor cores of CUDA sm_89+ (Ada, Hopper)."""
 
     name = "torchao.float8_dynamic"
     devices = ("cuda",)
     device_note = "needs CUDA sm_89+ (Ada or Hopper GPUs)"
+
+    def bytes_per_weight(self, params, in_features, act_bytes):
+        return 1 + 4 / in_features  # float8, one float32 scale per row
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
         problems = super().check(info, params)

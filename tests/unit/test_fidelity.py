@@ -36,9 +36,9 @@ bench: null
 def trust_run(tmp_path_factory, tiny_model, text_file):
     """A three-variant run, each job in this process (fast) instead of a subprocess; records the job order."""
     from optkit import pipeline
-    from optkit.isolate import build_and_measure
     from optkit.recipe import load_recipe
     from optkit.results import write_model
+    from optkit.worker import build_and_measure
 
     tmp = tmp_path_factory.mktemp("trust")
     (tmp / "r.yaml").write_text(RECIPE.format(model=tiny_model, text=text_file))
@@ -55,7 +55,7 @@ def trust_run(tmp_path_factory, tiny_model, text_file):
         mp.setenv("OPTKIT_DATA", str(DATA))
         mp.setenv("OPTKIT_CACHE", str(tmp / "cache"))
         mp.delenv("OPTKIT_NO_CACHE", raising=False)
-        mp.setattr(pipeline, "run_isolated", in_process)
+        mp.setattr(pipeline, "run_job", in_process)
         plan = pipeline.plan(load_recipe(tmp / "r.yaml"), "r.yaml")
         report = pipeline.run(plan, tmp / "run", say=lambda s: None)
     return report, order, jobs, tmp
@@ -66,7 +66,8 @@ def test_baseline_runs_first_and_saves_the_reference(trust_run):
     assert order == ["base", "same", "broken"]
     assert [v.name for v in report.variants] == ["same", "broken", "base"]  # the report keeps the recipe order
     assert jobs[0].is_baseline and not any(j.is_baseline for j in jobs[1:])
-    assert len({j.reference for j in jobs}) == 1 and jobs[0].reference.startswith(str(tmp / "run" / "reference"))
+    assert len({j.reference.path for j in jobs}) == 1
+    assert jobs[0].reference.path.startswith(str(tmp / "run" / "reference"))
     base = report.variants[2]
     assert base.status == "ok" and not any(a.task == "fidelity" for a in base.accuracy)
 
@@ -100,8 +101,8 @@ def test_flips_and_paired_ci(trust_run):
 
 
 def test_unchanged_model_hits_the_cache(trust_run, tiny_model, text_file, monkeypatch):
-    from optkit.isolate import Job, evaluate
     from optkit.results import Candidate
+    from optkit.worker import Job, evaluate
 
     report, _, jobs, tmp = trust_run
     # "same" has the baseline's exact model (no steps), so the baseline's results were reused, not recomputed
@@ -150,7 +151,7 @@ def test_preflight_refuses_missing_task_data(tmp_path, tiny_model, text_file, mo
 def test_fidelity_on_a_perturbed_copy(tiny_lm, text_file, tmp_path):
     import torch
 
-    from optkit.backend import TorchLM
+    from optkit.backends.torch import TorchLM
     from optkit.evaluators.fidelity import compare, save_reference
     from optkit.recipe import FidelitySpec
 
@@ -206,12 +207,12 @@ def test_coarse_kl_is_exact_with_the_whole_vocabulary_and_a_close_lower_bound_wi
 
 
 def test_cache_key_follows_what_the_steps_decided(tiny_model):
-    from optkit import models
+    from optkit import checkpoints
     from optkit.evaluators.cache import model_key
     from optkit.recipe import Step
     from optkit.results import SkippedModule, StepRecord
 
-    ckpt = models.resolve(str(tiny_model))
+    ckpt = checkpoints.resolve(str(tiny_model))
     step = [Step(method="torch.dynamic_int8", auto_exclude={"max_ppl_increase": "5%"})]
     one = StepRecord(method="torch.dynamic_int8", modules_changed=["a", "b"],
                      modules_skipped=[SkippedModule(module="c", reason="kept")])

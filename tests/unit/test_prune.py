@@ -122,10 +122,10 @@ def test_wanda_score_weighs_weights_by_input_norm():
 
 
 def test_wanda_keeps_weights_on_loud_inputs_that_magnitude_drops(tiny_model, calib):
-    from optkit import models
+    from optkit import checkpoints, loading
 
     def loud(feature=7):  # input feature 7 of down_proj comes from up_proj row 7: make it 100x louder
-        lm = models.load(models.resolve(str(tiny_model)))
+        lm = loading.load(checkpoints.resolve(str(tiny_model)))
         with torch.no_grad():
             weight(lm, "model.layers.0.mlp.up_proj")[feature].mul_(100)
         return lm
@@ -190,7 +190,7 @@ def test_preflight_checks(calib, tmp_path):
     missing = wanda.Params(sparsity=0.5, calibration={"path": str(tmp_path / "nope.txt")})
     assert "calibration text not found" in wanda.check(info, missing)[0]
 
-    info.quantized = True
+    info.format = "torchao"
     for name, params in (("prune.magnitude", {"sparsity": 0.5}), ("prune.2to4", {})):
         method = registry.get(name)
         assert "already quantized" in method.check(info, method.Params(**params))[0]

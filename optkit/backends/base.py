@@ -1,0 +1,111 @@
+"""The one interface every loaded model exposes, whatever engine runs it, and the Engine contract.
+
+Evaluators and meters call only what LoadedModel declares: they never ask which engine they hold. An engine
+(one module under backends/, or a plugin in the `optkit.backends` entry-point group) declares the formats it
+loads and turns a checkpoint in one of them into a LoadedModel.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelInfo:
+    """What preflight knows about a model without its weights: linear shapes, dtype, device and format."""
+
+    linears: dict[str, tuple[int, int]]  # name -> (out_features, in_features); empty when not known
+    dtype: str
+    device: str
+    format: str = "hf"  # formats.py: what the model is after the steps so far
+    notes: list[str] = field(default_factory=list)
+
+
+class LoadedModel(ABC):
+    """A causal LM ready to score and generate, with its tokenizer.
+
+    Attributes every engine sets: engine (its registry name), format (formats.py), device ("cpu", "cuda"),
+    tokenizer (a Hugging Face tokenizer: lm-eval's adapter needs encode/decode and the special token ids),
+    config (the HF config: sizes for the roofline, context length), params (logical weight count).
+    """
+
+    engine: str = "?"
+    format: str = "hf"
+    device: str = "cpu"
+    tokenizer = None
+    config = None
+    params: int = 0
+
+    @property
+    @abstractmethod
+    def dtype(self) -> str:
+        """The dtype activations are computed in ("float32", "bfloat16", ...)."""
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a text, without special tokens (callers add what the model expects)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @abstractmethod
+    def logits(self, input_ids, past=None):
+        """Forward pass over a (batch, seq) tensor: (float32 logits for every position, new cache)."""
+
+    @abstractmethod
+    def start(self, input_ids):
+        """Prefill: run the prompt, return (last-position logits, cache)."""
+
+    @abstractmethod
+    def step(self, token_ids, past):
+        """One decode step for a (batch, 1) tensor of token ids: (last-position logits, cache)."""
+
+    def repeat_cache(self, past, times: int):
+        """The cache with each sequence repeated `times` times (to score several continuations of one prompt),
+        or None where the engine cannot copy a cache (callers then score the plain way)."""
+        return None
+
+    def synchronize(self) -> None:  # noqa: B027 - engines whose calls return finished results need nothing
+        """Wait until queued device work is done (timing brackets call it)."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        """What the weights cost on disk."""
+
+    @property
+    def threads(self) -> int | None:
+        """Compute threads the engine uses (None: not an engine setting)."""
+        return None
+
+    def set_threads(self, n: int) -> None:  # noqa: B027 - an engine without a thread setting ignores it
+        """Use n compute threads from now on (benchmarks set bench.threads this way)."""
+
+    def save(self, folder) -> str | None:
+        """Write the model where an engine loads it without optkit; return the format written, or None when no
+        such format exists (the caller then writes a replay manifest)."""
+        return None
+
+
+class Engine:
+    """Loads checkpoints of the formats it names into LoadedModels."""
+
+    name = "?"
+    label = "?"  # for people: "PyTorch", "ONNX Runtime"
+    formats: tuple[str, ...] = ()  # formats.py names (or a plugin's Format names) it loads
+    requires: tuple[str, ...] = ()  # importable modules
+    extra = ""  # pip extra that brings `requires`
+
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False) -> ModelInfo:
+        """Preflight facts from a config or header alone: no weights are read."""
+        return ModelInfo(linears={}, dtype=dtype, device=device, format=ckpt.format)
+
+    def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
+             trust_remote_code: bool = False) -> LoadedModel:
+        raise NotImplementedError
+
+    def open(self, path, like: LoadedModel, **options) -> LoadedModel:
+        """Load a file a conversion step just wrote, taking tokenizer, config and parameter count from the model
+        it was made from (`like`). Engines that are a conversion target implement it."""
+        raise NotImplementedError

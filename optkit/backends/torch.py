@@ -1,0 +1,174 @@
+"""The PyTorch engine: HF folders, hub ids and (converted) GGUF files through transformers, as TorchLM.
+Plain, torchao, bitsandbytes, dynamically quantized and pruned models all run here."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from optkit.backends.base import Engine, LoadedModel, ModelInfo
+from optkit.errors import BadInput, RunError
+
+
+class TorchLM(LoadedModel):
+    """A PyTorch causal LM with its tokenizer."""
+
+    engine = "torch"
+
+    def __init__(self, model, tokenizer, device: str = "cpu", params: int | None = None, fmt: str = "hf"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.format = fmt
+        # logical weight count as loaded, before any quantization packs weights out of sight
+        self.params = params if params is not None else \
+            sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+
+    def with_model(self, model) -> TorchLM:
+        """The same tokenizer and device around another module (a trial copy, one layer in a wrapper)."""
+        return TorchLM(model, self.tokenizer, self.device, self.params, self.format)
+
+    @property
+    def dtype(self) -> str:
+        import torch
+
+        floats = [p.dtype for p in self.model.parameters() if p.dtype.is_floating_point]
+        return str(floats[0] if floats else torch.float32).removeprefix("torch.")
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def logits(self, input_ids, past=None):
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids.to(self.device), past_key_values=past, use_cache=past is not None)
+        return out.logits.float(), out.past_key_values
+
+    def start(self, input_ids):
+        import torch
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids.to(self.device), past_key_values=DynamicCache(), use_cache=True)
+        return out.logits[:, -1], out.past_key_values
+
+    def step(self, token_ids, past):
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(input_ids=token_ids.to(self.device), past_key_values=past, use_cache=True)
+        return out.logits[:, -1], out.past_key_values
+
+    def repeat_cache(self, past, times: int):
+        past.batch_repeat_interleave(times)
+        return past
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def size_bytes(self) -> int:
+        """Bytes of the serialized state dict: what the weights really cost on disk."""
+        import torch
+
+        buf = _CountingWriter()
+        torch.save(self.model.state_dict(), buf)
+        return buf.count
+
+    @property
+    def threads(self) -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+    def set_threads(self, n: int) -> None:
+        import torch
+
+        torch.set_num_threads(n)
+
+    def save(self, folder) -> str | None:
+        """Float and bitsandbytes models as an HF safetensors folder (save_pretrained: transformers loads it
+        back, bitsandbytes through the quantization_config the bnb step set); others have no such format."""
+        from optkit import formats
+
+        if formats.get(self.format).artifact != "hf-folder":
+            return None
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        return self.format
+
+
+class _CountingWriter(io.RawIOBase):
+    def __init__(self):
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        n = len(memoryview(data))
+        self.count += n
+        return n
+
+
+def _check_weights_format(folder: Path, trust_pickle: bool) -> None:
+    if any(folder.glob("*.safetensors")) or trust_pickle:
+        return
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise BadInput(
+            f"{folder} holds only pickle weights (.bin), which can run code when loaded; "
+            "pass --trust-pickle (recipe: model.trust_pickle: true) only if you trust the source"
+        )
+    raise BadInput(f"{folder} has no weights (*.safetensors); pass a complete Hugging Face model folder")
+
+
+class TorchEngine(Engine):
+    name = "torch"
+    label = "PyTorch"
+    formats = ("hf", "gguf", "bnb", "compressed-tensors")  # gguf: converted to an HF folder once, then cached
+    requires = ("torch", "transformers")
+    extra = "torch"
+
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False) -> ModelInfo:
+        """Linear shapes from the config alone (meta tensors: no weights are read)."""
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from optkit.checkpoints import hf_folder
+
+        config = AutoConfig.from_pretrained(hf_folder(ckpt).location, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear)}
+        fmt = "hf" if ckpt.format == "gguf" else ckpt.format
+        return ModelInfo(linears=linears, dtype=dtype, device=device, format=fmt)
+
+    def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
+             trust_remote_code: bool = False) -> TorchLM:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from optkit.checkpoints import hf_folder
+
+        ckpt = hf_folder(ckpt)
+        kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if trust_pickle else True)
+        if ckpt.kind != "hub":
+            _check_weights_format(Path(ckpt.location), trust_pickle)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(ckpt.location, dtype=getattr(torch, dtype), **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code)
+        except OSError as exc:
+            where = "the Hugging Face hub" if ckpt.kind == "hub" else ckpt.location
+            raise RunError(
+                f"cannot load {ckpt.given!r} from {where} ({str(exc).splitlines()[0]}); "
+                "check the id and network, or pass a local folder / .gguf file"
+            ) from exc
+        model.eval()
+        if getattr(model, "hf_quantizer", None) is None:  # quantized loads are placed by their quantizer
+            model.to(device)
+        return TorchLM(model, tokenizer, device, fmt=ckpt.format)

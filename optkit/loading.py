@@ -1,0 +1,59 @@
+"""Checkpoint -> LoadedModel through the engine that loads its format, and the preflight facts of a
+checkpoint (ModelInfo) from its config or header alone. Replay artifacts load their source and replay their
+steps here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optkit import formats, registry
+from optkit.backends.base import LoadedModel, ModelInfo
+from optkit.checkpoints import Checkpoint
+
+
+def engine_name(ckpt: Checkpoint, engine: str | None = None) -> str:
+    """The engine a variant starts in: the one asked for, else the format's own; a GGUF file defaults to the
+    PyTorch engine (converted once), as the first wave did."""
+    if engine:
+        return engine
+    return "torch" if ckpt.format in ("gguf", "replay") else formats.get(ckpt.format).engine
+
+
+def _artifact_dtype(ckpt: Checkpoint, dtype: str) -> str:
+    """An artifact computes in the dtype it was saved in (its manifest says), whatever the default asks."""
+    if ckpt.kind != "artifact":
+        return dtype
+    from optkit.artifacts import read
+
+    return read(Path(ckpt.location)).get("dtype") or dtype
+
+
+def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False,
+             engine: str | None = None) -> ModelInfo:
+    dtype = _artifact_dtype(ckpt, dtype)
+    if ckpt.format == "replay":  # the source must be there now, not when a worker tries to load it
+        from optkit.artifacts import find_source, read
+
+        manifest = read(Path(ckpt.location))
+        find_source(Path(ckpt.location), manifest)
+        return ModelInfo(linears={}, dtype=dtype, device=device, format=manifest.get("model_format") or "replay")
+    return registry.backends.get(engine_name(ckpt, engine)).describe(ckpt, dtype, device, trust_remote_code)
+
+
+def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
+         trust_remote_code: bool = False, engine: str | None = None) -> LoadedModel:
+    if ckpt.format == "replay":
+        return replay(Path(ckpt.location), device)
+    return registry.backends.get(engine_name(ckpt, engine)).load(ckpt, _artifact_dtype(ckpt, dtype), device,
+                                                                  trust_pickle, trust_remote_code)
+
+
+def replay(folder: Path, device: str) -> LoadedModel:
+    from optkit.artifacts import find_source, read
+    from optkit.methods.base import apply_steps
+
+    manifest = read(folder)
+    model = manifest["_model"]
+    lm = load(find_source(folder, manifest), model.dtype, device, model.trust_pickle, model.trust_remote_code)
+    lm, _ = apply_steps(lm, manifest["_steps"])
+    return lm

@@ -1,0 +1,102 @@
+"""Everything that can be checked before any variant runs: the device, the checkpoint's facts (from its config
+or header), each variant's chain of steps against the formats methods accept and produce, each method's own
+checks, the engines the steps lead to, and every eval task's data. A bad recipe stops here, with one line."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from optkit import formats, loading, registry
+from optkit.backends.base import ModelInfo
+from optkit.checkpoints import Checkpoint
+from optkit.errors import BadInput
+from optkit.methods.base import format_problem
+from optkit.recipe import Recipe
+
+
+def resolve_device(wanted: str) -> str:
+    import torch
+
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device 'cuda' requested but no CUDA GPU is visible; set device: cpu (or --device cpu)")
+    return wanted
+
+
+def model_info(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool) -> ModelInfo:
+    """Linear shapes and the starting format from the config or header alone: no weights are read."""
+    return loading.describe(ckpt, dtype, device, trust_remote_code)
+
+
+def converters(have: str, need: tuple[str, ...]) -> list[str]:
+    """Registered methods that turn a model in format `have` into one of `need` (the fix to suggest)."""
+    out = []
+    for name in registry.methods.names():
+        try:
+            cls = registry.methods.cls(name)
+        except Exception:  # a plugin that does not import cannot be the suggestion
+            continue
+        if have in cls.accepts and cls.produces is not None and formats.name(cls.produces) in need:
+            out.append(name)
+    return out
+
+
+def _params(method, step, where: str):
+    try:
+        return method.Params.model_validate(step.params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(method.Params.model_fields)
+        raise BadInput(f"{where}: params.{field}: {err['msg']} (params allowed: {allowed})") from None
+
+
+def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, source: str) -> None:
+    variant = recipe.variants[index]
+    info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, format=info.format)
+    made_by = None  # the step that gave the model its current format
+    for n, step in enumerate(variant.steps, 1):
+        where = f"{source}: variants[{index}] ({variant.name}) step {n} ({step.method})"
+        try:
+            method = registry.get(step.method)
+        except BadInput as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        params = _params(method, step, where)
+        if step.auto_exclude is not None and not method.supports_auto_exclude:
+            raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
+                           "remove auto_exclude from this step")
+        if device not in method.devices:
+            need = method.device_note or f"runs on: {', '.join(method.devices)}"
+            raise BadInput(f"{where}: cannot run on {device} ({need}); remove the variant or change device")
+        if format_problem(method, info):
+            fix = converters(info.format, method.accepts)
+            if fix:
+                label = " or ".join(formats.get(f).label for f in method.accepts)
+                raise BadInput(f"{where}: needs {label}; add {{method: {fix[0]}}} before this step")
+            raise BadInput(f"{where}: {format_problem(method, info, made_by)}")
+        problems = method.check(info, params)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise BadInput(f"{where}: {problems[0]}{more}")
+        info.dtype = method.output_dtype(info, params)
+        fmt = method.output_format(info)
+        if fmt != info.format:
+            engine = formats.get(method.produces if method.produces is not None else fmt).engine
+            try:
+                registry.backends.get(engine)
+            except BadInput as exc:
+                raise BadInput(f"{where}: produces {formats.get(fmt).label}, which the {engine} engine runs: {exc}") \
+                    from None
+            info.format, made_by = fmt, f"after step {n}, {step.method}"
+
+
+def check_tasks(recipe: Recipe, source: str) -> None:
+    """Every eval task must find its data now, not after the first variants have spent minutes."""
+    from optkit.evaluators.lm_eval import resolve
+
+    for i, task in enumerate(recipe.eval.tasks or []):
+        try:
+            resolve(task.name)
+        except BadInput as exc:
+            raise BadInput(f"{source}: eval.tasks[{i}] ({task.name}): {exc}") from None

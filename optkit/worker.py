@@ -1,0 +1,160 @@
+"""One variant in its own process: load -> steps -> (artifact) -> evaluate -> bench -> Candidate.
+
+`run_job` is the parent's side (job file in, Candidate file out, through isolate.py); `python -m optkit.worker
+JOB OUT` is the child's. Executors call run_job; nothing here knows how variants are scheduled.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from optkit.checkpoints import Checkpoint
+from optkit.evaluators.fidelity import Reference
+from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
+from optkit.results import Candidate, write_model
+
+
+class Job(BaseModel):
+    variant: Variant
+    checkpoint: Checkpoint
+    model: ModelSpec
+    device: str
+    eval: EvalSpec | None = None
+    bench: BenchSpec | None = None
+    reference: Reference | None = None  # fidelity: save the baseline's log-probs, or compare to them
+    save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.reference is not None and self.reference.role == "save"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_job(job: Job, out: Path, log: Path) -> Candidate:
+    """Run one job in a fresh process; its Candidate, or a failed one naming why and where the log is."""
+    from optkit.isolate import last_line, run_module
+
+    out.unlink(missing_ok=True)
+    job_file = out.with_suffix(".job.json")
+    write_model(job_file, job)
+    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s)
+    job_file.unlink(missing_ok=True)
+    if not outcome.timed_out and out.is_file():
+        return Candidate.model_validate_json(out.read_text())
+    error = outcome.describe(job.variant.timeout_s)
+    if not outcome.timed_out:
+        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {log}"
+    cand = Candidate(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds)
+    write_model(out, cand)
+    return cand
+
+
+def evaluate(lm, job: Job, cand: Candidate) -> None:
+    """Perplexity, fidelity to the baseline and lm-eval tasks; unchanged models reuse cached results."""
+    from optkit.evaluators import cache
+
+    spec = job.eval
+    model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps, cand.steps) \
+        if cache.enabled(spec.cache) else None
+    if spec.perplexity:
+        from optkit.evaluators import perplexity
+
+        key = model and cache.entry_key(model, perplexity.cache_what(spec.perplexity))
+        cand.accuracy += cache.cached(key, lambda: perplexity.evaluate(lm, spec.perplexity))
+        say(f"perplexity: {cand.accuracy[-1].value:.3f}")
+    if spec.fidelity and job.reference:
+        _fidelity(lm, job, cand)
+    for task in spec.tasks or []:  # one at a time, so the log shows each score as soon as it exists
+        from optkit.evaluators import lm_eval as lm_tasks
+
+        key = model and cache.entry_key(model, lm_tasks.cache_what(task))
+        for res in cache.cached(key, lambda t=task: lm_tasks.evaluate(lm, [t])):
+            cand.accuracy.append(res)
+            say(f"{res.task} {res.metric}: {res.value:.4f} ±{res.stderr or 0:.4f} (n={res.n})"
+                + (" (cached)" if res.details.get("cached") else ""))
+
+
+def _fidelity(lm, job: Job, cand: Candidate) -> None:
+    """The baseline saves the reference; the others compare to it. A problem here costs a warning, not the
+    variant: fidelity is one measurement among several."""
+    from optkit.evaluators import fidelity
+
+    ref, spec = Path(job.reference.path), job.eval.fidelity
+    if spec.path is None and job.eval.perplexity and job.eval.perplexity.path:
+        spec = spec.model_copy(update={"path": job.eval.perplexity.path})  # the recipe's own text
+    try:
+        if job.reference.role == "save":
+            fidelity.save_reference(lm, spec, ref)
+            say(f"fidelity: saved the baseline's next-token log-probs to {ref}")
+        elif ref.is_file():
+            results = {r.metric: r for r in fidelity.compare(lm, ref)}
+            cand.accuracy += results.values()
+            say(f"fidelity: KL mean {results['kl_mean'].value:.4g} nats, "
+                f"top-1 agreement {results['top1_agreement'].value:.2%}")
+        else:
+            cand.warnings.append(f"fidelity: no baseline reference at {ref} (did the baseline fail?); skipped")
+    except Exception as exc:
+        traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        cand.warnings.append(f"fidelity: skipped ({type(exc).__name__}: {first})")
+
+
+def _bench(lm, job: Job, cand: Candidate) -> None:
+    from optkit.bench import run_bench
+
+    cand.bench = run_bench(lm, job.bench)
+    for label, st in (("prefill", cand.bench.prefill_ms), ("decode", cand.bench.decode_tokens_per_s),
+                      ("end-to-end", cand.bench.e2e_ms)):
+        if st and st.noisy:
+            cand.warnings.append(f"{label} timing is noisy: {st.noisy_reason or 'spread'}; p10-p90 "
+                                 f"{st.p10:.4g}-{st.p90:.4g} {st.unit}, other processes used up to "
+                                 f"{st.contention or 0:.0%} of CPU")
+
+
+def build_and_measure(job: Job) -> Candidate:
+    from optkit import artifacts, loading
+    from optkit.errors import OptkitError
+    from optkit.methods.base import apply_steps
+
+    started = time.perf_counter()
+    cand = Candidate(name=job.variant.name, status="ok")
+    try:
+        lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                          job.model.trust_remote_code)
+        lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
+        cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
+        if job.save_to:
+            path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps, cand.steps)
+            say(f"artifact: wrote {path}")
+        if job.eval:
+            evaluate(lm, job, cand)
+        if job.bench:
+            _bench(lm, job, cand)
+    except OptkitError as exc:
+        cand.status, cand.error = "failed", str(exc)
+    except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback
+        traceback.print_exc()
+        cand.status, cand.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    cand.seconds = time.perf_counter() - started
+    return cand
+
+
+def main(argv: list[str]) -> int:
+    from optkit.errors import quiet_libraries
+
+    quiet_libraries()
+    job = Job.model_validate_json(Path(argv[0]).read_text())
+    write_model(Path(argv[1]), build_and_measure(job))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
