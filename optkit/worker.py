@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from optkit.checkpoints import Checkpoint
 from optkit.evaluators.fidelity import Reference
+from optkit.progress import phase
 from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
 from optkit.results import Candidate, write_model
 
@@ -127,6 +128,7 @@ def build_and_measure(job: Job) -> Candidate:
     started = time.perf_counter()
     cand = Candidate(name=job.variant.name, status="ok")
     try:
+        phase("building")
         lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
                           job.model.trust_remote_code)
         lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
@@ -135,8 +137,10 @@ def build_and_measure(job: Job) -> Candidate:
             path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps, cand.steps)
             say(f"artifact: wrote {path}")
         if job.eval:
+            phase("evaluating")
             evaluate(lm, job, cand)
         if job.bench:
+            phase("benchmarking")
             _bench(lm, job, cand)
     except OptkitError as exc:
         cand.status, cand.error = "failed", str(exc)

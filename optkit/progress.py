@@ -1,0 +1,56 @@
+"""Progress of long work, as marker lines in the worker's log: `phase` says what a variant is doing (building,
+evaluating, benchmarking), `Counter` counts a long step (sensitivity ranking, calibration passes, lm-eval
+scoring). Executors read the markers back (`parse`) to keep a live line per variant on the terminal; the log
+keeps them as plain text."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+MARK = "[optkit]"
+EVERY_S = 2.0  # at most one counter line per this many seconds (and the last one always)
+
+
+def _emit(text: str) -> None:
+    print(f"{MARK} {text}", file=sys.stderr, flush=True)
+
+
+def phase(name: str, detail: str = "") -> None:
+    _emit(f"phase {name}" + (f": {detail}" if detail else ""))
+
+
+class Counter:
+    """`with Counter("sensitivity ranking", total=105) as c: ... c.advance()` -> throttled lines
+    "[optkit] progress sensitivity ranking 12/105 (34 s)"."""
+
+    def __init__(self, what: str, total: int | None = None):
+        self.what, self.total, self.done = what, total, 0
+        self.started = self.last = time.perf_counter()
+
+    def __enter__(self) -> Counter:
+        self._line()
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if time.perf_counter() - self.last >= EVERY_S or (self.total is not None and self.done >= self.total):
+            self._line()
+
+    def _line(self) -> None:
+        self.last = time.perf_counter()
+        count = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        _emit(f"progress {self.what} {count} ({self.last - self.started:.0f} s)")
+
+    def __exit__(self, *exc) -> bool:
+        if self.total is None or self.done < self.total:
+            self._line()
+        return False
+
+
+def parse(line: str) -> tuple[str, str] | None:
+    """A marker line -> (kind, text): ("phase", "evaluating") or ("progress", "lm-eval arc_easy 40/200 (12 s)")."""
+    if not line.startswith(MARK + " "):
+        return None
+    kind, _, text = line[len(MARK) + 1:].strip().partition(" ")
+    return (kind, text) if kind in ("phase", "progress") else None
