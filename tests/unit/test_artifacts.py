@@ -18,7 +18,7 @@ ATOL = 1e-5  # the same weights and kernels in both processes: only float noise 
 PLAIN = """
 import sys, torch
 from transformers import AutoModelForCausalLM
-model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype="auto").eval()  # as servers load it
 with torch.inference_mode():
     logits = model(input_ids=torch.tensor({prompt})).logits.float()
 assert not any(m == "optkit" or m.startswith("optkit.") for m in sys.modules), "optkit was imported"
