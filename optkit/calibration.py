@@ -23,7 +23,8 @@ class CalibrationSpec(BaseModel):
     path: str | None = Field(default=None, description="a local text file (default: WikiText-2 validation)")
 
 
-def calibration_text(path: str | None) -> tuple[str, str]:
+def calibration_file(path: str | None) -> Path:
+    """The calibration text's file (checked, not read)."""
     if path:
         p = Path(path).expanduser()
     else:
@@ -34,6 +35,11 @@ def calibration_text(path: str | None) -> tuple[str, str]:
         p = Path(root).expanduser() / "wikitext-2" / "valid.txt"
     if not p.is_file():
         raise BadInput(f"calibration text not found: {p}; fix calibration.path or OPTKIT_DATA")
+    return p
+
+
+def calibration_text(path: str | None) -> tuple[str, str]:
+    p = calibration_file(path)
     return p.read_text(encoding="utf-8"), str(p)
 
 

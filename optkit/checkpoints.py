@@ -62,6 +62,9 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
         if path.is_file():
             if path.suffix != ".gguf":
                 raise BadInput(f"checkpoint {given!r} is a file but not .gguf; pass a .gguf file or an HF folder")
+            from optkit.gguf_header import read
+
+            read(path)  # not GGUF, or cut short: one line now, not a traceback in a worker
             return Checkpoint(given, "gguf", str(path), "gguf")
         fmt = _manifest_format(path) if (path / MANIFEST).is_file() else None
         if _is_onnx_folder(path) and fmt != "replay":  # an ONNX folder, whoever wrote it

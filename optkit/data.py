@@ -12,19 +12,27 @@ WAYS = ("set OPTKIT_DATA to a folder holding wikitext-2/test.txt, "
         "or unset it to fetch wikitext-2-raw-v1 from the Hugging Face hub (needs network and `datasets`)")
 
 
-def wikitext_test(path: str | None = None) -> tuple[str, str]:
-    """Return (text, source description)."""
+def text_file(path: str | None, field: str = "eval.perplexity.path") -> Path | None:
+    """The local file a text comes from (checked, not read), or None for the hub's WikiText-2."""
     if path:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise BadInput(f"perplexity text file not found: {p}; fix eval.perplexity.path")
-        return p.read_text(encoding="utf-8"), str(p)
+            raise BadInput(f"text file not found: {p}; fix {field}")
+        return p
     root = os.environ.get("OPTKIT_DATA")
     if root:
         p = Path(root).expanduser() / "wikitext-2" / "test.txt"
         if not p.is_file():
             raise BadInput(f"{p} not found (OPTKIT_DATA={root}); {WAYS}")
-        return p.read_text(encoding="utf-8"), f"{p} (tokenized WikiText-2 test)"
+        return p
+    return None
+
+
+def wikitext_test(path: str | None = None) -> tuple[str, str]:
+    """Return (text, source description)."""
+    p = text_file(path)
+    if p is not None:
+        return p.read_text(encoding="utf-8"), str(p) if path else f"{p} (tokenized WikiText-2 test)"
     try:
         from datasets import load_dataset
 

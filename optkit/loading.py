@@ -29,7 +29,7 @@ def _artifact_dtype(ckpt: Checkpoint, dtype: str) -> str:
 
 
 def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False,
-             engine: str | None = None) -> ModelInfo:
+             engine: str | None = None, trust_pickle: bool = False) -> ModelInfo:
     dtype = _artifact_dtype(ckpt, dtype)
     if ckpt.format == "replay":  # the source must be there now, not when a worker tries to load it
         from optkit.artifacts import find_source, read
@@ -37,7 +37,8 @@ def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool 
         manifest = read(Path(ckpt.location))
         find_source(Path(ckpt.location), manifest)
         return ModelInfo(linears={}, dtype=dtype, device=device, format=manifest.get("model_format") or "replay")
-    return registry.backends.get(engine_name(ckpt, engine)).describe(ckpt, dtype, device, trust_remote_code)
+    return registry.backends.get(engine_name(ckpt, engine)).describe(ckpt, dtype, device, trust_remote_code,
+                                                                      trust_pickle)
 
 
 def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,

@@ -32,10 +32,11 @@ def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None,
     model there as an artifact."""
     device = preflight.resolve_device(recipe.device)
     ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir)
-    info = preflight.model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code)
+    info = preflight.model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code,
+                                recipe.model.trust_pickle)
     for i in range(len(recipe.variants)):
         preflight.check_variant(i, recipe, info, device, source)
-    preflight.check_tasks(recipe, source)
+    preflight.check_eval(recipe, source)
     jobs = [Job(variant=v, checkpoint=ckpt, model=recipe.model, device=device, eval=recipe.eval,
                 bench=recipe.bench, save_to=str(save_to) if save_to else None) for v in recipe.variants]
     return Plan(recipe=recipe, source=source, checkpoint=ckpt, device=device, jobs=jobs)

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from optkit import formats, loading, registry
 from optkit.backends.base import ModelInfo
+from optkit.calibration import calibration_file
 from optkit.checkpoints import Checkpoint
 from optkit.errors import BadInput
 from optkit.methods.base import format_problem
@@ -24,9 +25,10 @@ def resolve_device(wanted: str) -> str:
     return wanted
 
 
-def model_info(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool) -> ModelInfo:
+def model_info(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool,
+               trust_pickle: bool = False) -> ModelInfo:
     """Linear shapes and the starting format from the config or header alone: no weights are read."""
-    return loading.describe(ckpt, dtype, device, trust_remote_code)
+    return loading.describe(ckpt, dtype, device, trust_remote_code, trust_pickle=trust_pickle)
 
 
 def converters(have: str, need: tuple[str, ...]) -> list[str]:
@@ -66,6 +68,11 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
         if step.auto_exclude is not None and not method.supports_auto_exclude:
             raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
                            "remove auto_exclude from this step")
+        if step.auto_exclude is not None:
+            try:
+                calibration_file(step.auto_exclude.calibration.path)
+            except BadInput as exc:
+                raise BadInput(f"{where}: auto_exclude: {exc}") from None
         if device not in method.devices:
             need = method.device_note or f"runs on: {', '.join(method.devices)}"
             raise BadInput(f"{where}: cannot run on {device} ({need}); remove the variant or change device")
@@ -91,12 +98,24 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
             info.format, made_by = fmt, f"after step {n}, {step.method}"
 
 
-def check_tasks(recipe: Recipe, source: str) -> None:
-    """Every eval task must find its data now, not after the first variants have spent minutes."""
-    from optkit.evaluators.lm_eval import resolve
+def check_eval(recipe: Recipe, source: str) -> None:
+    """Every text and task must be found now, not after the first variants have spent minutes."""
+    from optkit.data import text_file
+    from optkit.evaluators.lm_eval import check_names, resolve
 
-    for i, task in enumerate(recipe.eval.tasks or []):
+    spec = recipe.eval
+    for field, sub in (("perplexity", spec.perplexity), ("fidelity", spec.fidelity)):
+        if sub is not None:
+            try:
+                text_file(sub.path, f"eval.{field}.path")
+            except BadInput as exc:
+                raise BadInput(f"{source}: eval.{field}: {exc}") from None
+    for i, task in enumerate(spec.tasks or []):
         try:
             resolve(task.name)
         except BadInput as exc:
             raise BadInput(f"{source}: eval.tasks[{i}] ({task.name}): {exc}") from None
+    unknown = check_names([t.name for t in spec.tasks or []])
+    if unknown:
+        i, name, hint = unknown
+        raise BadInput(f"{source}: eval.tasks[{i}] ({name}): {hint}")

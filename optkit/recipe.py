@@ -251,13 +251,27 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"recipe file not found: {path}; pass the path to a YAML recipe (examples in recipes/)")
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the "
+                       "recipe as UTF-8 YAML") from None
+    return parse_text(text, str(path))
+
+
+def parse_text(text: str, source: str = "<recipe>") -> Recipe:
+    """A recipe from YAML text: every problem is one BadInput naming the source, line and fix."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise BadInput(f"{where}: not valid YAML ({problem}); fix the syntax") from None
-    return parse_recipe(data, str(path), root)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a scalar YAML cannot construct
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput(f"{source}: a value cannot be read ({first}); fix or quote it") from None
+    return parse_recipe(data, source, root)

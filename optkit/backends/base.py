@@ -97,8 +97,10 @@ class Engine:
     requires: tuple[str, ...] = ()  # importable modules
     extra = ""  # pip extra that brings `requires`
 
-    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False) -> ModelInfo:
-        """Preflight facts from a config or header alone: no weights are read."""
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
+                 trust_pickle: bool = False) -> ModelInfo:
+        """Preflight facts from a config or header alone: no weights are read. Whatever would stop load() and can
+        be seen here (a weights format, an architecture the engine cannot read) is refused here, as BadInput."""
         return ModelInfo(linears={}, dtype=dtype, device=device, format=ckpt.format)
 
     def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,

@@ -175,7 +175,8 @@ class OrtEngine(Engine):
     requires = ("onnxruntime", "onnx")
     extra = "onnx"
 
-    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False) -> ModelInfo:
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
+                 trust_pickle: bool = False) -> ModelInfo:
         if dtype != "float32":  # an exported folder runs in the dtype it was exported in
             raise BadInput(f"checkpoint {ckpt.given!r} is an ONNX export and runs in the dtype it was exported in; "
                            f"drop dtype {dtype} (--dtype / model.dtype)")

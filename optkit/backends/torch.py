@@ -126,6 +126,19 @@ def _check_weights_format(folder: Path, trust_pickle: bool) -> None:
     raise BadInput(f"{folder} has no weights (*.safetensors); pass a complete Hugging Face model folder")
 
 
+def _check_gguf_architecture(path: str) -> None:
+    """transformers dequantizes GGUF files of the architectures it maps; others are refused before converting."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    from optkit.gguf_header import read
+
+    arch = read(path).architecture
+    known = sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
+    if arch not in GGUF_CONFIG_MAPPING:
+        raise BadInput(f"{path}: transformers cannot read GGUF architecture {arch!r} (it reads {', '.join(known)}); "
+                       "give the model as an HF folder")
+
+
 class TorchEngine(Engine):
     name = "torch"
     label = "PyTorch"
@@ -133,13 +146,18 @@ class TorchEngine(Engine):
     requires = ("torch", "transformers")
     extra = "torch"
 
-    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False) -> ModelInfo:
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
+                 trust_pickle: bool = False) -> ModelInfo:
         """Linear shapes from the config alone (meta tensors: no weights are read)."""
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
         from optkit.checkpoints import hf_folder
 
+        if ckpt.kind == "gguf":
+            _check_gguf_architecture(ckpt.location)
+        elif ckpt.kind != "hub":
+            _check_weights_format(Path(ckpt.location), trust_pickle)
         config = AutoConfig.from_pretrained(hf_folder(ckpt).location, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)

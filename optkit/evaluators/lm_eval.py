@@ -46,6 +46,25 @@ def resolve(name: str) -> tuple[str, bool]:
     return f"optkit_{short}", True
 
 
+def check_names(names: list[str]) -> tuple[int, str, str] | None:
+    """(index, name, why) of the first task lm-eval does not know, or None. Offline names are known by
+    definition; any other name costs one index of lm-eval's task registry (a few seconds), so only then."""
+    hub = [(i, n) for i, n in enumerate(names) if not resolve(n)[1]]
+    if not hub:
+        return None
+    from lm_eval.tasks import TaskManager
+
+    known = TaskManager().all_tasks
+    for i, name in hub:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, [*known, *OFFLINE], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "`lm_eval ls tasks` lists them"
+            return i, name, f"unknown lm-eval task {name!r}; {hint} (offline with OPTKIT_DATA: {', '.join(OFFLINE)})"
+    return None
+
+
 def write_task_dir(dest: Path, data_root: str | Path) -> Path:
     """Copy the shipped task YAML into dest with @DATA@ filled in (lm-eval does not expand variables)."""
     dest = Path(dest)
