@@ -299,22 +299,26 @@ def gate(report_path: Path, variants: tuple[str, ...], against: Path | None, str
     --strict gates on point estimates."""
     from pydantic import ValidationError
 
-    from optkit.gate import evaluate
+    from optkit.gate import describe, evaluate, regression_spec
     from optkit.recipe import GateSpec
     from optkit.results import read_report
 
     rep = read_report(report_path)
+    old = read_report(against) if against else None
     given = {k: v for k, v in rules.items() if v is not None}
-    if not given:
-        spec = GateSpec.model_validate(rep.recipe.get("gates") or {})
+    if not given and old is not None:  # a regression gate: the recipe's baseline-relative gates do not apply
+        spec, origin = regression_spec(rep, old), f"no regression beyond noise vs {against}"
+    elif not given:
+        spec, origin = GateSpec.model_validate(rep.recipe.get("gates") or {}), "the recipe's gates"
     else:
         try:
-            spec = GateSpec(**given)
+            spec, origin = GateSpec(**given), "the options given"
         except ValidationError as exc:
             raise BadInput(f"bad gate option: {exc.errors()[0]['msg']}; write e.g. --max-ppl-increase 5%") from None
     if variants:
         spec.variants = list(variants)
-    verdicts = evaluate(rep, spec, strict=strict, against=read_report(against) if against else None)
+    click.echo(f"rules ({origin}): {describe(spec, strict)}")
+    verdicts = evaluate(rep, spec, strict=strict, against=old)
     for v in verdicts:
         click.echo(v.line())
     failed = [v.variant for v in verdicts if not v.passed]

@@ -117,13 +117,42 @@ def _limits(r: Row, spec: GateSpec) -> list[tuple[bool, str]]:
     return out
 
 
+def hardware(report: Report) -> str:
+    """What speed depends on besides the model: the device, its model name and the threads used."""
+    env = report.environment
+    threads = {c.bench.threads for c in report.variants if c.bench and c.bench.threads} or {env.threads}
+    return f"{env.device} {env.device_name or '?'}, {'/'.join(str(t) for t in sorted(threads, key=str))} threads"
+
+
+def regression_spec(new: Report, old: Report) -> GateSpec:
+    """`--against` without rule options: no regression beyond noise, per namesake variant, on what both reports
+    measured: perplexity, task accuracy (paired CIs) and decode speed (timing spread)."""
+    def has(rep: Report, what) -> bool:
+        return any(c.status == "ok" and what(c) for c in rep.variants)
+
+    tasks = lambda c: any(isinstance(a.details.get("samples"), list) for a in c.accuracy)  # noqa: E731
+    ppl = lambda c: c.metric("wikitext-2", "token_perplexity") or c.metric("text-file", "token_perplexity")  # noqa
+    bench = lambda c: c.bench is not None  # noqa: E731
+    return GateSpec(max_ppl_increase=0.0 if has(new, ppl) and has(old, ppl) else None,
+                    max_acc_drop=0.0 if has(new, tasks) and has(old, tasks) else None,
+                    min_speedup=1.0 if has(new, bench) and has(old, bench) else None)
+
+
+def describe(spec: GateSpec, strict: bool) -> str:
+    """The rules in words, for the line the gate prints before its verdicts."""
+    parts = [f"{k} {v}" for k, v in spec.model_dump().items() if v is not None and k != "variants"]
+    return ", ".join(parts) + (" (strict: point estimates)" if strict else " (noise-aware: 95% CIs and timing "
+                                                                           "spread)")
+
+
 def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Report | None = None) -> list[Verdict]:
     """Gate each variant against the baseline, or with `against` against the same-named variant of an older
     report (a regression gate across commits). Noise-aware unless strict: an accuracy rule fails only when the
     paired 95% CI lies beyond the allowed drop; a speed rule only when the p10/p90 spread cannot reach it."""
     if not spec.rules():
         raise BadInput("no gate rules; pass e.g. --max-ppl-increase 5% or --min-speedup 1.2, or add gates: to the "
-                       "recipe")
+                       "recipe" + (" (the two reports measured nothing in common to compare)" if against else ""))
+    other_hardware = against is not None and hardware(report) != hardware(against)
     table = {r.name: r for r in rows(report)}
     default = [n for n in table if n != report.baseline] if against is None else list(table)
     names = spec.variants or default
@@ -148,7 +177,10 @@ def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Repo
         checks = []
         if spec.max_ppl_increase is not None:
             checks.append(_accuracy(r, spec.max_ppl_increase, strict))
-        if spec.min_speedup is not None:
+        if spec.min_speedup is not None and other_hardware:
+            checks.append((True, f"speed not compared: this report ran on {hardware(report)}, the older one on "
+                                 f"{hardware(against)}; speed is gated only between reports from the same hardware"))
+        elif spec.min_speedup is not None:
             checks.append(_speed(r, spec.min_speedup, strict))
         if spec.max_acc_drop is not None or spec.min_recovery is not None:
             ref_name = name if against is not None else report.baseline

@@ -240,3 +240,37 @@ def test_gate_and_report_pair_samples_by_document_id():
     shuffled.variants[1].accuracy[-1].details["doc_ids"] = [i + 1000 for i in order]
     [c] = evaluate(shuffled, spec)
     assert not c.passed and "no matching per-sample results" in c.reasons[0]
+
+
+def spread_cand(name, ppl, tps, spread=0.04):
+    """A variant with per-block NLLs and a realistic timing spread (p10/p90 at -/+ spread/2)."""
+    c = cand(name, ppl, tps)
+    c.accuracy[0].details["block_nll"] = [math.log(ppl) + 0.01 * math.sin(i) for i in range(30)]
+    lo, hi = tps * (1 - spread / 2), tps * (1 + spread / 2)
+    c.bench.decode_tokens_per_s = Stats(median=tps, p10=lo, p90=hi, n=8)
+    return c
+
+
+def test_against_without_rules_means_no_regression_beyond_noise(tmp_path):
+    old = make_report(spread_cand("q", 21.0, 30.0), gates={"min_speedup": 5.0})  # a gate no variant meets
+    old.variants[0] = spread_cand("base", 20.0, 20.0)
+    path = tmp_path / "old.json"
+    write_model(path, old)
+    same = optkit_cli("gate", str(path), "--against", str(path))
+    assert same.returncode == 0, same.stdout + same.stderr  # the recipe's min_speedup 5 is not applied
+    assert "rules (no regression beyond noise" in same.stdout and "min_speedup 1.0" in same.stdout
+    slower = old.model_copy(deep=True)
+    for c in slower.variants:  # a planted 10% slowdown, accuracy unchanged
+        st = c.bench.decode_tokens_per_s
+        c.bench.decode_tokens_per_s = Stats(median=st.median * 0.9, p10=st.p10 * 0.9, p90=st.p90 * 0.9, n=8)
+    new = tmp_path / "new.json"
+    write_model(new, slower)
+    slow = optkit_cli("gate", str(new), "--against", str(path))
+    assert slow.returncode == 1, slow.stdout + slow.stderr
+    assert "FAIL q" in slow.stdout and "0.90x" in slow.stdout
+    other = slower.model_copy(deep=True)
+    other.environment.device_name = "another CPU"
+    write_model(new, other)
+    skipped = optkit_cli("gate", str(new), "--against", str(path))
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert "speed not compared" in skipped.stdout and "another CPU" in skipped.stdout
