@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from optkit.meters.energy import EnergyCounter, PowerSampler
-from optkit.meters.latency import HALVES, CpuWatch, enough, halves_gap, stats, uncontended
+from optkit.meters.latency import BUSY_SHARE, HALVES, CpuWatch, busy_limit, enough, halves_gap, stats, uncontended
 from optkit.meters.memory import PeakMemory
 from optkit.recipe import BenchSpec
 from optkit.results import BenchResult, Energy
@@ -18,6 +18,7 @@ HARD_CAP = 10_000  # repetitions per batch size, whatever min_seconds asks of a 
 
 @dataclass
 class _Samples:
+    limit: float = BUSY_SHARE  # share of all cores others may use before a sample counts as contended
     prefill_ms: list[float] = field(default_factory=list)
     prefill_share: list[float | None] = field(default_factory=list)
     tps: list[float] = field(default_factory=list)
@@ -73,7 +74,7 @@ def _one_rep(lm, prompt, gen_len: int, energy: EnergyCounter, into: _Samples) ->
     into.e2e_share.append(w_all.share)
     into.joules.append(_joules(e0, e1))
     into.decode_s += decode
-    into.clean_decode_s += decode if enough([w_dec.share], 1) else 0.0
+    into.clean_decode_s += decode if enough([w_dec.share], 1, into.limit) else 0.0
 
 
 def _done(s: _Samples, spec: BenchSpec) -> bool:
@@ -83,25 +84,25 @@ def _done(s: _Samples, spec: BenchSpec) -> bool:
     n = len(s.tps)
     if n >= HARD_CAP:
         return True
-    clean = enough(s.decode_share, spec.repeats) and enough(s.prefill_share, spec.repeats)
+    clean = enough(s.decode_share, spec.repeats, s.limit) and enough(s.prefill_share, spec.repeats, s.limit)
     # halves that disagree: keep measuring while repeats are left
-    steady = (halves_gap(uncontended(s.tps, s.decode_share)) or 0.0) <= HALVES
+    steady = (halves_gap(uncontended(s.tps, s.decode_share, s.limit)) or 0.0) <= HALVES
     if clean and steady and s.clean_decode_s >= spec.min_seconds:
         return True
     return n >= spec.max_repeats and s.decode_s >= spec.min_seconds
 
 
-def _measure(lm, prompt, spec: BenchSpec, energy: EnergyCounter) -> _Samples:
+def _measure(lm, prompt, spec: BenchSpec, energy: EnergyCounter, limit: float) -> _Samples:
     """Warm up, then repeat until _done."""
     for _ in range(spec.warmup):
-        _one_rep(lm, prompt, spec.gen_len, energy, _Samples())
-    samples = _Samples()
+        _one_rep(lm, prompt, spec.gen_len, energy, _Samples(limit))
+    samples = _Samples(limit)
     while not samples.tps or not _done(samples, spec):
         _one_rep(lm, prompt, spec.gen_len, energy, samples)
     return samples
 
 
-def _prefill_only(lm, prompt, spec: BenchSpec):
+def _prefill_only(lm, prompt, spec: BenchSpec, limit: float):
     """Time to first token at one more prompt length: repeats (plus contention extras up to max_repeats)."""
     for _ in range(spec.warmup):
         _prefill(lm, prompt)
@@ -110,9 +111,9 @@ def _prefill_only(lm, prompt, spec: BenchSpec):
         _, _, seconds, share = _prefill(lm, prompt)
         ms.append(seconds * 1000)
         shares.append(share)
-        if enough(shares, spec.repeats):
+        if enough(shares, spec.repeats, limit):
             break
-    return stats(ms, "ms", shares, spec.repeats)
+    return stats(ms, "ms", shares, spec.repeats, limit)
 
 
 def _energy(counter: EnergyCounter, first: _Samples, spec: BenchSpec, idle: float | None) -> Energy | None:
@@ -135,14 +136,49 @@ def _energy(counter: EnergyCounter, first: _Samples, spec: BenchSpec, idle: floa
     return out
 
 
+def _limit(lm, spec: BenchSpec) -> float:
+    """Set the benchmark's threads; the share of the CPU others may use before a sample counts as contended."""
+    if spec.threads:
+        lm.set_threads(spec.threads)
+    return busy_limit(lm.threads if lm.device == "cpu" else 1)  # on a GPU one CPU thread feeds it
+
+
+def paired_speedup(lm, base, baseline: str, spec: BenchSpec):
+    """Batch-1 rounds alternating variant and baseline (order swapped every round) on the same prompt; each
+    round gives a decode and a prefill ratio. A round counts as contended when either half was."""
+    import torch
+
+    from optkit.results import PairedSpeed
+
+    limit = _limit(lm, spec)
+    _limit(base, spec)
+    prompt = torch.randint(3, lm.vocab_size, (1, spec.prompt_len), generator=torch.Generator().manual_seed(0))
+    energy = EnergyCounter(lm.device)
+    mine, theirs = _Samples(limit), _Samples(limit)
+    for model in (lm, base):  # warm-up
+        _one_rep(model, prompt, spec.gen_len, energy, _Samples(limit))
+    for i in range(spec.paired_rounds):
+        for model, into in ((lm, mine), (base, theirs))[:: 1 if i % 2 == 0 else -1]:
+            _one_rep(model, prompt, spec.gen_len, energy, into)
+
+    def worst(a: list, b: list) -> list:
+        return [None if x is None and y is None else max(x or 0.0, y or 0.0) for x, y in zip(a, b)]
+
+    wanted = max(2, (spec.paired_rounds + 1) // 2)
+    decode = stats([v / b for v, b in zip(mine.tps, theirs.tps)], "x", worst(mine.decode_share,
+                   theirs.decode_share), wanted, limit)
+    prefill = stats([b / v for v, b in zip(mine.prefill_ms, theirs.prefill_ms)], "x",
+                    worst(mine.prefill_share, theirs.prefill_share), wanted, limit)
+    return PairedSpeed(baseline=baseline, rounds=spec.paired_rounds, decode_speedup=decode, prefill_speedup=prefill)
+
+
 def run_bench(lm, spec: BenchSpec) -> BenchResult:
     import torch
 
     from optkit.meters.roofline import analyze, kv_bytes_per_token
     from optkit.results import PrefillPoint, ThroughputPoint
 
-    if spec.threads:
-        lm.set_threads(spec.threads)
+    limit = _limit(lm, spec)
     gen = torch.Generator().manual_seed(0)
     longest = max(spec.prefill_lens())
     prompts = torch.randint(3, lm.vocab_size, (max(spec.batch_sizes), longest), generator=gen)
@@ -151,15 +187,16 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
     curve, prefill_curve = [], []
     with PeakMemory(lm.device) as mem:  # the peak covers the largest batch: what serving it would need
         for batch in spec.batch_sizes:
-            s = _measure(lm, prompts[:batch, :spec.prompt_len], spec, energy)
+            s = _measure(lm, prompts[:batch, :spec.prompt_len], spec, energy, limit)
             curve.append(ThroughputPoint(
-                batch_size=batch, decode_tokens_per_s=stats(s.tps, "tokens/s", s.decode_share, spec.repeats),
-                prefill_ms=stats(s.prefill_ms, "ms", s.prefill_share, spec.repeats), decode_seconds=s.decode_s))
+                batch_size=batch, decode_tokens_per_s=stats(s.tps, "tokens/s", s.decode_share, spec.repeats, limit),
+                prefill_ms=stats(s.prefill_ms, "ms", s.prefill_share, spec.repeats, limit), decode_seconds=s.decode_s))
             if batch == 1:
                 first = s
-                e2e = stats(s.e2e_ms, "ms", s.e2e_share, spec.repeats)
+                e2e = stats(s.e2e_ms, "ms", s.e2e_share, spec.repeats, limit)
         for length in spec.prefill_lens():
-            st = curve[0].prefill_ms if length == spec.prompt_len else _prefill_only(lm, prompts[:1, :length], spec)
+            st = curve[0].prefill_ms if length == spec.prompt_len else \
+                _prefill_only(lm, prompts[:1, :length], spec, limit)
             prefill_curve.append(PrefillPoint(prompt_len=length, prefill_ms=st))
     energy_result = _energy(energy, first, spec, idle)
     if energy_result is None:

@@ -50,7 +50,8 @@ def _speed(r: Row, required: float, strict: bool) -> tuple[bool, str]:
     if r.speedup is None:
         return False, "no decode speed to compare"
     rng = r.speedup_range
-    text = f"decode speed-up {r.speedup:.2f}x" + (f" (p10/p90 range {rng[0]:.2f}x-{rng[1]:.2f}x)" if rng else "")
+    text = f"decode speed-up {r.speedup:.2f}x" + (f" (p10/p90 range {rng[0]:.2f}x-{rng[1]:.2f}x" if rng else " (") \
+        + f"{', ' if rng else ''}{r.speedup_how})" + (f" [uncertain: {r.speedup_noisy}]" if r.speedup_noisy else "")
     return _judge(text, r.speedup, rng, required, False, strict, f"{required:g}x required", "",
                   "even the optimistic end is below", "median below")
 

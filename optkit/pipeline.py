@@ -60,6 +60,15 @@ def _baseline_first(plan: Plan, run_dir: Path) -> list[Job]:
             for j in jobs]
 
 
+def _paired(plan: Plan, jobs: list[Job]) -> list[Job]:
+    """Every benchmarked variant but the baseline also times itself against the baseline, in its own process."""
+    base = next((j.variant for j in jobs if j.variant.name == plan.recipe.baseline), None)
+    if base is None or len(jobs) < 2:
+        return jobs
+    return [j.model_copy(update={"pair_with": base}) if j.variant.name != base.name and j.bench
+            and j.bench.paired_rounds else j for j in jobs]
+
+
 class LocalExecutor:
     """One variant after another on this machine, each in a fresh process."""
 
@@ -79,7 +88,7 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
     run_dir = Path(run_dir)
     (run_dir / "variants").mkdir(parents=True, exist_ok=True)
     write_model(run_dir / "plan.json", plan)
-    ordered = _baseline_first(plan, run_dir)
+    ordered = _paired(plan, _baseline_first(plan, run_dir))
     index = {j.variant.name: i for i, j in enumerate(ordered, 1)}
     label = lambda j: f"[{index[j.variant.name]}/{len(ordered)}] {j.variant.name}"  # noqa: E731
     done: dict[str, Candidate] = {}

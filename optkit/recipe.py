@@ -119,6 +119,9 @@ class BenchSpec(Strict):
     min_seconds: float = Field(default=2.0, ge=0, description="least decode time measured per batch size, on top "
                                "of `repeats`: fast models get more repetitions instead of a few lucky ones")
     roofline: bool = True
+    paired_rounds: int = Field(default=4, ge=0, description="after its benchmark, each variant decodes in this many "
+                               "rounds alternating with the baseline, in one process: the speed-ups the report "
+                               "quotes, immune to drift between variants (0: off; skipped when both do not fit)")
 
     @field_validator("batch_sizes", "prompt_lens")
     @classmethod

@@ -77,6 +77,17 @@ class PrefillPoint(BaseModel):
     prefill_ms: Stats  # batch 1: time to first token
 
 
+class PairedSpeed(BaseModel):
+    """The variant and the baseline decoding in alternating rounds in one process: each round's ratio is one
+    sample, so drift of the machine between variants cancels and a disturbance hits both halves of a round."""
+
+    baseline: str
+    rounds: int = 0
+    decode_speedup: Stats | None = Field(default=None, description="variant tokens/s / baseline tokens/s, per round")
+    prefill_speedup: Stats | None = Field(default=None, description="baseline prefill ms / variant prefill ms")
+    skipped: str | None = Field(default=None, description="why no rounds were run (e.g. both do not fit in memory)")
+
+
 class BenchResult(BaseModel):
     prefill_ms: Stats
     decode_tokens_per_s: Stats
@@ -94,6 +105,8 @@ class BenchResult(BaseModel):
                                  "time a user waits for the whole answer")
     prefill_by_prompt_len: list[PrefillPoint] = Field(default_factory=list, description="batch-1 time to first "
                                                       "token at each of bench.prompt_lens (and prompt_len)")
+    paired: PairedSpeed | None = Field(default=None, description="speed-ups against the baseline measured in "
+                                       "alternating rounds in this variant's process (bench.paired_rounds)")
 
 
 class Candidate(BaseModel):

@@ -28,6 +28,7 @@ class Job(BaseModel):
     eval: EvalSpec | None = None
     bench: BenchSpec | None = None
     reference: Reference | None = None  # fidelity: save the baseline's log-probs, or compare to them
+    pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
     save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
 
     @property
@@ -120,6 +121,47 @@ def _bench(lm, job: Job, cand: Candidate) -> None:
                                  f"{st.contention or 0:.0%} of CPU")
 
 
+def _room_for(params: int, device: str) -> str | None:
+    """Why a float32 copy of a model with `params` weights would not fit beside the one loaded, or None."""
+    need = params * 4 * 1.3  # float32 weights and working memory: the most a baseline usually needs
+    if device.startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        try:
+            with open("/proc/meminfo") as fh:
+                free = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return None  # nobody can tell: try
+    return None if free > need else f"the baseline needs ~{need / 2**30:.1f} GiB beside this variant, " \
+                                    f"{free / 2**30:.1f} GiB are free"
+
+
+def _pair(lm, job: Job, cand: Candidate) -> None:
+    """Rebuild the baseline in this process and time both in alternating rounds (bench.paired_speedup)."""
+    from optkit import loading
+    from optkit.bench import paired_speedup
+    from optkit.methods.base import apply_steps
+    from optkit.results import PairedSpeed
+
+    name = job.pair_with.name
+    skip = _room_for(lm.params, job.device)
+    if any(s.auto_exclude is not None for s in job.pair_with.steps):
+        skip = "the baseline's own steps search (auto_exclude) and are not rebuilt here"
+    if skip:
+        cand.bench.paired = PairedSpeed(baseline=name, skipped=skip)
+        say(f"paired speed-up: skipped ({skip})")
+        return
+    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                        job.model.trust_remote_code)
+    base, _ = apply_steps(base, job.pair_with.steps)
+    cand.bench.paired = paired_speedup(lm, base, name, job.bench)
+    st = cand.bench.paired.decode_speedup
+    say(f"paired speed-up vs {name}: decode {st.median:.2f}x [{st.p10:.2f}-{st.p90:.2f}] over {st.n} rounds"
+        + (f" (noisy: {st.noisy_reason})" if st.noisy else ""))
+
+
 def build_and_measure(job: Job) -> Candidate:
     from optkit import artifacts, loading
     from optkit.errors import OptkitError
@@ -142,6 +184,8 @@ def build_and_measure(job: Job) -> Candidate:
         if job.bench:
             phase("benchmarking")
             _bench(lm, job, cand)
+            if job.pair_with is not None and job.bench.paired_rounds:
+                _pair(lm, job, cand)
     except OptkitError as exc:
         cand.status, cand.error = "failed", str(exc)
     except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback

@@ -1,8 +1,11 @@
 """Timing statistics that notice a busy machine.
 
 Contention is read from /proc/stat around each sample: CPU time spent by everyone minus our own
-process, as a share of all cores. Samples taken while others used the CPU are set aside when enough
-clean ones exist; otherwise the result is flagged noisy instead of silently published. A result is also
+process (steal time included: a neighbour VM is a neighbour too), as a share of all cores. It is judged
+against the cores the benchmark leaves free: a 2-thread decode on 2 cores is slowed by any other runnable
+process, a 1-thread decode on 8 cores is not. Samples taken while others used more than the free cores (plus
+a quarter of a core) are set aside when enough clean ones exist; otherwise the result is flagged noisy
+instead of silently published. A result is also
 flagged when the first and second half of its repetitions disagree by more than 10%: two back-to-back runs
 must agree, or the number does not describe the model.
 """
@@ -15,7 +18,8 @@ import time
 
 from optkit.stats import bootstrap_ci, quantile
 
-BUSY_SHARE = 0.25  # other processes using more than this share of all cores: a contended sample
+BUSY_SHARE = 0.25  # share of all cores others may use when nobody says how many the benchmark uses
+SLACK_CORES = 0.25  # what other processes may use beyond the cores the benchmark leaves free
 SPREAD = 0.25  # (p90 - p10) / median above this: a noisy measurement
 HALVES = 0.10  # medians of the first and second half of the repetitions further apart: not reproducible
 
@@ -54,6 +58,14 @@ def _own_cpu() -> float:
     return t.user + t.system
 
 
+def busy_limit(threads: int | None, cores: int | None = None) -> float:
+    """The share of all cores other processes may use before a sample counts as contended, for a benchmark
+    computing on `threads` cores (None: all of them)."""
+    cores = cores or os.cpu_count() or 1
+    free = max(0, cores - (threads or cores))
+    return (free + SLACK_CORES) / cores
+
+
 def halves_gap(values: list[float]) -> float | None:
     """Relative difference between the medians of the first and second half of the samples, in the order
     taken: two back-to-back runs that disagree mean the machine drifted (thermal, frequency, neighbours)."""
@@ -64,20 +76,21 @@ def halves_gap(values: list[float]) -> float | None:
     return abs(b - a) / min(a, b) if min(a, b) > 0 else None
 
 
-def stats(values: list[float], unit: str, shares: list[float | None], wanted: int):
+def stats(values: list[float], unit: str, shares: list[float | None], wanted: int, limit: float = BUSY_SHARE):
     """Median / p10 / p90 / bootstrap CI over clean samples when there are enough of them, else over all;
     flagged noisy, with the reason, when contended, widely spread or when its two halves disagree."""
     from optkit.results import Stats
 
     known = [s for s in shares if s is not None]
-    clean = uncontended(values, shares)
+    clean = uncontended(values, shares, limit)
     use = clean if len(clean) >= wanted else values
     med = statistics.median(use)
     p10, p90 = quantile(use, 0.1), quantile(use, 0.9)
     lo, hi = bootstrap_ci(use)
     reasons = []
     if len(clean) < wanted:
-        reasons.append(f"only {len(clean)} of {wanted} samples taken while other processes left the CPU alone")
+        reasons.append(f"only {len(clean)} of {wanted} samples taken while other processes left the benchmark's "
+                       f"cores alone (others used up to {max(known, default=0):.0%} of the CPU)")
     if med > 0 and (p90 - p10) / med > SPREAD:
         reasons.append(f"p10-p90 spread is {(p90 - p10) / med:.0%} of the median")
     gap = halves_gap(use)
@@ -88,11 +101,11 @@ def stats(values: list[float], unit: str, shares: list[float | None], wanted: in
                  noisy_reason="; ".join(reasons) or None)
 
 
-def uncontended(values: list[float], shares: list[float | None]) -> list[float]:
-    """The samples taken while other processes left the CPU alone (or where nobody could tell)."""
-    return [v for v, s in zip(values, shares) if s is None or s <= BUSY_SHARE]
+def uncontended(values: list[float], shares: list[float | None], limit: float = BUSY_SHARE) -> list[float]:
+    """The samples taken while other processes left the benchmark's cores alone (or where nobody could tell)."""
+    return [v for v, s in zip(values, shares) if s is None or s <= limit]
 
 
-def enough(shares: list[float | None], wanted: int) -> bool:
+def enough(shares: list[float | None], wanted: int, limit: float = BUSY_SHARE) -> bool:
     """Enough uncontended samples? Extra repeats only help against contention, not intrinsic spread."""
-    return sum(1 for s in shares if s is None or s <= BUSY_SHARE) >= wanted
+    return len(uncontended(list(shares), shares, limit)) >= wanted

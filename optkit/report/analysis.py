@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optkit.results import Candidate, Report
+from optkit.results import Candidate, Report, Stats
 from optkit.stats import mcnemar_exact, pair_by_id, paired_mean_ci, paired_ratio_ci
 
 __all__ = ["mcnemar_exact"]  # also here: the report's view of the flips test
@@ -29,8 +29,12 @@ class Row:
     tps_p90: float | None = None
     ppl_delta: float | None = None  # relative to the reference (the baseline unless told otherwise)
     ppl_delta_ci: tuple[float, float] | None = None  # 95% paired CI of ppl_delta
+    tps_reason: str | None = None
+    paired: Stats | None = None  # decode speed-up vs the run's baseline, alternating rounds in one process
     speedup: float | None = None
-    speedup_range: tuple[float, float] | None = None  # pessimistic, optimistic from p10/p90
+    speedup_range: tuple[float, float] | None = None  # pessimistic, optimistic (p10/p90)
+    speedup_how: str = ""  # "paired over N rounds" or "from separate runs"
+    speedup_noisy: str | None = None  # why the speed-up is uncertain, or None when it held up
     size_ratio: float | None = None  # baseline size / this size
     error: str | None = None
 
@@ -52,18 +56,29 @@ def row(c: Candidate) -> Row:
         prefill_ms=b.prefill_ms.median if b else None,
         size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
+        tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
+        paired=b.paired.decode_speedup if b and b.paired else None,
     )
 
 
-def compare(ref: Row, r: Row) -> Row:
-    """Fill r's deltas relative to ref."""
+def compare(ref: Row, r: Row, paired: bool = False) -> Row:
+    """Fill r's deltas relative to ref. With paired (ref is the run's baseline), the speed-up measured in
+    alternating rounds in r's process is used where it exists: drift of the machine between variants cancels
+    there. Otherwise the ratio of two separate runs, uncertain when either was noisy."""
     if ref.ppl and r.ppl:
         r.ppl_delta = r.ppl / ref.ppl - 1
         r.ppl_delta_ci = paired_ratio_ci(ref.block_nll, r.block_nll)
-    if ref.tps and r.tps:
-        r.speedup = r.tps / ref.tps
+    if paired and r.paired is not None and r is not ref:
+        st = r.paired
+        r.speedup, r.speedup_range, r.speedup_how = st.median, (st.p10, st.p90), f"paired over {st.n} rounds"
+        r.speedup_noisy = st.noisy_reason if st.noisy else None
+    elif ref.tps and r.tps:
+        r.speedup, r.speedup_how = r.tps / ref.tps, "from separate runs"
         if ref.tps_p10 and ref.tps_p90 and r.tps_p10 and r.tps_p90:
             r.speedup_range = (r.tps_p10 / ref.tps_p90, r.tps_p90 / ref.tps_p10)
+        why = [f"{n} decode timing noisy: {x.tps_reason or 'spread'}" for n, x in (("its", r), ("the baseline's",
+               ref)) if x.tps_noisy and not (x is ref and r is ref)]
+        r.speedup_noisy = "; ".join(why) or None
     if ref.size_mb and r.size_mb:
         r.size_ratio = ref.size_mb / r.size_mb
     return r
@@ -72,16 +87,17 @@ def compare(ref: Row, r: Row) -> Row:
 def rows(report: Report) -> list[Row]:
     out = [row(c) for c in report.variants]
     base = next((r for r in out if r.name == report.baseline), None)
-    return [compare(base, r) for r in out] if base else out
+    return [compare(base, r, paired=True) for r in out] if base else out
 
 
 def frontier(rs: list[Row]) -> list[str]:
     """Names of ok variants no other variant beats on both perplexity (lower) and decode speed (higher)."""
     pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None]
+    fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
     keep = []
     for r in pts:
-        dominated = any(o is not r and o.ppl <= r.ppl and o.tps >= r.tps and (o.ppl < r.ppl or o.tps > r.tps)
-                        for o in pts)
+        dominated = any(o is not r and o.ppl <= r.ppl and fast[o.name] >= fast[r.name]
+                        and (o.ppl < r.ppl or fast[o.name] > fast[r.name]) for o in pts)
         if not dominated:
             keep.append(r.name)
     return keep
@@ -104,10 +120,10 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         return f"One model measured ({base.name}); add variants to a recipe to compare and get a recommendation.", []
     if base.tps is None:
         return _accuracy_only(rs, base, limit)
-    ok = [r for r in rs if r.status == "ok" and r.tps is not None and r.name != base.name]
+    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name]
     within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
-    best = max(within, key=lambda r: r.tps, default=None)
-    chosen = best if best is not None and best.tps > base.tps else base
+    best = max(within, key=lambda r: r.speedup, default=None)
+    chosen = best if best is not None and best.speedup > 1 else base
     rejected = []
     for r in rs:
         if r is chosen or r is base:
@@ -116,20 +132,41 @@ def recommend(report: Report) -> tuple[str, list[str]]:
             rejected.append(f"{r.name}: {r.status} ({r.error or 'no reason recorded'})")
         elif r.ppl_delta is not None and r.ppl_delta > limit:
             rejected.append(f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget")
-        elif r.tps is not None:
-            rejected.append(f"{r.name}: slower than {chosen.name} ({r.tps:.1f} vs {chosen.tps:.1f} tokens/s)")
+        elif r.speedup is not None:
+            rejected.append(f"{r.name}: slower than {chosen.name} ({speed_text(r)} vs "
+                            f"{speed_text(chosen) if chosen is not base else '1.00x'} decode)")
     if chosen is base:
         return (f"Keep the baseline ({base.name}): no variant decoded faster while staying within "
                 f"{limit:.0%} perplexity.", rejected)
-    parts = [f"{best.speedup:.2f}x decode speed"]
+    parts = [f"{speed_text(best)} decode speed"]
     if best.size_ratio:
         parts.append(f"{best.size_ratio:.1f}x smaller" if best.size_ratio >= 1 else
                      f"{1 / best.size_ratio:.1f}x larger")
     if best.ppl_delta is not None:
         ci = best.ppl_delta_ci
         parts.append(f"perplexity {best.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci else ""))
-    noisy = " Timings were noisy; rerun on a quiet machine before deciding." if best.noisy or base.noisy else ""
+    noisy = (f" The speed-up is uncertain ({best.speedup_noisy}); rerun on a quiet machine before deciding."
+             if best.speedup_noisy else "")
     return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{noisy}", rejected
+
+
+def noisy_figures(report: Report) -> list[str]:
+    """Why figures the recommendation rests on are uncertain: the chosen variant's speed-up, or, when it keeps
+    the baseline, the speed-ups of the variants within budget that it turned down."""
+    headline, _ = recommend(report)
+    within = [r for r in rows(report) if r.name != report.baseline and r.status == "ok" and r.speedup_noisy
+              and (r.ppl_delta is None or r.ppl_delta <= budget(report))]
+    if headline.startswith("Ship "):
+        within = [r for r in within if headline.startswith(f"Ship {r.name}:")]
+    return [f"{r.name}: decode speed-up {speed_text(r)} ({r.speedup_noisy})" for r in within]
+
+
+def speed_text(r: Row) -> str:
+    """A speed-up as people should read it: a plain number only when the timing held up, else the range."""
+    if not r.speedup_noisy or r.speedup_range is None:
+        return f"{r.speedup:.2f}x"
+    lo, hi = r.speedup_range
+    return f"uncertain {lo:.2f}x-{hi:.2f}x (noisy)"
 
 
 def _accuracy_only(rs: list[Row], base: Row, limit: float) -> tuple[str, list[str]]:

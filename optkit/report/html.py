@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from optkit.report.analysis import budget, fidelity, frontier, label, recommend, rows, task_deltas
+from optkit.report.analysis import budget, fidelity, frontier, label, noisy_figures, recommend, rows, task_deltas
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
 from optkit.results import Report
@@ -14,6 +14,7 @@ from optkit.results import Report
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#111}
 h1{font-size:1.5em} .rec{font-size:1.2em;border-left:4px solid #111;padding:.4em .8em;background:#f4f4f4}
+.notice{border:2px solid #b45309;background:#fff7ed;padding:.4em .8em;margin:.6em 0}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{border:1px solid #999;padding:.3em .5em;text-align:right}
 th:first-child,td:first-child{text-align:left} .failed{font-style:italic} small{color:#444}
@@ -209,6 +210,9 @@ def render_html(report: Report) -> str:
     env_rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>"
                        for k, v in env.model_dump().items() if v is not None)
     rej = "".join(f"<li>{escape(r)}</li>" for r in rejected)
+    noisy = "".join(f"<li>{escape(n)}</li>" for n in noisy_figures(report))
+    notice = (f'<div class="notice" id="noisy-notice"><b>Timing was noisy:</b> figures behind this recommendation '
+              f'are uncertain; rerun on a quiet machine before deciding.<ul>{noisy}</ul></div>') if noisy else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>optkit report: {escape(report.run)}</title>
 <style>{CSS}</style></head><body>
@@ -216,6 +220,7 @@ def render_html(report: Report) -> str:
 <p><small>checkpoint {escape(report.checkpoint)} · baseline {escape(report.baseline)} · {escape(report.created)}
 · quality budget: perplexity within +{budget(report):.0%}</small></p>
 <p class="rec" id="recommendation">{escape(headline)}</p>
+{notice}
 {f"<p>Not chosen:</p><ul>{rej}</ul>" if rej else ""}
 <h2>Accuracy vs speed</h2>{chart(report)}
 <h2>Variants</h2>

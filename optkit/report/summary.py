@@ -23,7 +23,8 @@ def table_rows(report: Report) -> list[list[str]]:
         ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
         out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%") + ci,
                     _fmt(r.tps, ".1f") + (" (noisy)" if r.tps_noisy else ""),
-                    _fmt(r.speedup, ".2f", "x"), _fmt(r.prefill_ms, ".1f") + (" (noisy)" if r.prefill_noisy else ""),
+                    _fmt(r.speedup, ".2f", "x") + (" (noisy)" if r.speedup_noisy else ""),
+                    _fmt(r.prefill_ms, ".1f") + (" (noisy)" if r.prefill_noisy else ""),
                     _fmt(r.size_mb, ".1f"), _fmt(r.peak_mb, ".0f")])
     return out
 

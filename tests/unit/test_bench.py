@@ -193,3 +193,13 @@ def test_bench_command_prints_a_row_per_batch_size(tiny_model, tmp_path):
         assert key in result.output
     bad = CliRunner().invoke(main, ["bench", str(tiny_model), "--batch-sizes", "1,x"])
     assert bad.exit_code == 2 and "--batch-sizes" in bad.output
+
+
+def test_contention_is_judged_against_the_cores_the_benchmark_uses():
+    from optkit.meters.latency import busy_limit, uncontended
+
+    assert busy_limit(2, cores=2) == 0.125  # every core busy: a quarter core of others is already contention
+    assert busy_limit(1, cores=8) == (7 + 0.25) / 8  # seven idle cores absorb other processes
+    assert busy_limit(None, cores=4) == 0.25 / 4
+    shares = [0.05, 0.2, 0.268, None]  # the demo's disturbed baseline: others at 20-27% of 2 cores
+    assert uncontended([1, 2, 3, 4], shares, busy_limit(2, cores=2)) == [1, 4]

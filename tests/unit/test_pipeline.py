@@ -71,6 +71,9 @@ def test_run_writes_reports_and_records_a_crash(tmp_path, tiny_model, text_file)
         assert set(v["bench"]["decode_tokens_per_s"]) >= {"median", "p10", "p90", "n"}
         assert v["bench"]["energy"]["status"] in ("ok", "unavailable")
     assert status["int8"]["steps"][0]["modules_changed"]
+    paired = status["int8"]["bench"]["paired"]  # timed against the baseline in alternating rounds, in its process
+    assert paired["baseline"] == "base" and paired["rounds"] == 4 and paired["decode_speedup"]["median"] > 0
+    assert status["base"]["bench"]["paired"] is None
     assert report["environment"]["torch"] and report["baseline"] == "base"
     html = (out / "report.html").read_text()
     assert 'id="chart"' in html and 'id="recommendation"' in html and "hangs" in html

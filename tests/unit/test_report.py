@@ -84,3 +84,30 @@ def test_a_single_model_gets_no_comparison_sentence():
     headline, rejected = recommend(make_report())  # optkit eval / bench: the baseline alone
     assert headline.startswith("One model measured (base)") and not rejected
     assert "within" not in headline and "Ship" not in headline
+
+
+def test_a_disturbed_baseline_does_not_inflate_the_speed_up():
+    """The demo's case: the baseline's benchmark ran while another process used the CPU (16.4 tokens/s instead
+    of ~25, flagged noisy); the variant's paired rounds against the baseline, in its own process, say 1.8x."""
+    from optkit.results import PairedSpeed, Stats
+
+    report = make_report(cand("int4", 20.5, 43.5))
+    base, int4 = report.variants
+    base.bench.decode_tokens_per_s = Stats(median=16.4, p10=15.0, p90=22.0, n=5, noisy=True,
+                                           noisy_reason="only 3 of 5 samples taken while other processes left "
+                                                        "the benchmark's cores alone")
+    paired = Stats(median=1.8, p10=1.75, p90=1.86, n=4)
+    int4.bench.paired = PairedSpeed(baseline="base", rounds=4, decode_speedup=paired)
+    headline, _ = recommend(report)
+    assert headline.startswith("Ship int4: 1.80x decode speed") and "2.65x" not in headline
+    assert "uncertain" not in headline and 'id="noisy-notice"' not in render_html(report)
+    [r] = [r for r in rows(report) if r.name == "int4"]
+    assert r.speedup_how == "paired over 4 rounds"
+    # without the paired rounds, the ratio of the two runs is uncertain and never quoted as a plain number
+    int4.bench.paired = None
+    headline, _ = recommend(report)
+    assert "uncertain" in headline and "2.65x decode" not in headline and "the baseline's decode timing noisy" \
+        in headline
+    page = render_html(report)
+    assert 'id="noisy-notice"' in page and "int4: decode speed-up uncertain" in page
+    assert "(noisy)" in text_table(report)
