@@ -136,6 +136,16 @@ def _energy(counter: EnergyCounter, first: _Samples, spec: BenchSpec, idle: floa
     return out
 
 
+def prompts(lm, batch: int, length: int):
+    """Seeded random token ids, led by the model's own prefix (BOS where its tokenizer adds one)."""
+    import torch
+
+    ids = torch.randint(3, lm.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
+    prefix = torch.tensor(lm.prefix[:length], dtype=ids.dtype)
+    ids[:, :len(prefix)] = prefix
+    return ids
+
+
 def _limit(lm, spec: BenchSpec) -> float:
     """Set the benchmark's threads; the share of the CPU others may use before a sample counts as contended."""
     if spec.threads:
@@ -146,13 +156,12 @@ def _limit(lm, spec: BenchSpec) -> float:
 def paired_speedup(lm, base, baseline: str, spec: BenchSpec):
     """Batch-1 rounds alternating variant and baseline (order swapped every round) on the same prompt; each
     round gives a decode and a prefill ratio. A round counts as contended when either half was."""
-    import torch
 
     from optkit.results import PairedSpeed
 
     limit = _limit(lm, spec)
     _limit(base, spec)
-    prompt = torch.randint(3, lm.vocab_size, (1, spec.prompt_len), generator=torch.Generator().manual_seed(0))
+    prompt = prompts(lm, 1, spec.prompt_len)
     energy = EnergyCounter(lm.device)
     mine, theirs = _Samples(limit), _Samples(limit)
     for model in (lm, base):  # warm-up
@@ -173,21 +182,19 @@ def paired_speedup(lm, base, baseline: str, spec: BenchSpec):
 
 
 def run_bench(lm, spec: BenchSpec) -> BenchResult:
-    import torch
 
     from optkit.meters.roofline import analyze, kv_bytes_per_token
     from optkit.results import PrefillPoint, ThroughputPoint
 
     limit = _limit(lm, spec)
-    gen = torch.Generator().manual_seed(0)
     longest = max(spec.prefill_lens())
-    prompts = torch.randint(3, lm.vocab_size, (max(spec.batch_sizes), longest), generator=gen)
+    ids = prompts(lm, max(spec.batch_sizes), longest)
     energy = EnergyCounter(lm.device)
     idle = energy.idle_watts() if energy.available else None  # before any of our work heats the device
     curve, prefill_curve = [], []
     with PeakMemory(lm.device) as mem:  # the peak covers the largest batch: what serving it would need
         for batch in spec.batch_sizes:
-            s = _measure(lm, prompts[:batch, :spec.prompt_len], spec, energy, limit)
+            s = _measure(lm, ids[:batch, :spec.prompt_len], spec, energy, limit)
             curve.append(ThroughputPoint(
                 batch_size=batch, decode_tokens_per_s=stats(s.tps, "tokens/s", s.decode_share, spec.repeats, limit),
                 prefill_ms=stats(s.prefill_ms, "ms", s.prefill_share, spec.repeats, limit), decode_seconds=s.decode_s))
@@ -196,7 +203,7 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
                 e2e = stats(s.e2e_ms, "ms", s.e2e_share, spec.repeats, limit)
         for length in spec.prefill_lens():
             st = curve[0].prefill_ms if length == spec.prompt_len else \
-                _prefill_only(lm, prompts[:1, :length], spec, limit)
+                _prefill_only(lm, ids[:1, :length], spec, limit)
             prefill_curve.append(PrefillPoint(prompt_len=length, prefill_ms=st))
     energy_result = _energy(energy, first, spec, idle)
     if energy_result is None:

@@ -43,15 +43,17 @@ def calibration_text(path: str | None) -> tuple[str, str]:
     return p.read_text(encoding="utf-8"), str(p)
 
 
-def calibration_batch(tokenizer, spec: CalibrationSpec):
-    """-> LongTensor [samples, seq_len] of token windows at seeded random offsets."""
+def calibration_batch(lm, spec: CalibrationSpec):
+    """-> LongTensor [samples, seq_len] of token windows at seeded random offsets, each led by the special
+    tokens the model's tokenizer puts before a text (lm.prefix), so activations are those the model sees."""
     import torch
 
     text, source = calibration_text(spec.path)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = lm.encode(text)
+    prefix = lm.prefix
     if len(ids) < spec.seq_len + 1:
         raise BadInput(f"calibration text {source} has {len(ids)} tokens, fewer than seq_len {spec.seq_len}; "
                        "use a longer text or a smaller seq_len")
     rng = random.Random(spec.seed)
     starts = [rng.randrange(0, len(ids) - spec.seq_len) for _ in range(spec.samples)]
-    return torch.tensor([ids[s:s + spec.seq_len] for s in starts])
+    return torch.tensor([prefix + ids[s:s + spec.seq_len - len(prefix)] for s in starts])

@@ -40,6 +40,45 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+# family -> (config class, model_type extras, BOS token the family's tokenizer puts before a text or None)
+FAMILIES = {
+    "llama": ("LlamaConfig", {}, "<s>"),
+    "gemma3": ("Gemma3TextConfig", {"head_dim": 16, "sliding_window": 32, "query_pre_attn_scalar": 16}, "<bos>"),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}, None),
+    "phi3": ("Phi3Config", {"pad_token_id": 3}, None),
+    "mistral": ("MistralConfig", {"sliding_window": None}, "<s>"),
+}
+
+
+def build_family_model(family: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny random model of a family transformers ships, with a tokenizer that follows the family's rule for
+    special tokens (Llama, Gemma, Mistral put BOS before a text; Qwen and Phi-3 add nothing)."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    config_name, extra, bos = FAMILIES[family]
+    specials = ["<unk>", bos or "<|bos-unused|>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([CORPUS], trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>", pad_token="<pad>",
+                                   **({"bos_token": bos} if bos else {}))
+    torch.manual_seed(seed)
+    config = getattr(transformers, config_name)(
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, **extra)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    fast.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

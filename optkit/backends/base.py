@@ -47,8 +47,29 @@ class LoadedModel(ABC):
         return self.config.vocab_size
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a text, without special tokens (callers add what the model expects)."""
+        """Token ids of a text, without special tokens (callers put `prefix` before each sequence they score)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @property
+    def prefix(self) -> list[int]:
+        """The ids the model's own tokenizer puts before a text (its post-processor / add_bos_token: BOS for
+        Llama, Gemma, Mistral; nothing for Qwen), found by encoding with and without special tokens, as lm-eval's
+        hf model leaves it to the tokenizer. Every sequence optkit scores or calibrates on starts with them."""
+        if not hasattr(self, "_prefix"):
+            probe = "The cat"
+            bare = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(probe)["input_ids"]
+            cut = next((i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare), 0)
+            self._prefix = list(full[:cut])
+        return self._prefix
+
+    def special_tokens_rule(self) -> str:
+        """The prefix rule in words, for the report."""
+        if not self.prefix:
+            return "no special tokens before a text (the tokenizer adds none)"
+        names = self.tokenizer.convert_ids_to_tokens(self.prefix)
+        return f"{' '.join(names)} (id {', '.join(map(str, self.prefix))}) before every sequence, as the " \
+               "tokenizer adds it"
 
     @abstractmethod
     def logits(self, input_ids, past=None):

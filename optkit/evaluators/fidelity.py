@@ -55,7 +55,8 @@ def prompts(lm, spec: FidelitySpec) -> list[list[int]]:
                        "lower eval.fidelity.seq_len or give a longer text")
     count = min(spec.samples, len(tokens) // spec.seq_len)
     gap = (len(tokens) - spec.seq_len) // max(1, count - 1) if count > 1 else 0
-    return [tokens[i * gap:i * gap + spec.seq_len] for i in range(count)]
+    prefix = lm.prefix  # each prompt starts as the model expects a text to (BOS where its tokenizer adds one)
+    return [prefix + tokens[i * gap:i * gap + spec.seq_len - len(prefix)] for i in range(count)]
 
 
 def _logprobs(lm, ids: list[int]):

@@ -1,7 +1,10 @@
 """Token-level perplexity with a sliding window.
 
 Each window of `window` tokens advances by `stride`; only tokens not scored by an earlier window are
-scored, so each token gets between window-stride and window-1 tokens of context. The standard error
+scored, so each token gets between window-stride and window-1 tokens of context. Every window starts with
+the special tokens the model's tokenizer puts before a text (lm.prefix: BOS for Llama, Gemma, Mistral;
+nothing for Qwen), also when it starts mid-text, since that is what the model saw in training; those
+positions are context, never scored. With a prefix the first token of the text is scored too. The standard error
 comes from the spread of the mean NLL over consecutive blocks of scored tokens (128, fewer for short
 texts), carried to perplexity by the delta method.
 """
@@ -17,22 +20,25 @@ from optkit.results import EvalResult
 BLOCK = 128
 
 
-def token_nlls(lm, tokens: list[int], window: int, stride: int) -> list[float]:
-    """NLL of every token after the first. The first window scores all it can; each later window ends
-    `stride` tokens further and scores only its new tokens, so each token is scored exactly once, with at
-    least window - stride tokens of context (stride is capped at window - 1 so no token lacks context)."""
+def token_nlls(lm, tokens: list[int], window: int, stride: int, prefix: list[int] = ()) -> list[float]:
+    """NLL of every token that has context: all of them after a prefix, else all but the first. The first
+    window scores all it can; each later window ends `stride` tokens further and scores only its new tokens,
+    so each token is scored exactly once, with at least window - stride positions of context (stride is capped
+    so no token lacks context). `prefix` (the model's BOS) leads every window and takes its share of it."""
     import torch
 
-    step = min(stride, window - 1)
+    prefix = list(prefix)
+    room = window - len(prefix)  # text tokens per window
+    step = min(stride, room - 1)
     nlls: list[float] = []
-    lo, hi = 1, min(window, len(tokens))
+    lo, hi = (0 if prefix else 1), min(room, len(tokens))
     while lo < len(tokens):
-        start = max(0, hi - window)
-        ids = torch.tensor([tokens[start:hi]])
+        start = max(0, hi - room)
+        ids = torch.tensor([prefix + tokens[start:hi]])
         logits, _ = lm.logits(ids)
         logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
         nll = -logp.gather(1, ids[0, 1:, None].to(logp.device))[:, 0]
-        nlls.extend(nll[lo - start - 1:].tolist())
+        nlls.extend(nll[len(prefix) + lo - start - 1:].tolist())
         lo, hi = hi, min(hi + step, len(tokens))
     return nlls
 
@@ -63,7 +69,7 @@ def evaluate(lm, spec: PerplexitySpec) -> list[EvalResult]:
     tokens = lm.encode(text)[: spec.max_tokens]
     if len(tokens) < 2:
         raise BadInput(f"perplexity text {source} has fewer than 2 tokens; give a longer text")
-    nlls = token_nlls(lm, tokens, spec.window, spec.stride)
+    nlls = token_nlls(lm, tokens, spec.window, spec.stride, lm.prefix)
     ppl, se, mean = summarize(nlls)
     block = block_size(len(nlls))
     blocks = [sum(nlls[i:i + block]) / block for i in range(0, len(nlls) - block + 1, block)]
@@ -71,6 +77,7 @@ def evaluate(lm, spec: PerplexitySpec) -> list[EvalResult]:
         task="wikitext-2" if spec.path is None else "text-file",
         metric="token_perplexity", value=ppl, stderr=se, n=len(nlls), higher_is_better=False,
         details={"source": source, "mean_nll": mean, "window": spec.window, "stride": spec.stride,
+                 "special_tokens": lm.special_tokens_rule(),
                  "stderr_block_tokens": block,
                  # per-block mean NLL on the same tokens for every variant: paired comparisons need them
                  "block_nll": [round(b, 6) for b in blocks]},

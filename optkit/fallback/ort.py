@@ -97,7 +97,7 @@ def rank(trials: _Trials, targets: list[str], batch) -> tuple[list[str], dict[st
 def choose(lm, method, params, targets: list[str], excluded: list[str], spec: AutoExcludeSpec, workdir: Path):
     """-> (nodes to keep in float, details for StepRecord.details["auto_exclude"], warning or None)."""
     started = time.perf_counter()
-    batch = calibration_batch(lm.tokenizer, spec.calibration)
+    batch = calibration_batch(lm, spec.calibration)
     trials = _Trials(lm, method, params, excluded, workdir)
     base_nll = nll(lm, batch)
     ranked, facts, group_kl = list(targets), {}, {}

@@ -158,7 +158,7 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
     the one whose model decodes fastest (measured) wins."""
     import torch
 
-    batch = calibration_batch(lm.tokenizer, spec.calibration)
+    batch = calibration_batch(lm, spec.calibration)
     base_nll = nll(lm, batch)
     errors = layer_kl(lm, method, params, targets, batch[: spec.rank_samples])
     saved = decode_savings(lm, method, params, targets) if spec.cost == "time" else None

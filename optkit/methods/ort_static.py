@@ -73,7 +73,7 @@ class StaticInt8(_OrtQuant):
                             ",".join(params.op_types)])
             cache = workdir / f"calibration-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
             kwargs["calibration_cache_path"], cached = cache, cache.is_file()
-        reader = None if cached else _reader(lm, calibration_batch(lm.tokenizer, params.calibration))
+        reader = None if cached else _reader(lm, calibration_batch(lm, params.calibration))
         quantize_static(
             lm.model_path, dst, reader,
             quant_format=QuantFormat.QDQ, op_types_to_quantize=params.op_types, per_channel=params.per_channel,

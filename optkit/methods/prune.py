@@ -148,7 +148,7 @@ class Wanda(_Prune):
         return problems
 
     def prune(self, lm, params: WandaParams, weights, skipped):
-        batch = calibration_batch(lm.tokenizer, params.calibration)
+        batch = calibration_batch(lm, params.calibration)
 
         def prune_group(names: list[str], norms: dict) -> None:
             for name in names:

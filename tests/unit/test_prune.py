@@ -104,7 +104,7 @@ def test_block_walk_sees_the_same_activations_as_a_full_pass(tiny_lm, calib):
     from optkit.methods.prune import _blocks, _full_pass_norms, _walk_blocks
 
     names = [n for n in linear_names(tiny_lm.model) if n != "lm_head"]
-    chunks = calibration_batch(tiny_lm.tokenizer, CalibrationSpec(**calib)).split(2)
+    chunks = calibration_batch(tiny_lm, CalibrationSpec(**calib)).split(2)
     layers, by_block, rest = _blocks(tiny_lm.model, names)
     assert sorted(by_block) == [0, 1] and rest == []
     seen = {}
