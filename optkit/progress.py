@@ -20,6 +20,11 @@ def phase(name: str, detail: str = "") -> None:
     _emit(f"phase {name}" + (f": {detail}" if detail else ""))
 
 
+def note(text: str) -> None:
+    """One uncounted step of a long job ("onnx.export: exporting with optimum")."""
+    _emit(f"progress {text}")
+
+
 class Counter:
     """`with Counter("sensitivity ranking", total=105) as c: ... c.advance()` -> throttled lines
     "[optkit] progress sensitivity ranking 12/105 (34 s)"."""

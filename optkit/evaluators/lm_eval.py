@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def _lm_class():
     import torch
     from lm_eval.api.model import TemplateLM
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-    from tqdm import tqdm
+
+    from optkit.progress import Counter
 
     class OptkitLM(TemplateLM):
         def __init__(self, lm, batch_size: int = 8):
@@ -121,8 +123,10 @@ def _lm_class():
                 if len(ctx) >= SHARED_MIN_CONTEXT and len(ctx) + len(cont) <= self.max_length + 1:
                     groups.setdefault(tuple(ctx), []).append(i)
             shared = [(list(ctx), idx) for ctx, idx in groups.items() if len(idx) > 1]
-            for ctx, idx in tqdm(shared, desc="Scoring shared contexts", disable=disable_tqdm or len(shared) < 2):
-                self._shared(ctx, idx, requests, out)
+            with Counter("lm-eval: shared contexts scored", len(shared)) if len(shared) > 1 else nullcontext() as c:
+                for ctx, idx in shared:
+                    self._shared(ctx, idx, requests, out)
+                    c and c.advance()
             rest = [i for i in range(len(requests)) if out[i] is None]
             for i, res in zip(rest, self._plain([requests[i] for i in rest], disable_tqdm)):
                 out[i] = res
@@ -159,7 +163,8 @@ def _lm_class():
                 same.setdefault(tuple((ctx + cont)[-(self.max_length + 1):][:-1]), []).append(i)
             inputs = sorted(same, key=len, reverse=True)
             out: list = [None] * len(requests)
-            bar = tqdm(total=len(requests), desc="Scoring", disable=disable_tqdm or len(requests) < 2)
+            bar = Counter("lm-eval: requests scored", len(requests)) if not disable_tqdm and len(requests) > 1 \
+                else None
             for lo in range(0, len(inputs), self.batch_size):
                 chunk = inputs[lo:lo + self.batch_size]
                 width = max(len(x) for x in chunk)
@@ -169,8 +174,8 @@ def _lm_class():
                     for i in same[inp]:
                         cont = requests[i][2]
                         out[i] = self._score(row[len(inp) - len(cont):len(inp)], cont)
-                        bar.update(1)
-            bar.close()
+                if bar:
+                    bar.advance(sum(len(same[inp]) for inp in chunk))
             return out
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from optkit.calibration import calibration_batch
 from optkit.fallback.search import kl as mean_kl
 from optkit.fallback.search import log_probs, nll, ppl_increase, search
+from optkit.progress import note
 from optkit.recipe import AutoExcludeSpec
 
 LAYER = re.compile(r"layers?[./_](\d+)")
@@ -56,6 +57,7 @@ class _Trials:
     def measure(self, quantized: list[str], fn):
         path = self.method.build(self.lm, self.params, quantized, self.excluded, self.workdir)
         self.runs += 1
+        note(f"auto_exclude: quantization {self.runs} measured ({len(quantized)} nodes quantized)")
         try:
             trial = self.lm.with_model(path)
             value = fn(trial)

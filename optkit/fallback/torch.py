@@ -28,6 +28,7 @@ import time
 
 from optkit.calibration import calibration_batch
 from optkit.fallback.search import kl, log_probs, nll, ppl_increase, search
+from optkit.progress import Counter
 from optkit.recipe import AutoExcludeSpec
 
 
@@ -47,14 +48,16 @@ def layer_kl(lm, method, params, targets: list[str], batch) -> dict[str, float]:
 
     base = log_probs(lm, batch)
     scores = {}
-    for name in targets:
-        one = lm.with_model(torch.nn.Sequential(copy.deepcopy(lm.model.get_submodule(name))))
-        method.transform(one, params, ["0"])
-        original = _swap(lm.model, name, one.model[0])
-        try:
-            scores[name] = kl(base, log_probs(lm, batch))
-        finally:
-            _swap(lm.model, name, original)
+    with Counter("auto_exclude: KL of each layer quantized alone", len(targets)) as count:
+        for name in targets:
+            one = lm.with_model(torch.nn.Sequential(copy.deepcopy(lm.model.get_submodule(name))))
+            method.transform(one, params, ["0"])
+            original = _swap(lm.model, name, one.model[0])
+            try:
+                scores[name] = kl(base, log_probs(lm, batch))
+            finally:
+                _swap(lm.model, name, original)
+            count.advance()
     return scores
 
 
@@ -111,10 +114,12 @@ def decode_savings(lm, method, params, targets: list[str], rounds: int = 3, step
     prompt = torch.randint(3, lm.model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
     before: dict[str, list[float]] = {n: [] for n in targets}
     after: dict[str, list[float]] = {n: [] for n in targets}
-    for _ in range(rounds):
-        for model, into in ((lm.model, before), (trial, after)):
-            for n, ms in _decode_layer_ms(model, targets, lm.device, prompt, steps).items():
-                into[n].append(ms)
+    with Counter("auto_exclude: decode time each layer saves (rounds)", rounds) as count:
+        for _ in range(rounds):
+            for model, into in ((lm.model, before), (trial, after)):
+                for n, ms in _decode_layer_ms(model, targets, lm.device, prompt, steps).items():
+                    into[n].append(ms)
+            count.advance()
     del trial
     return {n: min(before[n]) - min(after[n]) for n in targets if before[n] and after[n]}
 
@@ -179,9 +184,11 @@ def choose(lm, method, params, targets: list[str], spec: AutoExcludeSpec):
             trial = build(keep)
             trials[keep] = ppl_increase(trial, batch, base_nll)
             del trial
+            count.advance()
         return trials[keep]
 
-    found = {label: search(ranked, increase, limit, spec.max_ppl_increase) for label, ranked in orders.items()}
+    with Counter("auto_exclude: calibration-perplexity trials (grow, then bisect)") as count:
+        found = {label: search(ranked, increase, limit, spec.max_ppl_increase) for label, ranked in orders.items()}
     feasible = [label for label, (_, ok) in found.items() if ok]
     speeds: dict[str, float] = {}
     if len(feasible) > 1:

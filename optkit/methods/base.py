@@ -209,9 +209,11 @@ def apply_steps(lm, steps, say=None) -> tuple[object, list[StepRecord]]:
     """Apply recipe steps (recipe.Step) in order; the one place variants and replayed artifacts go through.
     Returns the model to use afterwards: a conversion step replaces it (the old one can then be freed)."""
     from optkit import registry
+    from optkit.progress import note
 
     records = []
-    for step in steps:
+    for n, step in enumerate(steps, 1):
+        note(f"step {n}/{len(steps)}: {step.method}")
         method = registry.get(step.method)
         info = ModelInfo(linears={}, dtype=lm.dtype, device=lm.device, format=lm.format)
         problem = format_problem(method, info)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from optkit.errors import RunError
 from optkit.methods.base import Method, ModelInfo, step_record
+from optkit.progress import note
 
 PROMPTS, PROMPT_LEN = 3, 16
 
@@ -112,7 +113,9 @@ class ExportOnnx(Method):
         else:  # the OrtLM holds the TemporaryDirectory, so the files live exactly as long as the model
             owner = tempfile.TemporaryDirectory(prefix="optkit-onnx-")
             folder = Path(owner.name)
+        note("onnx.export: exporting with optimum")
         path = export(lm, folder / "export", params.opset)
+        note("onnx.export: validating against PyTorch logits")
         ort_lm = registry.backends.get("onnxruntime").open(path, like=lm, provider=params.provider,
                                                           threads=params.threads, optimization=params.optimization,
                                                           owner=owner)

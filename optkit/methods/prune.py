@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from optkit.calibration import CalibrationSpec, calibration_batch, calibration_text
 from optkit.errors import BadInput
 from optkit.methods.base import ModelInfo, ModuleTransform, Params, select
+from optkit.progress import Counter
 from optkit.results import SkippedModule
 
 DENSE_NOTE = ("pruned weights are zeros in dense tensors: no speed-up and no memory saving (on CPU, or anywhere "
@@ -256,7 +257,9 @@ def _walk_blocks(lm, chunks, layers, by_block: dict, prune_group) -> None:
     finally:
         for h in handles:
             h.remove()
+    count = Counter("wanda: calibrating and pruning blocks", last - first + 1)
     for i in range(first, last + 1):
+        count.advance()
         if i in by_block:
             with _collect(lm.model, by_block[i]) as sq, torch.inference_mode():
                 for h, c in zip(hidden, calls):
