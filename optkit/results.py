@@ -109,6 +109,27 @@ class BenchResult(BaseModel):
                                        "alternating rounds in this variant's process (bench.paired_rounds)")
 
 
+class NodeRecord(BaseModel):
+    """Where a variant ran. Speed-ups compare only variants of the same hardware_class."""
+
+    host: str
+    cpu_model: str | None = None
+    cpus: int | None = Field(default=None, description="logical CPUs of the machine (a Ray node: its CPU resource)")
+    threads: int | None = Field(default=None, description="torch threads of the benchmark (else of the worker)")
+    gpu_model: str | None = None
+    gpu_count: int = 0
+    gpu_driver: str | None = None
+    node_id: str | None = Field(default=None, description="the Ray node id (ray executor)")
+    hardware_class: str = Field(description="GPU count and model, or CPU model and threads; OPTKIT_HARDWARE_CLASS "
+                                "on the machine overrides it")
+
+
+class PhaseTime(BaseModel):
+    phase: str  # building, evaluating, waiting, benchmarking
+    start: float  # unix time
+    end: float
+
+
 class Candidate(BaseModel):
     name: str
     status: Literal["ok", "failed", "skipped"]
@@ -118,6 +139,11 @@ class Candidate(BaseModel):
     bench: BenchResult | None = None
     seconds: float = 0.0
     warnings: list[str] = Field(default_factory=list)
+    node: NodeRecord | None = None
+    timeline: list[PhaseTime] = Field(default_factory=list, description="when each phase ran, unix time")
+    attempts: int = 1
+    crashed: bool = Field(default=False, description="the worker process or its node died without a result "
+                          "(killed, out of memory, node lost); a retry may succeed")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
@@ -144,6 +170,8 @@ class Report(BaseModel):
     environment: Environment
     baseline: str
     variants: list[Candidate]
+    class_baselines: list[Candidate] = Field(default_factory=list, description="the baseline benchmarked again on "
+                                             "each other hardware class the run used (speed-ups are per class)")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from optkit import node
 from optkit.checkpoints import Checkpoint
 from optkit.evaluators.fidelity import Reference
+from optkit.executors import nodelock
 from optkit.progress import phase
 from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
-from optkit.results import Candidate, write_model
+from optkit.results import Candidate, PhaseTime, write_model
 
 
 class Job(BaseModel):
@@ -40,23 +43,53 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_job(job: Job, out: Path, log: Path) -> Candidate:
-    """Run one job in a fresh process; its Candidate, or a failed one naming why and where the log is."""
+def run_job(job: Job, out: Path, log: Path, env: dict | None = None, shown_log: Path | None = None) -> Candidate:
+    """Run one job in a fresh process (env: its whole environment); its Candidate, or a failed one naming why
+    and where the log is (shown_log: where the caller will keep it, if not at `log`)."""
     from optkit.isolate import last_line, run_module
 
     out.unlink(missing_ok=True)
     job_file = out.with_suffix(".job.json")
     write_model(job_file, job)
-    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s)
+    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env)
     job_file.unlink(missing_ok=True)
     if not outcome.timed_out and out.is_file():
         return Candidate.model_validate_json(out.read_text())
     error = outcome.describe(job.variant.timeout_s)
     if not outcome.timed_out:
-        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {log}"
-    cand = Candidate(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds)
+        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
+    killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
+    cand = Candidate(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
+                     node=node.facts(job.device))
     write_model(out, cand)
     return cand
+
+
+@contextmanager
+def _span(cand: Candidate, name: str):
+    """A phase: its marker line for the live display, and its start and end in the candidate's timeline."""
+    phase(name)
+    start = time.time()
+    try:
+        yield
+    finally:
+        cand.timeline.append(PhaseTime(phase=name, start=start, end=time.time()))
+
+
+@contextmanager
+def _hold(cand: Candidate, lock, why: str):
+    """Take a node lock (nodelock.shared / exclusive); time spent waiting for it is a phase of its own."""
+    waited: list[float] = []
+
+    def on_wait() -> None:
+        if not waited:
+            waited.append(time.time())
+            phase("waiting", why)
+
+    with lock(on_wait) as value:
+        if waited:
+            cand.timeline.append(PhaseTime(phase="waiting", start=waited[0], end=time.time()))
+        yield value
 
 
 def evaluate(lm, job: Job, cand: Candidate) -> None:
@@ -170,28 +203,34 @@ def build_and_measure(job: Job) -> Candidate:
     started = time.perf_counter()
     cand = Candidate(name=job.variant.name, status="ok")
     try:
-        phase("building")
-        lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                          job.model.trust_remote_code)
-        lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
-        cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
-        if job.save_to:
-            path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps, cand.steps)
-            say(f"artifact: wrote {path}")
-        if job.eval:
-            phase("evaluating")
-            evaluate(lm, job, cand)
+        with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
+            with _span(cand, "building"):
+                lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                                  job.model.trust_remote_code)
+                lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
+                cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
+                if job.save_to:
+                    path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
+                                           cand.steps)
+                    say(f"artifact: wrote {path}")
+            if job.eval:
+                with _span(cand, "evaluating"):
+                    evaluate(lm, job, cand)
         if job.bench:
-            phase("benchmarking")
-            _bench(lm, job, cand)
-            if job.pair_with is not None and job.bench.paired_rounds:
-                _pair(lm, job, cand)
+            with _hold(cand, nodelock.exclusive, "for the node to itself") as threads:
+                if threads and not job.bench.threads:  # the node is this benchmark's alone: all its CPUs
+                    job = job.model_copy(update={"bench": job.bench.model_copy(update={"threads": threads})})
+                with _span(cand, "benchmarking"):
+                    _bench(lm, job, cand)
+                    if job.pair_with is not None and job.bench.paired_rounds:
+                        _pair(lm, job, cand)
     except OptkitError as exc:
         cand.status, cand.error = "failed", str(exc)
     except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback
         traceback.print_exc()
         cand.status, cand.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     cand.seconds = time.perf_counter() - started
+    cand.node = node.facts(job.device, threads=cand.bench.threads if cand.bench else None)
     return cand
 
 
