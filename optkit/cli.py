@@ -35,12 +35,18 @@ def _params(pairs: tuple[str, ...]) -> dict:
 
 def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None, show=None,
              save_to: Path | None = None):
-    from optkit import pipeline
+    from optkit import executors, pipeline
+    from optkit.recipe import ExecutorSpec
     from optkit.report.summary import text_table
 
-    plan = pipeline.plan(recipe, source, base_dir, save_to)
-    run_dir = out or Path("reports") / recipe.name
-    report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True))
+    executor = executors.create(recipe.executor or ExecutorSpec())  # a missing library, a dead address: here
+    try:
+        plan = pipeline.plan(recipe, source, base_dir, save_to, device=executor.device(recipe.device))
+        run_dir = out or Path("reports") / recipe.name
+        report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True),
+                              executor=executor, live=sys.stderr.isatty())
+    finally:
+        executor.close()
     if show is not False:  # False: the caller prints its own summary
         click.echo((show or text_table)(report))
         click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
@@ -101,13 +107,26 @@ def main() -> None:
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="run directory (default reports/<name>)")
 @click.option("--fresh", is_flag=True, help="redo every variant instead of resuming finished ones")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="override the recipe's device")
-def run(recipe: Path, out: Path | None, fresh: bool, device: str | None) -> None:
+@click.option("--executor", "kind", type=click.Choice(["local", "ray"]),
+              help="where variants run: one after another here (local), or spread over a Ray cluster (ray)")
+@click.option("--address", help="ray: the cluster to use (host:6379, or auto); default: start Ray on this machine")
+@click.option("--retries", type=click.IntRange(0, 5), help="run a variant again when its worker or node died")
+def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: str | None, address: str | None,
+        retries: int | None) -> None:
     """Build, evaluate and benchmark every variant of RECIPE; write report.json and report.html."""
-    from optkit.recipe import load_recipe
+    from optkit.recipe import ExecutorSpec, load_recipe
 
     r = load_recipe(recipe)
     if device:
         r.device = device
+    given = {k: v for k, v in (("kind", kind), ("address", address), ("retries", retries)) if v is not None}
+    if given:
+        spec = (r.executor or ExecutorSpec()).model_dump() | given
+        if kind == "local" and not address:
+            spec["address"] = None  # the recipe's cluster, not wanted this time
+        if spec["address"] and spec["kind"] != "ray":
+            raise BadInput("--address is for the ray executor; add --executor ray")
+        r.executor = ExecutorSpec(**spec)
     _execute(r, str(recipe), out, fresh, base_dir=recipe.parent)
 
 

@@ -5,15 +5,19 @@ exists, then the report."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+import hashlib
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from optkit import checkpoints, preflight
+from optkit.executors import Work, run_all
+from optkit.live import Board
 from optkit.recipe import Recipe
 from optkit.results import Candidate, Report, write_model
-from optkit.worker import Job, run_job
+from optkit.worker import Job
 
 # the names tests and the first wave used
 resolve_device, model_info = preflight.resolve_device, preflight.model_info
@@ -27,10 +31,11 @@ class Plan(BaseModel):
     jobs: list[Job]
 
 
-def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None, save_to: Path | None = None) -> Plan:
+def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None, save_to: Path | None = None,
+         device: str | None = None) -> Plan:
     """Preflight the recipe; save_to (one-variant plans: optkit quantize / prune / export) writes the built
-    model there as an artifact."""
-    device = preflight.resolve_device(recipe.device)
+    model there as an artifact; device: already settled by the executor (a cluster's GPUs, not this machine's)."""
+    device = device or preflight.resolve_device(recipe.device)
     ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir)
     info = preflight.model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code,
                                 recipe.model.trust_pickle)
@@ -69,20 +74,45 @@ def _paired(plan: Plan, jobs: list[Job]) -> list[Job]:
             and j.bench.paired_rounds else j for j in jobs]
 
 
-class LocalExecutor:
-    """One variant after another on this machine, each in a fresh process."""
-
-    def run(self, jobs: list[Job], run_dir: Path, label: Callable[[Job], str],
-            say: Callable[[str], None]) -> Iterator[Candidate]:
-        for job in jobs:
-            say(f"{label(job)}: building, evaluating, benchmarking ...")
-            name = job.variant.name
-            yield run_job(job, run_dir / "variants" / f"{name}.json", run_dir / "logs" / f"{name}.log")
+def _class_baselines(plan: Plan, done: dict[str, Candidate], run_dir: Path, executor, board: Board,
+                     resume: bool) -> list[Candidate]:
+    """Speed-ups compare like with like: when the variants were benchmarked on more than one hardware class,
+    the baseline is benchmarked again (no evaluation) on a node of each class it did not run on."""
+    base = done.get(plan.recipe.baseline)
+    if base is None or base.bench is None or base.node is None:
+        return []
+    nodes: dict[str, list[str]] = {}
+    for c in done.values():
+        if c.bench is not None and c.node is not None:
+            nodes.setdefault(c.node.hardware_class, []).extend([c.node.node_id] if c.node.node_id else [])
+    kept, works = [], []
+    job = next(j for j in plan.jobs if j.variant.name == base.name)
+    job = job.model_copy(update={"eval": None, "reference": None, "save_to": None})
+    for cls, ids in nodes.items():
+        if cls == base.node.hardware_class:
+            continue
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cls).strip("-")[:60] + "-" + hashlib.sha1(cls.encode()).hexdigest()[:6]
+        out = run_dir / "baselines" / f"{slug}.json"
+        if resume and out.is_file():
+            previous = Candidate.model_validate_json(out.read_text())
+            if previous.status == "ok" and previous.node and previous.node.hardware_class == cls:
+                kept.append(previous)
+                continue
+        key = f"{base.name}@{cls}"
+        board.add(key, f"[+] {base.name} on {cls}")
+        works.append(Work(job, out, run_dir / "logs" / f"{base.name}@{slug}.log", key, nodes=list(dict.fromkeys(ids))))
+    for work, cand in run_all(executor, works, board):
+        board.say(f"baseline {base.name} benchmarked on {work.key.partition('@')[2]}: {cand.status}"
+                  + (f" ({cand.error})" if cand.error else ""))
+        kept.append(cand)
+    return kept
 
 
 def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print,
-        executor=None) -> Report:
+        executor=None, live: bool = False) -> Report:
+    """executor: executors.create(spec)'s (default: local); live: redraw a line per variant (a terminal)."""
     from optkit.environment import environment
+    from optkit.executors.local import LocalExecutor
     from optkit.report import write_all
 
     run_dir = Path(run_dir)
@@ -103,11 +133,18 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
                 done[job.variant.name] = previous
                 continue
         todo.append(job)
-    jobs = {j.variant.name: j for j in todo}
-    for cand in (executor or LocalExecutor()).run(todo, run_dir, label, say):
-        done[cand.name] = cand
-        say(f"{label(jobs[cand.name])}: {cand.status} in {cand.seconds:.0f}s"
-            + (f" ({cand.error})" if cand.error else ""))
+    executor = executor or LocalExecutor()
+    board = Board({j.variant.name: label(j) for j in todo}, say, live)
+    works = [Work(j, run_dir / "variants" / f"{j.variant.name}.json", run_dir / "logs" / f"{j.variant.name}.log",
+                  j.variant.name) for j in todo]
+    try:
+        for work, cand in run_all(executor, works, board):
+            done[cand.name] = cand
+            board.say(f"{label(work.job)}: {cand.status} in {cand.seconds:.0f}s"
+                      + (f" ({cand.error})" if cand.error else ""))
+        extra = _class_baselines(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else []
+    finally:
+        board.close()
     report = Report(
         run=run_dir.name,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -116,6 +153,7 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
         environment=environment(plan.device),
         baseline=plan.recipe.baseline,
         variants=[done[j.variant.name] for j in plan.jobs],
+        class_baselines=extra,
     )
     write_all(report, run_dir)
     return report

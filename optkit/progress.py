@@ -5,8 +5,13 @@ keeps them as plain text."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 
 MARK = "[optkit]"
 EVERY_S = 2.0  # at most one counter line per this many seconds (and the last one always)
@@ -59,3 +64,43 @@ def parse(line: str) -> tuple[str, str] | None:
         return None
     kind, _, text = line[len(MARK) + 1:].strip().partition(" ")
     return (kind, text) if kind in ("phase", "progress") else None
+
+
+@contextmanager
+def watching(log: Path, on_marker: Callable[[str, str], None], every_s: float = 0.25):
+    """While the block runs, a thread reads the marker lines `log` gains and calls on_marker(kind, text); the
+    lines written last are read after the block, so none is missed. The log may not exist yet; remove an old
+    one first, or its markers are read too."""
+    stop = threading.Event()
+    state = {"pos": 0, "rest": ""}
+
+    def poll() -> None:
+        try:
+            with open(log, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < state["pos"]:  # truncated: written again from the start
+                    state["pos"], state["rest"] = 0, ""
+                fh.seek(state["pos"])
+                chunk = fh.read().decode(errors="replace")
+                state["pos"] = fh.tell()
+        except OSError:
+            return
+        *lines, state["rest"] = (state["rest"] + chunk).split("\n")
+        for line in lines:
+            marker = parse(line)
+            if marker:
+                on_marker(*marker)
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            poll()
+
+    thread = threading.Thread(target=loop, name=f"watch {Path(log).name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        poll()
+        state["rest"] += "\n"
+        poll()

@@ -160,6 +160,26 @@ class GateSpec(Strict):
         return any(v is not None for k, v in self.model_dump().items() if k != "variants")
 
 
+class ExecutorSpec(Strict):
+    """Where the variants run: one after another on this machine (local), or spread over a Ray cluster (ray)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, description="ray: an existing cluster (host:6379, or auto for the "
+                                "one this machine joined); unset: start Ray on this machine for the run")
+    retries: int = Field(default=0, ge=0, le=5, description="run a variant again when its worker process or node "
+                         "died (killed, out of memory, node lost); errors and timeouts are not retried")
+    cpus: int = Field(default=1, ge=1, description="ray: CPUs each variant holds, and its worker's threads while "
+                      "building and evaluating (a benchmark on a CPU node has the whole node)")
+    gpus: int = Field(default=1, ge=1, description="ray, device cuda: whole GPUs each variant holds (never a "
+                      "fraction: two timings must not share a GPU)")
+
+    @model_validator(mode="after")
+    def _address_is_ray(self) -> ExecutorSpec:
+        if self.address and self.kind != "ray":
+            raise ValueError("address is for the ray executor; set kind: ray or remove address")
+        return self
+
+
 class Recipe(Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN)
@@ -170,6 +190,7 @@ class Recipe(Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     bench: BenchSpec | None = Field(default_factory=BenchSpec)
     gates: GateSpec | None = None
+    executor: ExecutorSpec | None = None
 
     @model_validator(mode="after")
     def _names(self) -> Recipe:
