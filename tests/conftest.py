@@ -119,3 +119,24 @@ def optkit_cli(*args: str, cwd: Path | None = None, env: dict | None = None, tim
 def write_recipe(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Two Ray nodes on this machine (2 CPUs each), this test process connected as a driver. The second node
+    names another hardware class (OPTKIT_HARDWARE_CLASS), so a sweep spread over both benchmarks its baseline
+    on each. Started once per session (~10 s); tests that need a cluster of their own must not kill its nodes."""
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'optkit[ray]'")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    small = {"num_cpus": 2, "object_store_memory": 100 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
+    cluster.add_node(**small, env_vars={"OPTKIT_HARDWARE_CLASS": "other-node"})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

@@ -1,0 +1,211 @@
+"""The ray executor's driver: connects to a Ray cluster (or starts Ray on this machine), submits each variant
+as a Ray task (ray_task.py) spread over the nodes, and streams each one's node, progress and result back,
+writing variants/<name>.json and logs/<name>.log into the run folder as each finishes, exactly as the local
+executor does, so resume, cache, report and gate need nothing else.
+
+The baseline runs first and alone when the others compare their fidelity to it; its reference comes back with
+its result, is kept in the run folder (for a resume) and goes to every other task once, through Ray's object
+store. A task whose worker or node dies costs its variant only (failed, crashed), retried when the executor
+spec asks; Ray's own retries are off so that each attempt is counted here."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from optkit import __version__
+from optkit.errors import BadInput
+from optkit.executors import Work, again
+from optkit.results import Candidate, NodeRecord, atomic_write, write_model
+
+FORWARD = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BadInput("the ray executor needs Ray: pip install 'optkit[ray]' (or use --executor local)") from None
+    return ray
+
+
+def _probe(address: str) -> None:
+    """A host:port that nothing listens on fails here at once, instead of after Ray's minute of retries."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if not m:
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=5).close()
+    except OSError as exc:
+        raise BadInput(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                       f"`ray start --head` there, or fix --address") from None
+
+
+def _forwarded() -> dict:
+    """The driver's optkit settings (data, cache), for nodes that do not set their own."""
+    from optkit.executors import nodelock
+    from optkit.node import CLASS_ENV
+
+    own = (CLASS_ENV, nodelock.ENV, nodelock.THREADS_ENV)  # per node by nature
+    return {k: v for k, v in os.environ.items() if (k.startswith("OPTKIT_") and k not in own) or k in FORWARD}
+
+
+def _failed(work: Work, exc: Exception, node: NodeRecord | None) -> Candidate:
+    import ray
+
+    where = f" on {node.host}" if node else ""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return Candidate(name=work.job.variant.name, status="failed", node=node, error=f"Ray task failed{where}: "
+                     f"{type(exc).__name__}: {first}", crashed=not isinstance(exc, ray.exceptions.RayTaskError))
+
+
+class RayExecutor:
+    def __init__(self, spec):
+        self.spec, self.ray = spec, _import_ray()
+        if spec.address:
+            _probe(spec.address)
+        self._own = False  # whether this executor called ray.init (and so shuts it down)
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():  # a caller (a test, a notebook) already connected this process
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs = {"logging_level": "warning", "log_to_driver": False}
+        if self.spec.address:
+            kwargs["address"] = self.spec.address
+        else:  # Ray on this machine, started here and stopped at the end
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else it writes a token under ~/.ray
+            kwargs["include_dashboard"] = False
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise BadInput(f"cannot use the Ray cluster at {self.spec.address or 'this machine'}: {first}") from None
+        self._own = True
+
+    def _nodes(self) -> list[dict]:
+        return [n for n in self.ray.nodes() if n.get("Alive")]
+
+    def device(self, wanted: str) -> str:
+        """cpu needs no cluster yet; cuda and auto are settled by the GPUs the cluster's nodes have."""
+        if wanted == "cpu":
+            return "cpu"
+        self._connect()
+        most = max((n["Resources"].get("GPU", 0) for n in self._nodes()), default=0)
+        if wanted == "auto":
+            return "cuda" if most >= self.spec.gpus else "cpu"
+        if most < self.spec.gpus:
+            raise BadInput(f"device cuda: no node of the Ray cluster has {self.spec.gpus} GPU(s) (the most is "
+                           f"{most:g}); add GPU nodes, lower executor.gpus, or set device: cpu")
+        return "cuda"
+
+    def _check_fits(self) -> None:
+        most = max((n["Resources"].get("CPU", 0) for n in self._nodes()), default=0)
+        if most < self.spec.cpus:  # Ray would keep such tasks pending for ever
+            raise BadInput(f"executor.cpus is {self.spec.cpus} but no node of the Ray cluster has more than "
+                           f"{most:g} CPUs; lower executor.cpus")
+
+    def run(self, works: list[Work], board) -> Iterator[tuple[Work, Candidate]]:
+        self._connect()
+        self._check_fits()
+        first = [w for w in works if w.job.is_baseline]
+        rest = [w for w in works if not w.job.is_baseline]
+        for w in rest:
+            board.update(w.key, state="queued")
+        if first:  # alone: the others need its reference
+            yield from self._drain(first, board, None)
+        paths = {w.job.reference.path for w in rest if w.job.reference is not None}
+        ref = None
+        if paths and Path(next(iter(paths))).is_file():
+            ref = self.ray.put(Path(next(iter(paths))).read_bytes())  # once into the object store, for every node
+        yield from self._drain(rest, board, ref)
+
+    def _options(self, work: Work) -> dict | None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts = {"num_cpus": self.spec.cpus, "max_retries": 0, "name": f"optkit:{work.key}",
+                "scheduling_strategy": "SPREAD"}
+        if work.job.device.startswith("cuda"):
+            opts["num_gpus"] = self.spec.gpus  # whole GPUs (an int): no two timings share one
+        if work.nodes is not None:
+            alive = {n["NodeID"] for n in self._nodes()}
+            target = next((n for n in work.nodes if n in alive), None)
+            if target is None:
+                return None
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=target, soft=False)
+        return opts
+
+    def _drain(self, works: list[Work], board, ref) -> Iterator[tuple[Work, Candidate]]:
+        from optkit.executors.ray_task import run_variant
+
+        ray, forwarded = self.ray, _forwarded()
+        attempts: dict[str, int] = {}
+        pending: dict = {}  # generator -> (work, node record once known)
+
+        def submit(work: Work) -> Candidate | None:
+            attempts[work.key] = attempts.get(work.key, 0) + 1
+            opts = self._options(work)
+            if opts is None:
+                return Candidate(name=work.job.variant.name, status="failed",
+                                 error="no live Ray node of this hardware class is left to run it on")
+            gen = run_variant.options(**opts).remote(
+                work.job.model_dump_json(), ref if work.job.reference is not None else None, forwarded,
+                __version__, self.spec.cpus, str(work.log))
+            pending[gen] = (work, None)
+            return None
+
+        for work in works:
+            board.update(work.key, state="queued")
+            cand = submit(work)
+            if cand is not None:
+                write_model(work.out, cand)
+                yield work, cand
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for gen in ready:
+                work, rec = pending[gen]
+                try:
+                    item = ray.get(next(gen))
+                except (StopIteration, ray.exceptions.RayError) as exc:
+                    cand = _failed(work, exc, rec)
+                    atomic_write(work.log, f"no worker log: {cand.error}\n")
+                else:
+                    if "node" in item:
+                        rec = NodeRecord.model_validate(item["node"])
+                        pending[gen] = (work, rec)
+                        board.update(work.key, node=f"{rec.host}/{(rec.node_id or '')[:6]}")
+                    elif "result" not in item:
+                        board.marker(work.key, *next(iter(item.items())))
+                    if "result" not in item:
+                        continue
+                    cand = self._collect(work, item)
+                del pending[gen]
+                cand.attempts = attempts[work.key]
+                if again(cand, attempts[work.key], self.spec.retries):
+                    board.say(f"{work.key}: {cand.error}; trying again")
+                    retry = submit(work)
+                    if retry is None:
+                        continue
+                    cand = retry
+                write_model(work.out, cand)
+                yield work, cand
+
+    def _collect(self, work: Work, item: dict) -> Candidate:
+        """The result of a task into the run folder: the log, and the baseline's reference for the others."""
+        atomic_write(work.log, item["log"])
+        if item["reference"] is not None and work.job.reference is not None:
+            path = Path(work.job.reference.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_bytes(item["reference"])
+            os.replace(tmp, path)
+        return Candidate.model_validate_json(item["result"])
+
+    def close(self) -> None:
+        if self._own:
+            self.ray.shutdown()
+            self._own = False
