@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optkit.report import hardware
 from optkit.results import Candidate, Report, Stats
 from optkit.stats import mcnemar_exact, pair_by_id, paired_mean_ci, paired_ratio_ci
 
@@ -37,6 +38,7 @@ class Row:
     speedup_noisy: str | None = None  # why the speed-up is uncertain, or None when it held up
     size_ratio: float | None = None  # baseline size / this size
     error: str | None = None
+    hardware: str | None = None  # the class it was benchmarked on: speed-ups compare within one
 
     @property
     def noisy(self) -> bool:
@@ -58,6 +60,7 @@ def row(c: Candidate) -> Row:
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
         paired=b.paired.decode_speedup if b and b.paired else None,
+        hardware=hardware.of(c),
     )
 
 
@@ -72,22 +75,42 @@ def compare(ref: Row, r: Row, paired: bool = False) -> Row:
         st = r.paired
         r.speedup, r.speedup_range, r.speedup_how = st.median, (st.p10, st.p90), f"paired over {st.n} rounds"
         r.speedup_noisy = st.noisy_reason if st.noisy else None
-    elif ref.tps and r.tps:
+    else:
+        separate(ref, r)
+    if ref.size_mb and r.size_mb:
+        r.size_ratio = ref.size_mb / r.size_mb
+    return r
+
+
+def separate(ref: Row | None, r: Row) -> Row:
+    """r's decode speed-up over ref from their separate benchmarks; uncertain when either was noisy, None
+    without both timings."""
+    r.speedup = r.speedup_range = r.speedup_noisy = None
+    r.speedup_how = ""
+    if ref is not None and ref.tps and r.tps:
         r.speedup, r.speedup_how = r.tps / ref.tps, "from separate runs"
         if ref.tps_p10 and ref.tps_p90 and r.tps_p10 and r.tps_p90:
             r.speedup_range = (r.tps_p10 / ref.tps_p90, r.tps_p90 / ref.tps_p10)
         why = [f"{n} decode timing noisy: {x.tps_reason or 'spread'}" for n, x in (("its", r), ("the baseline's",
                ref)) if x.tps_noisy and not (x is ref and r is ref)]
         r.speedup_noisy = "; ".join(why) or None
-    if ref.size_mb and r.size_mb:
-        r.size_ratio = ref.size_mb / r.size_mb
     return r
 
 
 def rows(report: Report) -> list[Row]:
+    """Accuracy deltas against the baseline; speed-ups against the baseline benchmarked on the same hardware
+    class (report/hardware.py), so a variant on a faster node does not look like a faster variant."""
     out = [row(c) for c in report.variants]
     base = next((r for r in out if r.name == report.baseline), None)
-    return [compare(base, r, paired=True) for r in out] if base else out
+    if base is None:
+        return out
+    out = [compare(base, r, paired=True) for r in out]
+    if hardware.several(report):  # a paired speed-up is timed in one process, so on one node already
+        refs = {k: row(c) for k, c in hardware.baselines(report).items()}
+        for r in out:
+            if r is not base and not r.speedup_how.startswith("paired"):
+                separate(refs.get(r.hardware), r)
+    return out
 
 
 def frontier(rs: list[Row]) -> list[str]:

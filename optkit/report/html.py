@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+from optkit.report import hardware
 from optkit.report.analysis import budget, fidelity, frontier, label, noisy_figures, recommend, rows, task_deltas
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
@@ -202,10 +203,11 @@ def _speed_story(report: Report) -> str:
 
 def render_html(report: Report) -> str:
     headline, rejected = recommend(report)
-    head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+    headers, cells = hardware.add_column(report, HEADERS, table_rows(report))
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
         f'<tr class="{escape(r[1])}">' + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>"
-        for r in table_rows(report))
+        for r in cells)
     env = report.environment
     env_rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>"
                        for k, v in env.model_dump().items() if v is not None)
@@ -229,6 +231,7 @@ def render_html(report: Report) -> str:
 or bits per byte, which count words or bytes) ± its standard error; Δ and speed-up are relative to the
 baseline, with the 95% CI of the paired perplexity change (same tokens, per-block differences); decode is batch 1,
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
+{hardware.legend_html(report)}
 {_accuracy_story(report)}
 {_speed_story(report)}
 <h2>Details</h2>{_details(report)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optkit.report import hardware
 from optkit.report.analysis import fidelity, frontier, label, recommend, rows, task_deltas
 from optkit.results import Report
 
@@ -56,7 +57,7 @@ def full_table(report: Report) -> tuple[list[str], list[list[str]]]:
             cells.append(f"{f['kl_mean']:.4f} / {f['top1_agreement']:.1%}" if "kl_mean" in f and "top1_agreement" in f
                          else "-")
     headers = HEADERS + [f"{task} {label(metric)}" for task, metric in cols]
-    return headers + (["KL / top-1 vs baseline"] if any(fid.values()) else []), body
+    return hardware.add_column(report, headers + (["KL / top-1 vs baseline"] if any(fid.values()) else []), body)
 
 
 def text_table(report: Report) -> str:
@@ -69,6 +70,7 @@ def text_table(report: Report) -> str:
     if any(task_deltas(report)):
         out.insert(-1, "(-a/+b): samples the baseline got right and this variant wrong / the other way round")
     out += [f"  not chosen: {r}" for r in rejected]
+    out += ["", *hardware.legend(report)] if hardware.several(report) else []
     from optkit.report.speed import speed_lines
 
     speed = speed_lines(report)  # TTFT by prompt length and end-to-end latency, compactly
@@ -85,6 +87,7 @@ def markdown(report: Report) -> str:
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
     if rejected:
         out += ["", "Not chosen:", *(f"- {esc(r)}" for r in rejected)]
+    out += ["", *(esc(ln) for ln in hardware.legend(report))] if hardware.several(report) else []
     env = report.environment
     out += ["", f"_{esc(env.device)} · {esc(env.device_name or '')} · torch {env.torch} · optkit {env.optkit}_"]
     return "\n".join(out)
