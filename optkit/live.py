@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 FINAL = ("ok", "failed", "skipped")
+QUIET = ("queued", "starting", *FINAL)  # no plain line: the pipeline says how each variant ended
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Board:
             line.detail = detail if detail is not None else line.detail
             if self.live:
                 self._draw()
-            elif new_state and state not in FINAL:  # the pipeline says how each variant ended
+            elif new_state and state not in QUIET:
                 self._say(f"{line.label}: {state}" + (f" on {line.node}" if line.node else "")
                           + (f" ({line.detail})" if line.detail else ""))
 

@@ -217,7 +217,7 @@ def build_and_measure(job: Job) -> Candidate:
                 with _span(cand, "evaluating"):
                     evaluate(lm, job, cand)
         if job.bench:
-            with _hold(cand, nodelock.exclusive, "for the node to itself") as threads:
+            with _hold(cand, nodelock.exclusive, "other work on the node first") as threads:
                 if threads and not job.bench.threads:  # the node is this benchmark's alone: all its CPUs
                     job = job.model_copy(update={"bench": job.bench.model_copy(update={"threads": threads})})
                 with _span(cand, "benchmarking"):
