@@ -40,7 +40,9 @@ def _git_commit() -> str | None:
 def environment(device: str) -> Environment:
     import torch
 
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else _cpu_name()
+    # the driver of a cluster run may have no GPU itself; the variants record their own nodes
+    gpu = device.startswith("cuda") and torch.cuda.is_available()
+    name = torch.cuda.get_device_name(0) if gpu else _cpu_name()
     return Environment(
         optkit=__version__,
         python=sys.version.split()[0],
