@@ -65,8 +65,11 @@ def _failed(work: Work, exc: Exception, node: NodeRecord | None) -> Candidate:
 class RayExecutor:
     def __init__(self, spec):
         self.spec, self.ray = spec, _import_ray()
-        if spec.address:
-            _probe(spec.address)
+        # no address: RAY_ADDRESS as Ray itself reads it, else a new Ray on this machine (never one that
+        # happens to run here already: address "local")
+        self.address = spec.address or os.environ.get("RAY_ADDRESS") or None
+        if self.address:
+            _probe(self.address)
         self._own = False  # whether this executor called ray.init (and so shuts it down)
 
     def _connect(self) -> None:
@@ -74,17 +77,15 @@ class RayExecutor:
         if ray.is_initialized():  # a caller (a test, a notebook) already connected this process
             return
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs = {"logging_level": "warning", "log_to_driver": False}
-        if self.spec.address:
-            kwargs["address"] = self.spec.address
-        else:  # Ray on this machine, started here and stopped at the end
+        kwargs = {"logging_level": "warning", "log_to_driver": False, "address": self.address or "local"}
+        if not self.address:  # Ray on this machine, started here and stopped at the end
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else it writes a token under ~/.ray
             kwargs["include_dashboard"] = False
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
-            raise BadInput(f"cannot use the Ray cluster at {self.spec.address or 'this machine'}: {first}") from None
+            raise BadInput(f"cannot use the Ray cluster at {self.address or 'this machine'}: {first}") from None
         self._own = True
 
     def _nodes(self) -> list[dict]:
