@@ -55,7 +55,7 @@ def trust_run(tmp_path_factory, tiny_model, text_file):
         mp.setenv("OPTKIT_DATA", str(DATA))
         mp.setenv("OPTKIT_CACHE", str(tmp / "cache"))
         mp.delenv("OPTKIT_NO_CACHE", raising=False)
-        mp.setattr(pipeline, "run_job", in_process)
+        mp.setattr("optkit.executors.local.run_job", in_process)
         plan = pipeline.plan(load_recipe(tmp / "r.yaml"), "r.yaml")
         report = pipeline.run(plan, tmp / "run", say=lambda s: None)
     return report, order, jobs, tmp
