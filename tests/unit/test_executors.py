@@ -30,7 +30,7 @@ def test_board_plain_lines_for_each_phase():
     board.update("a", state="ok")  # how it ended is the pipeline's line
     board.say("[1/2] a: ok in 3s")
     board.close()
-    assert said == ["[1/2] a: starting on n1", "[1/2] a: building on n1",
+    assert said == ["[1/2] a: building on n1",
                     "[1/2] a: waiting on n1 (a benchmark has this node)", "[1/2] a: ok in 3s"]
 
 
