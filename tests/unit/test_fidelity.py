@@ -143,7 +143,8 @@ def test_preflight_refuses_missing_task_data(tmp_path, tiny_model, text_file, mo
 
     monkeypatch.setenv("OPTKIT_DATA", str(tmp_path))  # set, but holds no task data
     recipe = parse_recipe({"name": "r", "model": {"checkpoint": str(tiny_model)}, "variants": [{"name": "v"}],
-                           "eval": {"tasks": [{"name": "arc_easy", "limit": 5}]}})
+                           "eval": {"perplexity": None, "fidelity": None,  # so preflight reaches the task
+                                    "tasks": [{"name": "arc_easy", "limit": 5}]}})
     with pytest.raises(BadInput, match=r"eval.tasks\[0\] \(arc_easy\).*arc_easy/test.jsonl"):
         pipeline.plan(recipe, "r.yaml")
 
