@@ -115,14 +115,11 @@ class RayExecutor:
         self._check_fits()
         first = [w for w in works if w.job.is_baseline]
         rest = [w for w in works if not w.job.is_baseline]
-        for w in rest:
-            board.update(w.key, state="queued")
         if first:  # alone: the others need its reference
             yield from self._drain(first, board, None)
-        paths = {w.job.reference.path for w in rest if w.job.reference is not None}
-        ref = None
-        if paths and Path(next(iter(paths))).is_file():
-            ref = self.ray.put(Path(next(iter(paths))).read_bytes())  # once into the object store, for every node
+        path = next((Path(w.job.reference.path) for w in rest if w.job.reference is not None), None)
+        # once into the object store, for every node; none when the baseline failed (the others then say so)
+        ref = self.ray.put(path.read_bytes()) if path is not None and path.is_file() else None
         yield from self._drain(rest, board, ref)
 
     def _options(self, work: Work) -> dict | None:
