@@ -23,11 +23,11 @@ class _Line:
     started: float | None = None
     ended: float | None = None
 
-    def text(self, now: float) -> str:
+    def text(self, now: float, width: int = 0) -> str:
         secs = ((self.ended or now) - self.started) if self.started else None
         clock = "" if secs is None else f"{int(secs) // 60}:{int(secs) % 60:02d}"
         node = f"on {self.node}" if self.node else ""
-        return f"{self.label}  {self.state:<12} {clock:>6}  {node}  {self.detail}".rstrip()
+        return f"{self.label:<{width}}  {self.state:<12} {clock:>6}  {node}  {self.detail}".rstrip()
 
 
 class Board:
@@ -113,7 +113,8 @@ class Board:
         else:
             summary = None
         now = time.time()
-        texts = [ln.text(now)[: size.columns - 1] for ln in lines] + ([summary] if summary else [])
+        width = max((len(ln.label) for ln in lines), default=0)
+        texts = [ln.text(now, width)[: size.columns - 1] for ln in lines] + ([summary] if summary else [])
         self._clear()
         self._stream.write("".join(t + "\n" for t in texts))
         self._stream.flush()
