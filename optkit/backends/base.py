@@ -103,6 +103,11 @@ class LoadedModel(ABC):
     def set_threads(self, n: int) -> None:  # noqa: B027 - an engine without a thread setting ignores it
         """Use n compute threads from now on (benchmarks set bench.threads this way)."""
 
+    def keep(self, folder, name: str):
+        """Where the model is one file an engine loads as it is: that file's path, copied into `folder` as
+        `name` + its suffix when it would vanish with a step's temporary folder; None otherwise."""
+        return None
+
     def save(self, folder) -> str | None:
         """Write the model where an engine loads it without optkit; return the format written, or None when no
         such format exists (the caller then writes a replay manifest)."""
@@ -117,6 +122,9 @@ class Engine:
     formats: tuple[str, ...] = ()  # formats.py names (or a plugin's Format names) it loads
     requires: tuple[str, ...] = ()  # importable modules
     extra = ""  # pip extra that brings `requires`
+    # environment variables its library reads once, when it loads (e.g. OpenMP's wait policy): the worker sets
+    # them before any library loads, in every process that will run this engine
+    environment: dict[str, str] = {}
 
     def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
                  trust_pickle: bool = False) -> ModelInfo:
