@@ -118,6 +118,10 @@ class Candidate(BaseModel):
     bench: BenchResult | None = None
     seconds: float = 0.0
     warnings: list[str] = Field(default_factory=list)
+    engine: str | None = Field(default=None, description="the engine the variant was measured in (registry name)")
+    format: str | None = Field(default=None, description="the model's format after its steps (formats.py)")
+    file: str | None = Field(default=None, description="the file to deploy, where the model is one file an engine "
+                             "loads as it is (a GGUF: the checkpoint itself, or kept in the run's artifacts/)")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
