@@ -107,6 +107,8 @@ class BenchResult(BaseModel):
                                                       "token at each of bench.prompt_lens (and prompt_len)")
     paired: PairedSpeed | None = Field(default=None, description="speed-ups against the baseline measured in "
                                        "alternating rounds in this variant's process (bench.paired_rounds)")
+    batch_notes: list[str] = Field(default_factory=list, description="batch sizes asked for and not measured, "
+                                   "and why (e.g. more sequences than the engine decodes together)")
 
 
 class Candidate(BaseModel):

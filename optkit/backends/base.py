@@ -88,6 +88,12 @@ class LoadedModel(ABC):
         or None where the engine cannot copy a cache (callers then score the plain way)."""
         return None
 
+    @property
+    def max_batch(self) -> int | None:
+        """The most sequences the engine decodes together (None: no limit of its own); the benchmark skips larger
+        batch sizes and says so in the report."""
+        return None
+
     def synchronize(self) -> None:  # noqa: B027 - engines whose calls return finished results need nothing
         """Wait until queued device work is done (timing brackets call it)."""
 

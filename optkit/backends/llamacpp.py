@@ -150,9 +150,9 @@ class LlamaCppLM(LoadedModel):
 
     def _fresh(self, n_seq: int, length: int) -> Cache:
         """An empty cache for n_seq new sequences of up to `length` tokens (a larger context when needed)."""
-        if n_seq > library().llama_max_parallel_sequences():
-            raise RunError(f"llama.cpp decodes at most {library().llama_max_parallel_sequences()} sequences "
-                           f"together; batch size {n_seq} is not supported")
+        if n_seq > self.max_batch:
+            raise RunError(f"llama.cpp decodes at most {self.max_batch} sequences together; batch size {n_seq} is "
+                           "not supported")
         ctx = self._ctx
         if ctx is None or n_seq > ctx.n_seq or length > ctx.per_seq:
             if ctx is not None:
@@ -216,6 +216,10 @@ class LlamaCppLM(LoadedModel):
 
     def step(self, token_ids, past):
         return self._run(token_ids, past, every=False)
+
+    @property
+    def max_batch(self) -> int:
+        return int(library().llama_max_parallel_sequences())  # llama.cpp's sequences per context
 
     def watch(self, callback) -> None:
         """Run every later call with this ggml eval callback on each tensor (None: stop)."""
