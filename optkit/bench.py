@@ -188,12 +188,15 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
 
     limit = _limit(lm, spec)
     longest = max(spec.prefill_lens())
-    ids = prompts(lm, max(spec.batch_sizes), longest)
+    ids = prompts(lm, min(max(spec.batch_sizes), lm.max_batch or max(spec.batch_sizes)), longest)
     energy = EnergyCounter(lm.device)
     idle = energy.idle_watts() if energy.available else None  # before any of our work heats the device
     curve, prefill_curve = [], []
+    cap = lm.max_batch
+    notes = [f"batch {b}: not supported ({lm.engine} decodes at most {cap} sequences together)"
+             for b in spec.batch_sizes if cap and b > cap]
     with PeakMemory(lm.device) as mem:  # the peak covers the largest batch: what serving it would need
-        for batch in spec.batch_sizes:
+        for batch in [b for b in spec.batch_sizes if not cap or b <= cap]:
             s = _measure(lm, ids[:batch, :spec.prompt_len], spec, energy, limit)
             curve.append(ThroughputPoint(
                 batch_size=batch, decode_tokens_per_s=stats(s.tps, "tokens/s", s.decode_share, spec.repeats, limit),
@@ -230,4 +233,5 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
         roofline=roofline,
         e2e_ms=e2e,
         prefill_by_prompt_len=prefill_curve,
+        batch_notes=notes,
     )

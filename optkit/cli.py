@@ -58,11 +58,12 @@ def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path 
 
 
 def _single(name: str, checkpoint: str, dtype: str, device: str, steps: list, out: Path | None,
-            evaluate: dict | None, bench: dict | None, show=None, save_to: Path | None = None):
+            evaluate: dict | None, bench: dict | None, show=None, save_to: Path | None = None,
+            engine: str | None = None):
     from optkit.recipe import parse_recipe
 
     data = {"name": name, "model": {"checkpoint": checkpoint, "dtype": dtype}, "device": device,
-            "variants": [{"name": name, "steps": steps}], "eval": evaluate or {"perplexity": None},
+            "variants": [{"name": name, "steps": steps, "engine": engine}], "eval": evaluate or {"perplexity": None},
             "bench": bench}
     return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, show=show,
                     save_to=save_to)
@@ -148,6 +149,8 @@ def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
     click.echo(render(forecast(p, remeasure)))
 
 
+engine_opt = click.option("--engine", help="run the checkpoint in this engine, e.g. llamacpp for a .gguf file as "
+                          "shipped (default: its format's own; a .gguf file: PyTorch)")
 dtype_opt = click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16", "float16"]),
                          help="dtype to load the checkpoint in")
 device_opt = click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda", "auto"]))
@@ -199,29 +202,37 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 @main.command()
 @click.argument("checkpoint")
 @click.option("--format", "fmt", default="onnx", show_default=True, help="export format: a method <format>.export "
-              "exists for each (onnx)")
+              "exists for each (onnx, gguf)")
 @click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: optimum's choice for the model)")
+@click.option("--param", "-p", "params", multiple=True, help="export parameter key=value (repeatable), e.g. "
+              "-p outtype=f16 for gguf")
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="folder to write (new or empty)")
-def export(checkpoint: str, fmt: str, opset: int | None, dtype: str, device: str, out: Path) -> None:
-    """Export CHECKPOINT (e.g. to ONNX, checked against PyTorch logits); the result is a checkpoint for eval / bench /
-    run, and loads in its engine without optkit."""
+def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...], dtype: str, device: str,
+           out: Path) -> None:
+    """Export CHECKPOINT (to ONNX or GGUF, checked against PyTorch logits); the result is a checkpoint for eval /
+    bench / run, and loads in its engine without optkit."""
     from optkit import registry
 
     known = sorted(n.removesuffix(".export") for n in registry.methods.names() if n.endswith(".export"))
     if fmt not in known:
         raise BadInput(f"unknown export format {fmt!r}; known: {', '.join(known)} (--format {known[0]})")
-    params = {"provider": device} | ({"opset": opset} if opset else {})
+    fields = registry.methods.cls(f"{fmt}.export").Params.model_fields
+    if opset and "opset" not in fields:
+        raise BadInput(f"--opset is for --format onnx, not {fmt}; remove it")
+    given = {"provider": device, "opset": opset}  # the options this export's parameters have
+    step = {k: v for k, v in given.items() if k in fields and v is not None} | _params(params)
     with _new_folder(out) as work:
-        report = _single("export", checkpoint, dtype, device, [{"method": f"{fmt}.export", "params": params}],
+        report = _single("export", checkpoint, dtype, device, [{"method": f"{fmt}.export", "params": step}],
                          work / "run", None, None, show=False, save_to=work)
     record = report.variants[0].steps[0]
     v, size = record.details["validation"], record.details["size_bytes"] / 2**20
+    written = next((p for p in sorted(out.iterdir()) if p.suffix in (".onnx", ".gguf")), out)
     click.echo(f"validation ({v['prompts']}): max |logit diff| {v['max_abs_diff']:.3g} (allowed "
                f"{v['allowed_abs_diff']:.3g}), relative {v['max_rel_diff']:.3g}, top-1 agreement "
                f"{v['top1_agreement']:.1%}, cache path max |diff| {v['cache_max_abs_diff']:.3g}")
-    click.echo(f"wrote {out / 'model.onnx'} ({size:.1f} MiB) in {record.seconds:.0f}s; "
+    click.echo(f"wrote {written} ({size:.1f} MiB) in {record.seconds:.0f}s; "
                f"use {out} as a checkpoint for optkit eval / bench / run")
 
 
@@ -231,11 +242,12 @@ def export(checkpoint: str, fmt: str, opset: int | None, dtype: str, device: str
 @click.option("--text", type=click.Path(), help="a local text file instead of WikiText-2")
 @click.option("--tasks", help="lm-eval tasks, comma-separated, e.g. arc_easy,hellaswag (offline with OPTKIT_DATA)")
 @click.option("--limit", type=click.IntRange(min=1), help="first N documents of each task")
+@engine_opt
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
-def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None, limit: int | None, dtype: str,
-          device: str, out: Path | None) -> None:
+def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None, limit: int | None,
+          engine: str | None, dtype: str, device: str, out: Path | None) -> None:
     """Measure token perplexity of CHECKPOINT, and lm-eval task accuracy with --tasks."""
     ppl = {"max_tokens": max_tokens, "path": text}
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
@@ -245,7 +257,7 @@ def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None,
         for name in names:  # missing offline data is bad input: say so before loading any model
             resolve(name)
     specs = [{"name": n, "limit": limit} for n in names] or None
-    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None)
+    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None, engine=engine)
 
 
 def _ints(option: str, text: str | None) -> list[int] | None:
@@ -265,19 +277,23 @@ def _ints(option: str, text: str | None) -> list[int] | None:
 @click.option("--batch-sizes", default="1", show_default=True, help="decode throughput at each, e.g. 1,4,16")
 @click.option("--repeats", default=5, show_default=True, help="least uncontended repetitions")
 @click.option("--min-seconds", default=2.0, show_default=True, help="least decode time measured per batch size")
+@click.option("--threads", type=click.IntRange(min=1), help="compute threads (default: the engine's own choice)")
+@engine_opt
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
 def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: int, batch_sizes: str, repeats: int,
-          min_seconds: float, dtype: str, device: str, out: Path | None) -> None:
+          min_seconds: float, threads: int | None, engine: str | None, dtype: str, device: str,
+          out: Path | None) -> None:
     """Benchmark CHECKPOINT: decode tokens/s per batch size, prefill latency, end-to-end latency, peak memory,
     size, energy."""
     from optkit.report.speed import bench_table
 
     spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats, "min_seconds": min_seconds,
-            "batch_sizes": _ints("--batch-sizes", batch_sizes), "prompt_lens": _ints("--prompt-lens", prompt_lens)}
+            "batch_sizes": _ints("--batch-sizes", batch_sizes), "prompt_lens": _ints("--prompt-lens", prompt_lens),
+            "threads": threads}
     spec["max_repeats"] = max(repeats, 15)
-    _single("bench", checkpoint, dtype, device, [], out, None, spec, show=bench_table)
+    _single("bench", checkpoint, dtype, device, [], out, None, spec, show=bench_table, engine=engine)
 
 
 @main.command()

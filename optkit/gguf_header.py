@@ -23,6 +23,7 @@ class GgufHeader:
     data_bytes: int  # where the last tensor's data ends, from the start of the file
     file_bytes: int
     metadata: dict = field(default_factory=dict)  # scalar and string values (arrays are skipped)
+    tensor_types: dict = field(default_factory=dict)  # tensor name -> ggml type name ("F32", "Q4_K", ...)
 
 
 class _Reader:
@@ -80,11 +81,12 @@ def read(path: str | Path) -> GgufHeader:
             for _ in range(kvs):
                 key = r.string()
                 meta[key] = r.value(r.take("I"))
-            end = 0
+            end, types = 0, {}
             for _ in range(tensors):
-                r.string()
+                name = r.string()
                 dims = [r.take("Q") for _ in range(r.take("I"))]
                 kind, offset = r.take("I"), r.take("Q")
+                types[name] = GGMLQuantizationType(kind).name
                 block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
                 count = 1
                 for d in dims:
@@ -101,4 +103,4 @@ def read(path: str | Path) -> GgufHeader:
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):
         raise BadInput(f"{bad}: its header names no general.architecture; convert it again with llama.cpp's converter")
-    return GgufHeader(version, arch, tensors, start + end, size, meta)
+    return GgufHeader(version, arch, tensors, start + end, size, meta, types)

@@ -9,14 +9,22 @@ from pathlib import Path
 from optkit import formats, registry
 from optkit.backends.base import LoadedModel, ModelInfo
 from optkit.checkpoints import Checkpoint
+from optkit.errors import BadInput
 
 
-def engine_name(ckpt: Checkpoint, engine: str | None = None) -> str:
-    """The engine a variant starts in: the one asked for, else the format's own; a GGUF file defaults to the
-    PyTorch engine (converted once), as the first wave did."""
+def engine_name(ckpt: Checkpoint, engine: str | None = None, steps=()) -> str:
+    """The engine a variant starts in: the one asked for (recipe variant `engine`); else for a GGUF file llama.cpp
+    when the first step is a llama.cpp method (gguf.quantize on the file as shipped), PyTorch otherwise (the
+    file converted once, as the first wave did); else the format's own."""
     if engine:
         return engine
-    return "torch" if ckpt.format in ("gguf", "replay") else formats.get(ckpt.format).engine
+    if ckpt.kind == "gguf":
+        try:
+            first = registry.methods.cls(steps[0].method).accepts if steps else ()
+        except BadInput:  # an unknown method: preflight names it with its step
+            first = ()
+        return formats.get("gguf").engine if "gguf" in first and "hf" not in first else "torch"
+    return "torch" if ckpt.format == "replay" else formats.get(ckpt.format).engine
 
 
 def _artifact_dtype(ckpt: Checkpoint, dtype: str) -> str:
@@ -37,8 +45,13 @@ def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool 
         manifest = read(Path(ckpt.location))
         find_source(Path(ckpt.location), manifest)
         return ModelInfo(linears={}, dtype=dtype, device=device, format=manifest.get("model_format") or "replay")
-    return registry.backends.get(engine_name(ckpt, engine)).describe(ckpt, dtype, device, trust_remote_code,
-                                                                      trust_pickle)
+    name = engine_name(ckpt, engine)
+    runner = registry.backends.get(name)
+    if ckpt.format not in runner.formats:
+        have = formats.get(ckpt.format).label
+        raise BadInput(f"engine {name!r} runs {' or '.join(formats.get(f).label for f in runner.formats)}, and "
+                       f"checkpoint {ckpt.given!r} is {have}; drop engine: {name}, or convert it in a step")
+    return runner.describe(ckpt, dtype, device, trust_remote_code, trust_pickle)
 
 
 def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,

@@ -37,10 +37,7 @@ def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None,
     model there as an artifact; device: already settled by the executor (a cluster's GPUs, not this machine's)."""
     device = device or preflight.resolve_device(recipe.device)
     ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir)
-    info = preflight.model_info(ckpt, recipe.model.dtype, device, recipe.model.trust_remote_code,
-                                recipe.model.trust_pickle)
-    for i in range(len(recipe.variants)):
-        preflight.check_variant(i, recipe, info, device, source)
+    preflight.check_variants(recipe, ckpt, device, source)
     preflight.check_eval(recipe, source)
     jobs = [Job(variant=v, checkpoint=ckpt, model=recipe.model, device=device, eval=recipe.eval,
                 bench=recipe.bench, save_to=str(save_to) if save_to else None) for v in recipe.variants]
@@ -118,7 +115,8 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
     run_dir = Path(run_dir)
     (run_dir / "variants").mkdir(parents=True, exist_ok=True)
     write_model(run_dir / "plan.json", plan)
-    ordered = _paired(plan, _baseline_first(plan, run_dir))
+    ordered = [j.model_copy(update={"keep_in": str(run_dir / "artifacts")})  # files to deploy (GGUF) go here
+               for j in _paired(plan, _baseline_first(plan, run_dir))]
     index = {j.variant.name: i for i, j in enumerate(ordered, 1)}
     label = lambda j: f"[{index[j.variant.name]}/{len(ordered)}] {j.variant.name}"  # noqa: E731
     done: dict[str, Candidate] = {}

@@ -26,9 +26,26 @@ def resolve_device(wanted: str) -> str:
 
 
 def model_info(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool,
-               trust_pickle: bool = False) -> ModelInfo:
+               trust_pickle: bool = False, engine: str | None = None) -> ModelInfo:
     """Linear shapes and the starting format from the config or header alone: no weights are read."""
-    return loading.describe(ckpt, dtype, device, trust_remote_code, trust_pickle=trust_pickle)
+    return loading.describe(ckpt, dtype, device, trust_remote_code, engine=engine, trust_pickle=trust_pickle)
+
+
+def check_variants(recipe: Recipe, ckpt: Checkpoint, device: str, source: str) -> None:
+    """Every variant from the engine it starts in (its own `engine`, or the checkpoint's default), each engine's
+    facts about the checkpoint read once."""
+    model, infos = recipe.model, {}
+    for i, variant in enumerate(recipe.variants):
+        engine = loading.engine_name(ckpt, variant.engine, variant.steps)
+        if engine not in infos:
+            try:
+                infos[engine] = model_info(ckpt, model.dtype, device, model.trust_remote_code, model.trust_pickle,
+                                           engine)
+            except BadInput as exc:
+                if not variant.engine:
+                    raise
+                raise BadInput(f"{source}: variants[{i}] ({variant.name}) engine {variant.engine}: {exc}") from None
+        check_variant(i, recipe, infos[engine], device, source)
 
 
 def converters(have: str, need: tuple[str, ...]) -> list[str]:

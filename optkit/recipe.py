@@ -63,6 +63,8 @@ class Step(Strict):
 
 class Variant(Strict):
     name: str = Field(pattern=NAME_PATTERN)
+    engine: str | None = Field(default=None, description="the engine the checkpoint starts in (default: its "
+                               "format's own; a .gguf file: PyTorch), e.g. llamacpp for a GGUF file as shipped")
     steps: list[Step] = Field(default_factory=list)
     timeout_s: float | None = Field(default=None, gt=0, description="kill the variant after this long")
 

@@ -28,10 +28,13 @@ METHODS = {
     "ort.dynamic_int8": "optkit.methods.ort_quant:DynamicInt8",
     "ort.int4": "optkit.methods.ort_quant:Int4",
     "ort.static_int8": "optkit.methods.ort_static:StaticInt8",
+    "gguf.export": "optkit.methods.gguf:Export",
+    "gguf.quantize": "optkit.methods.gguf:Quantize",
 }
 BACKENDS = {
     "torch": "optkit.backends.torch:TorchEngine",
     "onnxruntime": "optkit.backends.ort:OrtEngine",
+    "llamacpp": "optkit.backends.llamacpp:LlamaCppEngine",
 }
 
 

@@ -107,6 +107,8 @@ class BenchResult(BaseModel):
                                                       "token at each of bench.prompt_lens (and prompt_len)")
     paired: PairedSpeed | None = Field(default=None, description="speed-ups against the baseline measured in "
                                        "alternating rounds in this variant's process (bench.paired_rounds)")
+    batch_notes: list[str] = Field(default_factory=list, description="batch sizes asked for and not measured, "
+                                   "and why (e.g. more sequences than the engine decodes together)")
 
 
 class NodeRecord(BaseModel):
@@ -144,6 +146,10 @@ class Candidate(BaseModel):
     attempts: int = 1
     crashed: bool = Field(default=False, description="the worker process or its node died without a result "
                           "(killed, out of memory, node lost); a retry may succeed")
+    engine: str | None = Field(default=None, description="the engine the variant was measured in (registry name)")
+    format: str | None = Field(default=None, description="the model's format after its steps (formats.py)")
+    file: str | None = Field(default=None, description="the file to deploy, where the model is one file an engine "
+                             "loads as it is (a GGUF: the checkpoint itself, or kept in the run's artifacts/)")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)

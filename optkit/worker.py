@@ -33,6 +33,14 @@ class Job(BaseModel):
     reference: Reference | None = None  # fidelity: save the baseline's log-probs, or compare to them
     pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
     save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
+    keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
+
+    @property
+    def engine(self) -> str:
+        """The engine the variant starts in."""
+        from optkit.loading import engine_name
+
+        return engine_name(self.checkpoint, self.variant.engine, self.variant.steps)
 
     @property
     def is_baseline(self) -> bool:
@@ -97,8 +105,8 @@ def evaluate(lm, job: Job, cand: Candidate) -> None:
     from optkit.evaluators import cache
 
     spec = job.eval
-    model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps, cand.steps) \
-        if cache.enabled(spec.cache) else None
+    model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps, cand.steps,
+                            job.variant.engine) if cache.enabled(spec.cache) else None
     if spec.perplexity:
         from optkit.evaluators import perplexity
 
@@ -187,12 +195,46 @@ def _pair(lm, job: Job, cand: Candidate) -> None:
         say(f"paired speed-up: skipped ({skip})")
         return
     base = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                        job.model.trust_remote_code)
+                        job.model.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
+                                                                          job.pair_with.steps))
     base, _ = apply_steps(base, job.pair_with.steps)
     cand.bench.paired = paired_speedup(lm, base, name, job.bench)
     st = cand.bench.paired.decode_speedup
     say(f"paired speed-up vs {name}: decode {st.median:.2f}x [{st.p10:.2f}-{st.p90:.2f}] over {st.n} rounds"
         + (f" (noisy: {st.noisy_reason})" if st.noisy else ""))
+
+
+def _deployable(lm, job: Job, cand: Candidate) -> None:
+    """What the variant runs in, and the file to deploy where the model is one file (kept out of a step's
+    temporary folder, so the report can name it)."""
+    cand.engine, cand.format = lm.engine, lm.format
+    if job.keep_in and not job.save_to:
+        path = lm.keep(Path(job.keep_in), job.variant.name)
+        cand.file = str(path) if path else None
+
+
+def _environment(job: Job) -> None:
+    """Variables the job's engines read once, when their library loads (backends: Engine.environment), set
+    before any library loads: the engine the variant starts in and those its steps convert to."""
+    import os
+
+    from optkit import formats, registry
+
+    engines = {job.engine}
+    for step in job.variant.steps:
+        try:
+            made = registry.methods.cls(step.method).produces
+        except Exception:  # an unknown method fails later, with its step named
+            continue
+        if made is not None:
+            engines.add(formats.get(made).engine)
+    for name in engines:
+        try:
+            settings = registry.backends.cls(name).environment
+        except Exception:
+            continue
+        for key, value in settings.items():
+            os.environ.setdefault(key, value)
 
 
 def build_and_measure(job: Job) -> Candidate:
@@ -206,8 +248,9 @@ def build_and_measure(job: Job) -> Candidate:
         with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
             with _span(cand, "building"):
                 lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                                  job.model.trust_remote_code)
+                                  job.model.trust_remote_code, job.engine)
                 lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
+                _deployable(lm, job, cand)
                 cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
                 if job.save_to:
                     path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
@@ -239,6 +282,7 @@ def main(argv: list[str]) -> int:
 
     quiet_libraries()
     job = Job.model_validate_json(Path(argv[0]).read_text())
+    _environment(job)
     write_model(Path(argv[1]), build_and_measure(job))
     return 0
 

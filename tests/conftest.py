@@ -140,3 +140,25 @@ def ray_cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """family -> (HF folder, the f32 GGUF gguf.export wrote from it, the step's record), each made once a session:
+    llama.cpp's converter is the slow part of the llama.cpp tests."""
+    made = {}
+
+    def get(family: str):
+        if family not in made:
+            from optkit import checkpoints, loading
+            from optkit.methods.base import apply_steps
+            from optkit.recipe import Step
+
+            root = tmp_path_factory.mktemp(f"gguf-{family}")
+            folder = build_family_model(family, root / "hf")
+            lm = loading.load(checkpoints.resolve(str(folder)))
+            gguf, (record,) = apply_steps(lm, [Step(method="gguf.export", params={"out_dir": str(root)})])
+            made[family] = (folder, gguf.path, record)
+        return made[family]
+
+    return get

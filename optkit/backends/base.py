@@ -88,6 +88,12 @@ class LoadedModel(ABC):
         or None where the engine cannot copy a cache (callers then score the plain way)."""
         return None
 
+    @property
+    def max_batch(self) -> int | None:
+        """The most sequences the engine decodes together (None: no limit of its own); the benchmark skips larger
+        batch sizes and says so in the report."""
+        return None
+
     def synchronize(self) -> None:  # noqa: B027 - engines whose calls return finished results need nothing
         """Wait until queued device work is done (timing brackets call it)."""
 
@@ -103,6 +109,11 @@ class LoadedModel(ABC):
     def set_threads(self, n: int) -> None:  # noqa: B027 - an engine without a thread setting ignores it
         """Use n compute threads from now on (benchmarks set bench.threads this way)."""
 
+    def keep(self, folder, name: str):
+        """Where the model is one file an engine loads as it is: that file's path, copied into `folder` as
+        `name` + its suffix when it would vanish with a step's temporary folder; None otherwise."""
+        return None
+
     def save(self, folder) -> str | None:
         """Write the model where an engine loads it without optkit; return the format written, or None when no
         such format exists (the caller then writes a replay manifest)."""
@@ -117,6 +128,9 @@ class Engine:
     formats: tuple[str, ...] = ()  # formats.py names (or a plugin's Format names) it loads
     requires: tuple[str, ...] = ()  # importable modules
     extra = ""  # pip extra that brings `requires`
+    # environment variables its library reads once, when it loads (e.g. OpenMP's wait policy): the worker sets
+    # them before any library loads, in every process that will run this engine
+    environment: dict[str, str] = {}
 
     def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
                  trust_pickle: bool = False) -> ModelInfo:

@@ -44,15 +44,19 @@ def _files(location: str) -> list:
     return out
 
 
-def model_key(checkpoint, dtype: str, device: str, steps: list, applied: list | None = None) -> str:
+def model_key(checkpoint, dtype: str, device: str, steps: list, applied: list | None = None,
+              engine: str | None = None) -> str:
     """Deterministic fingerprint of the model a variant evaluates. `applied` (the StepRecords) adds what the
     steps decided at run time: which modules they changed and which they left (auto_exclude's choice can
-    differ between runs of the same recipe step, and so would the model)."""
+    differ between runs of the same recipe step, and so would the model). `engine`, when a variant names one: the
+    same file run by another engine is another model (a GGUF as shipped in llama.cpp vs converted in PyTorch)."""
     blob = {"kind": checkpoint.kind, "location": checkpoint.location, "files": _files(checkpoint.location),
             "dtype": dtype, "device": device,
             "steps": [s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in steps],
             "applied": [{"changed": sorted(r.modules_changed), "kept": sorted(m.module for m in r.modules_skipped)}
                         for r in applied or []]}
+    if engine:
+        blob["engine"] = engine
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 

@@ -31,8 +31,9 @@ class ExportParams(BaseModel):
     out_dir: str | None = Field(default=None, description="keep the .onnx here; default: a temp folder")
 
 
-def validate(torch_lm, ort_lm, params: ExportParams) -> dict:
-    """Compare logits on fixed random prompts; raise RunError naming the numbers when out of tolerance."""
+def validate(torch_lm, ort_lm, params: ExportParams, what: str = "ONNX export") -> dict:
+    """Compare logits on fixed random prompts (any exported LoadedModel against the PyTorch one it came from;
+    params: atol, rtol, min_top1); raise RunError naming the numbers when out of tolerance."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -56,7 +57,7 @@ def validate(torch_lm, ort_lm, params: ExportParams) -> dict:
     worst = max(out["max_abs_diff"], out["cache_max_abs_diff"])
     if worst > out["allowed_abs_diff"] or out["top1_agreement"] < params.min_top1:
         raise RunError(
-            f"ONNX export does not match PyTorch: max |diff| {worst:.3g} (allowed {out['allowed_abs_diff']:.3g}), "
+            f"{what} does not match PyTorch: max |diff| {worst:.3g} (allowed {out['allowed_abs_diff']:.3g}), "
             f"top-1 agreement {out['top1_agreement']:.1%} (needed {params.min_top1:.0%}); "
             "raise params.atol/rtol if this is expected (e.g. fp16), else report the model as unsupported")
     return out

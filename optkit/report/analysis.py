@@ -39,6 +39,8 @@ class Row:
     size_ratio: float | None = None  # baseline size / this size
     error: str | None = None
     hardware: str | None = None  # the class it was benchmarked on: speed-ups compare within one
+    engine: str | None = None  # what it was measured in (registry name); None in reports before engines
+    file: str | None = None  # the file to deploy, where the model is one file (a GGUF)
 
     @property
     def noisy(self) -> bool:
@@ -59,7 +61,7 @@ def row(c: Candidate) -> Row:
         size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
-        paired=b.paired.decode_speedup if b and b.paired else None,
+        paired=b.paired.decode_speedup if b and b.paired else None, engine=c.engine, file=c.file,
         hardware=hardware.of(c),
     )
 
@@ -170,7 +172,30 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         parts.append(f"perplexity {best.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci else ""))
     noisy = (f" The speed-up is uncertain ({best.speedup_noisy}); rerun on a quiet machine before deciding."
              if best.speedup_noisy else "")
-    return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{noisy}", rejected
+    return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{deploy_text(best)}{noisy}", rejected
+
+
+def engine_label(engine: str | None) -> str | None:
+    """"llama.cpp", "PyTorch": the engine's own label, its registry name where it is not installed."""
+    if engine is None:
+        return None
+    from optkit import registry
+
+    try:
+        return registry.backends.cls(engine).label
+    except Exception:
+        return engine
+
+
+def engines(rs: list[Row]) -> set[str]:
+    return {r.engine for r in rs if r.engine}
+
+
+def deploy_text(r: Row) -> str:
+    """What to run the chosen variant in, and the file, where it is one."""
+    if r.engine is None:
+        return ""
+    return f" Deploy it in {engine_label(r.engine)}" + (f": {r.file}." if r.file else ".")
 
 
 def noisy_figures(report: Report) -> list[str]:

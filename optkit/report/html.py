@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from optkit.report import hardware
+from optkit.report import analysis, hardware
 from optkit.report.analysis import budget, fidelity, frontier, label, noisy_figures, recommend, rows, task_deltas
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
@@ -38,6 +38,7 @@ def chart(report: Report) -> str:
     if not rs:
         return "<p>No variant has both perplexity and decode speed, so there is no chart.</p>"
     front = set(frontier(rs))
+    mixed = len(analysis.engines(rs)) > 1
     energy = {c.name: c.bench.energy.joules_per_token for c in report.variants
               if c.bench and c.bench.energy.status == "ok"}
     xs, ys = [r.tps for r in rs], [r.ppl for r in rs]
@@ -80,6 +81,7 @@ def chart(report: Report) -> str:
                  if r.name == report.baseline else
                  f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{"#000" if on else "#fff"}" stroke="#000"/>')
         size = f", {r.size_mb:.0f} MB" if r.size_mb else ""
+        size = (f" [{analysis.engine_label(r.engine)}]" if mixed and r.engine else "") + size
         joules = energy.get(r.name)
         size += f", {joules:.3g} J/token" if joules else ""
         parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{ly:.1f}">'
@@ -193,6 +195,7 @@ def _speed_story(report: Report) -> str:
         body += f"<tr><td>{escape(c.name)}</td>{cells}</tr>"
     verdicts = "".join(f"<li><b>{escape(c.name)}</b>: {escape('; '.join(c.bench.roofline.verdicts))}</li>"
                        for c in done if c.bench.roofline and c.bench.roofline.verdicts)
+    verdicts += "".join(f"<li><b>{escape(c.name)}</b>: {escape(n)}</li>" for c in done for n in c.bench.batch_notes)
     roof = next((c.bench.roofline for c in done if c.bench.roofline), None)
     peaks = (f"<p><small>Measured on this device: memory bandwidth {roof.bandwidth_gb_s:.1f} GB/s (copy), "
              f"matmul {roof.matmul_gflop_s:.0f} GFLOP/s ({escape(roof.matmul_dtype)}).</small></p>") if roof else ""

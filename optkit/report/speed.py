@@ -52,6 +52,7 @@ def bench_table(report: Report) -> str:
                  fmt_stats(p.prefill_ms), str(p.decode_tokens_per_s.n)] for p in b.throughput]
         out += _table(["batch", "decode tok/s median [p10-p90]", "95% CI", "prefill ms median [p10-p90]", "n"],
                       rows)
+        out += b.batch_notes
         if len(b.prefill_by_prompt_len) > 1:
             out.append("time to first token (batch 1): " + ", ".join(
                 f"{p.prompt_len} tokens {fmt_stats(p.prefill_ms)} ms" for p in b.prefill_by_prompt_len))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from optkit.report import hardware
-from optkit.report.analysis import fidelity, frontier, label, recommend, rows, task_deltas
+from optkit.report.analysis import engine_label, engines, fidelity, frontier, label, recommend, rows, task_deltas
 from optkit.results import Report
 
 HEADERS = ["variant", "status", "token perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms",
@@ -16,10 +16,12 @@ def _fmt(v, spec: str, suffix: str = "") -> str:
 
 def table_rows(report: Report) -> list[list[str]]:
     front = set(frontier(rows(report)))
+    mixed = len(engines(rows(report))) > 1  # name the engine when variants ran in more than one
     out = []
     for r in rows(report):
         ppl = _fmt(r.ppl, ".3f") + (f" ±{r.ppl_se:.2f}" if r.ppl_se else "")
-        name = r.name + (" (baseline)" if r.name == report.baseline else "") + (" *" if r.name in front else "")
+        name = r.name + (f" [{engine_label(r.engine)}]" if mixed and r.engine else "") \
+            + (" (baseline)" if r.name == report.baseline else "") + (" *" if r.name in front else "")
         lo_hi = r.ppl_delta_ci if r.name != report.baseline else None
         ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
         out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%") + ci,

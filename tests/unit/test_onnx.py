@@ -164,7 +164,7 @@ def test_export_cli_writes_a_checkpoint_folder(tiny_model, tiny_lm, tmp_path):
     assert report["variants"][0]["status"] == "ok" and 1 < ppl < 2 * tiny_lm.vocab_size
     # bad input: one line naming the problem, exit 2
     for args in (["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")],
-                 ["export", str(tiny_model), "--format", "gguf", "-o", str(tmp_path / "x")],
+                 ["export", str(tiny_model), "--format", "tflite", "-o", str(tmp_path / "x")],
                  ["export", str(tiny_model), "-o", str(out)],
                  ["export", str(out), "-o", str(tmp_path / "x")]):
         run = CliRunner().invoke(main, args)

@@ -1,0 +1,365 @@
+"""llama.cpp as an engine: a GGUF file run by llama.cpp through llama-cpp-python's low-level API (the C
+functions, no high-level Llama object), behind the same LoadedModel interface as the other engines, so
+perplexity, fidelity, lm-eval tasks and the benchmark all read llama.cpp's own logits.
+
+One model and one context per LoadedModel. The context holds the KV cache of up to n_seq_max sequences (one
+llama.cpp sequence per batch row, decoded together in one llama_batch per step, as llama-server batches its
+slots); it is made again, larger, when a call needs more sequences or positions. Token ids come from the HF
+tokenizer of the model the file was made from, so PyTorch and llama.cpp variants of one model score the same ids.
+
+Settings kept fixed, because they change what is measured: flash attention on (what llama-server and llama-cli
+pick on CPU; it changes quantized models' logits slightly), KV cache in llama.cpp's default f16, and OpenMP
+threads that sleep instead of spinning when idle (OMP_WAIT_POLICY=passive, set before the library loads: on a
+machine whose cores are shared, spinning threads starve the ones doing the work and decode collapses).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import sys
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from optkit.backends.base import Engine, LoadedModel, ModelInfo
+from optkit.errors import BadInput, RunError
+
+ENVIRONMENT = {"OMP_WAIT_POLICY": "passive"}  # read once, when libgomp loads: the worker sets it first
+FLASH_ATTN = True
+CHUNK = 512  # tokens per llama_decode call (n_batch = n_ubatch): bounds the logits buffer at CHUNK x vocab
+MIN_CONTEXT = 1024  # KV cells per sequence at least; prompt + room to generate
+FACTS = "optkit-gguf.json"  # beside a saved .gguf: parameter count and source, as ort's optkit-export.json
+_state: dict = {}
+_log: list[str] = []  # llama.cpp's last warnings and errors: failure messages quote them
+
+
+def library():
+    """llama_cpp, loaded once per process: the backend initialised and its log kept, not printed."""
+    for key, value in ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    import llama_cpp
+
+    if "log" not in _state:
+        def keep(level, text, _user):
+            if level >= 3 or (level == 5 and _log):  # WARN, ERROR, and their continuation lines
+                _log.append((text or b"").decode(errors="replace").rstrip())
+                del _log[:-20]
+        _state["log"] = llama_cpp.llama_log_callback(keep)
+        llama_cpp.llama_log_set(_state["log"], ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+def last_error() -> str:
+    """llama.cpp's reason: the last "error loading model: ..." line where there is one (the lines after it only
+    say that loading failed), else its last warning or error."""
+    for line in reversed(_log):
+        if "error loading model:" in line:
+            return line.split("error loading model:", 1)[1].strip()
+    return next((line for line in reversed(_log) if line.strip()), "no message from llama.cpp")
+
+
+def version() -> str:
+    from importlib.metadata import version as dist_version
+
+    return dist_version("llama-cpp-python")
+
+
+def default_threads() -> int:
+    """The cores this process may use: what torch picks on its own here, so engines compare at equal threads."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_model(path, gpu: bool = False, vocab_only: bool = False):
+    """A llama_model pointer; RunError with llama.cpp's own reason when it refuses the file."""
+    lib = library()
+    params = lib.llama_model_default_params()
+    params.n_gpu_layers = -1 if gpu else 0
+    params.vocab_only = vocab_only
+    model = lib.llama_model_load_from_file(os.fsencode(str(path)), params)
+    if not model:
+        raise RunError(f"llama.cpp {version()} cannot load {path}: {last_error()}")
+    return model
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Where each sequence stands in the context's KV cache; `epoch` tells a cache a later start() replaced."""
+
+    epoch: int
+    pos: tuple[int, ...]
+
+
+class _Context:
+    """One llama_context with its llama_batch, freed with it."""
+
+    def __init__(self, model, n_seq: int, per_seq: int, threads: int, watch=None):
+        lib = library()
+        params = lib.llama_context_default_params()
+        params.n_ctx, params.n_seq_max = n_seq * per_seq, n_seq  # kv_unified off: each sequence its own cells
+        params.n_batch = params.n_ubatch = CHUNK
+        params.n_threads = params.n_threads_batch = threads
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if FLASH_ATTN else \
+            lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if watch is not None:  # ggml_backend_sched_eval_callback, e.g. the imatrix collector
+            params.cb_eval, self.watch = watch, watch
+        self.ptr = lib.llama_init_from_model(model, params)
+        if not self.ptr:
+            raise RunError(f"llama.cpp could not make a context for {n_seq} sequence(s) of {per_seq} tokens: "
+                           f"{last_error()}")
+        self.n_seq, self.per_seq = n_seq, per_seq
+        self.batch = lib.llama_batch_init(CHUNK, 0, 1)
+        self.memory = lib.llama_get_memory(self.ptr)
+        self._free = weakref.finalize(self, _free_context, self.ptr, self.batch)
+
+    def close(self) -> None:
+        self._free()
+
+
+def _free_context(ptr, batch) -> None:
+    lib = library()
+    lib.llama_batch_free(batch)
+    lib.llama_free(ptr)
+
+
+class LlamaCppLM(LoadedModel):
+    """A GGUF file in llama.cpp with the HF tokenizer and config of the model it was made from; `owner` keeps
+    the temporary folder of a file a step wrote alive exactly as long as the model."""
+
+    engine = "llamacpp"
+
+    def __init__(self, path, tokenizer, config, params: int | None = None, device: str = "cpu",
+                 threads: int | None = None, owner=None, fmt: str = "gguf"):
+        self.path, self.tokenizer, self.config, self.owner = Path(path), tokenizer, config, owner
+        self.format, self.device = fmt, device
+        self._threads = threads or default_threads()
+        self.model = load_model(self.path, gpu=device.startswith("cuda"))
+        lib = library()
+        self._free = weakref.finalize(self, lib.llama_model_free, self.model)
+        self.params = params or int(lib.llama_model_n_params(self.model))
+        self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model)))
+        self._ctx: _Context | None = None
+        self._epoch = 0
+        self._watch = None
+
+    @property
+    def dtype(self) -> str:
+        return "float32"  # activations; the weights' types show in size_bytes and the step's details
+
+    def _fresh(self, n_seq: int, length: int) -> Cache:
+        """An empty cache for n_seq new sequences of up to `length` tokens (a larger context when needed)."""
+        if n_seq > self.max_batch:
+            raise RunError(f"llama.cpp decodes at most {self.max_batch} sequences together; batch size {n_seq} is "
+                           "not supported")
+        ctx = self._ctx
+        if ctx is None or n_seq > ctx.n_seq or length > ctx.per_seq:
+            if ctx is not None:
+                ctx.close()
+            per_seq = -(-max(length + CHUNK, MIN_CONTEXT) // 256) * 256
+            self._ctx = _Context(self.model, max(n_seq, ctx.n_seq if ctx else 1), per_seq, self._threads,
+                                 self._watch)
+        library().llama_memory_clear(self._ctx.memory, True)
+        self._epoch += 1
+        return Cache(self._epoch, (0,) * n_seq)
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]):
+        """items: (token, position, sequence, wants logits). -> float32 array [flagged items, vocab], in order."""
+        import numpy as np
+
+        lib, ctx = library(), self._ctx
+        rows = []
+        for lo in range(0, len(items), CHUNK):
+            chunk, b = items[lo:lo + CHUNK], ctx.batch
+            for i, (token, pos, seq, out) in enumerate(chunk):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, out
+                b.seq_id[i][0] = seq
+            b.n_tokens = len(chunk)
+            code = lib.llama_decode(ctx.ptr, b)
+            if code != 0:
+                why = "no room left in the KV cache" if code == 1 else last_error()
+                raise RunError(f"llama_decode failed ({code}): {why}")
+            n = sum(1 for item in chunk if item[3])
+            if n:
+                rows.append(np.ctypeslib.as_array(lib.llama_get_logits(ctx.ptr), shape=(n, self.n_vocab)).copy())
+        return np.concatenate(rows) if len(rows) > 1 else rows[0]
+
+    def _cache(self, past: Cache | None, ids) -> Cache:
+        if past is None:
+            return self._fresh(len(ids), len(ids[0]))
+        if past.epoch != self._epoch:
+            raise RunError("llama.cpp keeps one cache per model and a later start() replaced this one")
+        if len(past.pos) != len(ids):
+            raise RunError(f"cache holds {len(past.pos)} sequences, got a batch of {len(ids)}")
+        if max(past.pos) + len(ids[0]) > self._ctx.per_seq:
+            raise RunError(f"sequence longer than the context ({self._ctx.per_seq} tokens); start again")
+        return past
+
+    def _run(self, input_ids, past: Cache | None, every: bool):
+        import torch
+
+        ids = input_ids.tolist()
+        past = self._cache(past, ids)
+        width = len(ids[0])
+        items = [(t, past.pos[s] + i, s, every or i == width - 1)
+                 for s, row in enumerate(ids) for i, t in enumerate(row)]
+        logits = torch.from_numpy(self._decode(items))
+        shape = (len(ids), width, self.n_vocab) if every else (len(ids), self.n_vocab)
+        return logits.view(shape), Cache(past.epoch, tuple(p + width for p in past.pos))
+
+    def logits(self, input_ids, past=None):
+        return self._run(input_ids, past, every=True)
+
+    def start(self, input_ids):
+        return self._run(input_ids, None, every=False)
+
+    def step(self, token_ids, past):
+        return self._run(token_ids, past, every=False)
+
+    @property
+    def max_batch(self) -> int:
+        return int(library().llama_max_parallel_sequences())  # llama.cpp's sequences per context
+
+    def watch(self, callback) -> None:
+        """Run every later call with this ggml eval callback on each tensor (None: stop)."""
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        self._watch = callback
+
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def set_threads(self, n: int) -> None:
+        self._threads = n
+        if self._ctx is not None:
+            library().llama_set_n_threads(self._ctx.ptr, n, n)
+
+    def keep(self, folder, name: str) -> Path:
+        """The file to deploy: moved out of a step's temporary folder into `folder` (a run's artifacts), or
+        where it already lives (the checkpoint itself, a step's out_dir)."""
+        if self.owner is None:
+            return self.path
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        target = Path(folder) / f"{name}.gguf"
+        shutil.copy2(self.path, target)
+        return target
+
+    def save(self, folder) -> str:
+        """The .gguf (llama.cpp loads it as it is), and beside it the tokenizer and config optkit scores it with."""
+        import json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.path, folder / self.path.name)
+        self.config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / FACTS).write_text(json.dumps({"params": self.params, "file": self.path.name}, indent=2))
+        return self.format
+
+
+def gguf_file(ckpt) -> Path:
+    """The .gguf of a checkpoint: the file itself, or the one file in an artifact folder optkit wrote."""
+    path = Path(ckpt.location)
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.gguf"))
+    if len(found) != 1:
+        raise BadInput(f"{path} holds {len(found)} .gguf files; a GGUF artifact folder holds exactly one")
+    return found[0]
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+    label = "llama.cpp"
+    formats = ("gguf",)
+    requires = ("llama_cpp",)
+    extra = "llamacpp"
+    environment = ENVIRONMENT
+
+    def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
+                 trust_pickle: bool = False) -> ModelInfo:
+        """The header's architecture, known to transformers (for the tokenizer and config of a file as shipped)
+        and to the installed llama.cpp (asked in a child process: a vocabulary llama.cpp cannot parse aborts
+        the process that reads it, and that must not be optkit's)."""
+        path = gguf_file(ckpt)
+        if ckpt.kind == "gguf":
+            from optkit.backends.torch import _check_gguf_architecture
+
+            _check_gguf_architecture(str(path))
+        probe(path)
+        if device.startswith("cuda") and not library().llama_supports_gpu_offload():
+            raise BadInput("this llama-cpp-python was built without GPU support; rebuild it with "
+                           "CMAKE_ARGS=-DGGML_CUDA=on (make setup does on a GPU machine) or use device: cpu")
+        return ModelInfo(linears={}, dtype="float32", device=device, format="gguf")
+
+    def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
+             trust_remote_code: bool = False) -> LlamaCppLM:
+        import json
+
+        from transformers import AutoConfig, AutoTokenizer
+
+        from optkit.checkpoints import hf_folder
+
+        path = gguf_file(ckpt)
+        folder = Path(hf_folder(ckpt).location) if ckpt.kind == "gguf" else path.parent
+        facts = folder / FACTS
+        params = json.loads(facts.read_text()).get("params") if facts.is_file() else None
+        return LlamaCppLM(path, AutoTokenizer.from_pretrained(folder), AutoConfig.from_pretrained(folder), params,
+                          device)
+
+    def open(self, path, like: LoadedModel, threads: int | None = None, owner=None, fmt: str = "gguf") -> LlamaCppLM:
+        return LlamaCppLM(path, like.tokenizer, like.config, like.params, like.device, threads or like.threads,
+                          owner, fmt)
+
+
+def probe(path: Path) -> None:
+    """BadInput unless the installed llama.cpp reads the file's architecture and tokenizes with its vocabulary,
+    found in a child process (`python -m optkit.backends.llamacpp FILE`) that loads the vocabulary only."""
+    import json
+    import subprocess
+
+    key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+    if key in _state.setdefault("probed", set()):
+        return
+    child = subprocess.run([sys.executable, "-m", "optkit.backends.llamacpp", str(path)], capture_output=True,
+                           text=True, timeout=300)
+    lines = child.stdout.strip().splitlines()
+    answer = json.loads(lines[-1]) if child.returncode == 0 and lines else None
+    if answer is None:
+        raise BadInput(f"{path}: llama.cpp {version()} crashes reading this file's vocabulary (exit "
+                       f"{child.returncode}); convert the model again with llama.cpp's converter (gguf.export does) "
+                       "or run the file in PyTorch (drop engine: llamacpp)")
+    if answer.get("error"):
+        from optkit.gguf_header import read
+
+        arch = read(path).architecture
+        if "unknown model architecture" in answer["error"]:
+            raise BadInput(f"{path}: llama.cpp {version()} cannot read GGUF architecture {arch!r}; run the file in "
+                           "PyTorch (drop engine: llamacpp) or install a llama-cpp-python that knows it")
+        raise BadInput(f"{path}: {answer['error']}; convert the model again with llama.cpp's converter")
+    _state["probed"].add(key)
+
+
+def _probe_child(path: str) -> dict:
+    import json
+
+    lib = library()
+    try:
+        model = load_model(path, vocab_only=True)
+    except RunError as exc:
+        return print(json.dumps({"error": str(exc)}))
+    text = b"Hello world, 123 tokens."
+    ids = (lib.llama_token * 64)()
+    lib.llama_tokenize(lib.llama_model_get_vocab(model), text, len(text), ids, 64, False, False)  # may abort
+    lib.llama_model_free(model)
+    print(json.dumps({"ok": True}))
+
+
+if __name__ == "__main__":
+    _probe_child(sys.argv[1])

@@ -1,0 +1,139 @@
+"""gguf.quantize's work: llama_model_quantize with its parameters filled from the step's (file type, per-tensor
+type overrides for include/exclude and tensor_types, output and token-embedding types, an importance matrix
+computed on calibration text), and what changed, read back from the two files' headers."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import time
+from collections import Counter
+
+from optkit.errors import RunError
+from optkit.progress import note
+from optkit.results import SkippedModule
+
+FLOATS = ("F32", "F16", "BF16")
+
+
+def file_types() -> list[str]:
+    """The quant types the installed llama.cpp lists (LLAMA_FTYPE_*), in its order, named as llama-quantize
+    names them."""
+    import llama_cpp
+
+    names = {n: getattr(llama_cpp, n) for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_")
+             and n != "LLAMA_FTYPE_GUESSED"}
+    return [n.removeprefix("LLAMA_FTYPE_MOSTLY_").removeprefix("LLAMA_FTYPE_ALL_")
+            for n, _ in sorted(names.items(), key=lambda kv: kv[1])]
+
+
+def _ftype(name: str) -> int:
+    import llama_cpp
+
+    return getattr(llama_cpp, "LLAMA_FTYPE_ALL_F32" if name == "F32" else f"LLAMA_FTYPE_MOSTLY_{name}")
+
+
+def tensor_type_names() -> list[str]:
+    import llama_cpp
+
+    return sorted(n.removeprefix("GGML_TYPE_") for n in dir(llama_cpp) if n.startswith("GGML_TYPE_")
+                  and n != "GGML_TYPE_COUNT")
+
+
+def compute_imatrix(lm, spec) -> tuple[dict, dict]:
+    """Mean squared activation per input column of every layer weight, over the calibration windows run through
+    llama.cpp (the file being quantized, as llama-imatrix does)."""
+    from optkit.calibration import calibration_batch
+    from optkit.methods.gguf_tools import Imatrix
+
+    started = time.perf_counter()
+    windows = calibration_batch(lm, spec)
+    collector = Imatrix()
+    lm.watch(collector.callback)
+    try:
+        for i, row in enumerate(windows, 1):
+            note(f"gguf.quantize: imatrix window {i}/{len(windows)}")
+            lm.start(row[None])
+    finally:
+        lm.watch(None)
+    data = collector.result()
+    seconds = round(time.perf_counter() - started, 1)
+    return data, {"tensors": len(data), "tokens": int(windows.numel()), "seconds": seconds}
+
+
+def _overrides(names: dict[str, str], params) -> tuple[dict[str, str], list[SkippedModule]]:
+    """regex -> type: the step's tensor_types, and each tensor include/exclude leaves out pinned to keep_type
+    (default: its type in the source file)."""
+    from optkit.methods.base import select
+
+    overrides = dict(params.tensor_types)
+    skipped = []
+    if params.include or params.exclude:
+        chosen = set(select(list(names), params)[0])
+        for name, kind in names.items():
+            if name not in chosen:
+                keep = params.keep_type or kind
+                overrides[f"^{re.escape(name)}$"] = keep
+                skipped.append(SkippedModule(module=name, reason=f"left out by include/exclude, kept as {keep}"))
+    return overrides, skipped
+
+
+def _params(params, threads: int, overrides: dict[str, str], imatrix: dict | None, keep: list):
+    """llama_model_quantize_params; `keep` holds the ctypes buffers the call reads (they must outlive it)."""
+    import llama_cpp as lib
+    import numpy as np
+
+    p = lib.llama_model_quantize_default_params()
+    p.nthread, p.ftype = threads, _ftype(params.type)
+    p.allow_requantize, p.pure = params.allow_requantize, params.pure
+    if params.output_tensor_type:
+        p.output_tensor_type = getattr(lib, f"GGML_TYPE_{params.output_tensor_type}")
+    if params.token_embedding_type:
+        p.token_embedding_type = getattr(lib, f"GGML_TYPE_{params.token_embedding_type}")
+    if overrides:
+        arr = (lib.llama_model_tensor_override * (len(overrides) + 1))()  # ends with a NULL pattern
+        for i, (pattern, kind) in enumerate(overrides.items()):
+            arr[i].pattern, arr[i].type = pattern.encode(), getattr(lib, f"GGML_TYPE_{kind}")
+        p.tt_overrides = ctypes.cast(arr, ctypes.POINTER(lib.llama_model_tensor_override))
+        keep.append(arr)
+    if imatrix:
+        arr = (lib.llama_model_imatrix_data * (len(imatrix) + 1))()  # ends with a NULL name
+        for i, (name, values) in enumerate(imatrix.items()):
+            values = np.ascontiguousarray(values, dtype=np.float32)
+            keep.append(values)
+            arr[i].name, arr[i].size = name.encode(), values.size
+            arr[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        p.imatrix = ctypes.cast(arr, ctypes.POINTER(lib.llama_model_imatrix_data))
+        keep.append(arr)
+    return p
+
+
+def quantize(lm, dst, params) -> dict:
+    """Write `dst` from lm's GGUF; the step's details, with "changed" (tensors whose type changed) and "skipped"."""
+    from optkit.backends.llamacpp import last_error, library
+    from optkit.gguf_header import read
+
+    library()  # loaded (it is, with lm), and with the environment it needs
+    source = read(lm.path).tensor_types
+    packed = sorted({t for t in source.values() if t not in FLOATS})
+    if packed and not params.allow_requantize:
+        raise RunError(f"gguf.quantize: {lm.path.name} is already quantized ({', '.join(packed)}); quantize from a "
+                       "float GGUF (gguf.export from the float model) or set allow_requantize: true")
+    details = {"type": params.type, "source_types": dict(Counter(source.values()))}
+    imatrix = None
+    if params.imatrix is not None:
+        imatrix, details["imatrix"] = compute_imatrix(lm, params.imatrix)
+    overrides, skipped = _overrides(source, params)
+    keep: list = []
+    qparams = _params(params, lm.threads, overrides, imatrix, keep)
+    note(f"gguf.quantize: llama_model_quantize to {params.type}")
+    code = library().llama_model_quantize(os.fsencode(str(lm.path)), os.fsencode(str(dst)), ctypes.byref(qparams))
+    if code != 0:
+        raise RunError(f"llama_model_quantize to {params.type} failed ({code}): {last_error()}")
+    after = read(dst).tensor_types
+    details["types"] = dict(Counter(after.values()))
+    details["requantized"] = bool(packed)
+    details["changed"] = [n for n, t in after.items() if source.get(n) != t]
+    details["skipped"] = skipped
+    return details
