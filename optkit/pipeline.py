@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from optkit import checkpoints, preflight
 from optkit.executors import Work, run_all
 from optkit.live import Board
+from optkit.report import hardware
 from optkit.recipe import Recipe
 from optkit.results import Candidate, Report, write_model
 from optkit.worker import Job
@@ -105,6 +106,32 @@ def _class_baselines(plan: Plan, done: dict[str, Candidate], run_dir: Path, exec
     return kept
 
 
+def _baseline_again(plan: Plan, done: dict[str, Candidate], run_dir: Path, executor, board: Board,
+                    resume: bool) -> Candidate | None:
+    """When some variant's speed-up cannot be paired (no room for two models, an older result), the baseline is
+    benchmarked once more after the last variant: if the machine drifted between the two, the report says so."""
+    base = done.get(plan.recipe.baseline)
+    unpaired = [c for c in done.values() if c.name != plan.recipe.baseline and c.status == "ok" and c.bench
+                and c.bench.paired is None and hardware.of(c) == hardware.of(base)] if base else []
+    if base is None or base.status != "ok" or base.bench is None or not unpaired:
+        return None
+    out = run_dir / "baselines" / "again.json"
+    if resume and out.is_file():
+        previous = Candidate.model_validate_json(out.read_text())
+        if previous.status == "ok" and previous.bench is not None:
+            return previous
+    job = next(j for j in plan.jobs if j.variant.name == base.name)
+    job = job.model_copy(update={"eval": None, "reference": None, "save_to": None, "pair_with": None})
+    key = f"{base.name} again"
+    board.add(key, f"[+] {base.name} again (drift check for {', '.join(c.name for c in unpaired)})")
+    nodes = [base.node.node_id] if base.node and base.node.node_id else None
+    for _, cand in run_all(executor, [Work(job, out, run_dir / "logs" / f"{base.name}@again.log", key, nodes=nodes)],
+                           board):
+        board.say(f"baseline {base.name} benchmarked again: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
+        return cand if cand.status == "ok" else None
+    return None
+
+
 def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print,
         executor=None, live: bool = False) -> Report:
     """executor: executors.create(spec)'s (default: local); live: redraw a line per variant (a terminal)."""
@@ -141,6 +168,7 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
             board.say(f"{label(work.job)}: {cand.status} in {cand.seconds:.0f}s"
                       + (f" ({cand.error})" if cand.error else ""))
         extra = _class_baselines(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else []
+        again = _baseline_again(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else None
     finally:
         board.close()
     report = Report(
@@ -152,6 +180,7 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
         baseline=plan.recipe.baseline,
         variants=[done[j.variant.name] for j in plan.jobs],
         class_baselines=extra,
+        baseline_again=again,
     )
     write_all(report, run_dir)
     return report

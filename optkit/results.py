@@ -178,6 +178,9 @@ class Report(BaseModel):
     variants: list[Candidate]
     class_baselines: list[Candidate] = Field(default_factory=list, description="the baseline benchmarked again on "
                                              "each other hardware class the run used (speed-ups are per class)")
+    baseline_again: Candidate | None = Field(default=None, description="the baseline benchmarked once more after the "
+                                             "last variant, when some speed-up had to come from separate runs: "
+                                             "drift of the machine beyond its spread flags those speed-ups noisy")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -112,7 +112,30 @@ def rows(report: Report) -> list[Row]:
         for r in out:
             if r is not base and not r.speedup_how.startswith("paired"):
                 separate(refs.get(r.hardware), r)
+    moved = drift(report)
+    if moved:
+        for r in out:
+            if r is not base and r.speedup_how == "from separate runs" and r.hardware == base.hardware:
+                r.speedup_noisy = "; ".join(filter(None, [r.speedup_noisy, moved]))
     return out
+
+
+def drift(report: Report) -> str | None:
+    """Why speed-ups from separate runs are uncertain, when the baseline benchmarked again after the last variant
+    (report.baseline_again) moved further than the spread (p10-p90) of both of its benchmarks; else None."""
+    base = next((c for c in report.variants if c.name == report.baseline), None)
+    again = report.baseline_again
+    if base is None or base.bench is None or again is None or again.bench is None:
+        return None
+    first, second = base.bench.decode_tokens_per_s, again.bench.decode_tokens_per_s
+    if not first.median or not second.median:
+        return None
+    change = second.median / first.median - 1
+    spread = max((s.p90 - s.p10) / s.median for s in (first, second))
+    if abs(change) <= spread:
+        return None
+    return (f"the baseline's decode speed moved {change:+.0%} between its benchmark and another after the last "
+            f"variant (its spread: {spread:.0%}): the machine drifted between runs")
 
 
 def frontier(rs: list[Row]) -> list[str]:

@@ -111,3 +111,23 @@ def test_a_disturbed_baseline_does_not_inflate_the_speed_up():
     page = render_html(report)
     assert 'id="noisy-notice"' in page and "int4: decode speed-up uncertain" in page
     assert "(noisy)" in text_table(report)
+
+
+def test_a_baseline_that_drifted_flags_speed_ups_from_separate_runs():
+    """No paired rounds (no room for two models): the baseline benchmarked again after the last variant says
+    whether the machine drifted between the separate runs. Within the spread nothing changes; beyond it every
+    unpaired speed-up is uncertain, with the drift named, and the recommendation does not quote it plainly."""
+    from optkit.results import Stats
+
+    report = make_report(cand("int4", 20.5, 40.0))
+    base = report.variants[0]
+    again = base.model_copy(deep=True)
+    again.bench.decode_tokens_per_s = Stats(median=20.4, p10=19.8, p90=21.0, n=5)  # within its spread (6%)
+    report.baseline_again = again
+    [r] = [r for r in rows(report) if r.name == "int4"]
+    assert r.speedup == 2.0 and r.speedup_noisy is None
+    again.bench.decode_tokens_per_s = Stats(median=14.0, p10=13.8, p90=14.3, n=5)  # the machine slowed: -30%
+    [r] = [r for r in rows(report) if r.name == "int4"]
+    assert r.speedup == 2.0 and "moved -30%" in r.speedup_noisy and "drifted" in r.speedup_noisy
+    headline, _ = recommend(report)
+    assert "uncertain" in headline and "drifted" in headline
