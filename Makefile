@@ -17,9 +17,10 @@ TORCH_INDEX ?=
 # machine and build kind (cpu; cuda where nvidia-smi sees a GPU) into a wheel cache outside the clone, and a
 # fresh clone or venv installs that wheel in seconds. Portable (no -march=native, so a shared cache never hands
 # a machine code it cannot run) and without what the binding does not load (multimodal library, tools,
-# tests, examples, server, HTTPS); the binding forces llama.cpp's `common` library on, which costs build time
-# but cannot be turned off from here. llama.cpp's HF -> GGUF converter is not in the wheel: it is extracted from
-# the same sdist (sha256-checked) into the venv, where optkit's gguf.export finds it. The CUDA build
+# tests, examples, server, HTTPS, and llama.cpp's `common` library, which the binding forces on and
+# build-support/llama-no-common.cmake turns off again: 5.1 instead of 9.6 CPU-minutes here). llama.cpp's
+# HF -> GGUF converter is not in the wheel: it is extracted from the same sdist (sha256-checked) into the
+# venv, where optkit's gguf.export finds it. The CUDA build
 # (-DGGML_CUDA=on) is the documented path and has not been verified on a GPU machine.
 LLAMA_CPP_PY := 0.3.36
 LLAMA_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
@@ -28,7 +29,8 @@ LLAMA_SDIST := $(LLAMA_CACHE)/llama_cpp_python-$(LLAMA_CPP_PY).tar.gz
 LLAMA_KIND := $(if $(GPU),cuda,cpu)
 LLAMA_WHEELS := $(LLAMA_CACHE)/wheels-$(LLAMA_CPP_PY)-$(LLAMA_KIND)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF $(if $(GPU),-DGGML_CUDA=on)
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF $(if $(GPU),-DGGML_CUDA=on) \
+	-DCMAKE_PROJECT_INCLUDE=$(abspath build-support/llama-no-common.cmake)
 CONVERTER := $(VENV)/share/llama.cpp-converter-$(LLAMA_CPP_PY)
 # Offline evaluation data: use ../shared/data when it is there and OPTKIT_DATA is not set.
 SHARED_DATA := $(abspath ../shared/data)
@@ -61,7 +63,7 @@ $(LLAMA_SDIST): | $(PY)
 llamacpp-wheel: $(LLAMA_WHEELS)/.built
 
 $(LLAMA_WHEELS)/.built: $(LLAMA_SDIST) | $(PY)
-	@echo "building llama-cpp-python $(LLAMA_CPP_PY) ($(LLAMA_KIND)) from its sdist, once per machine (~11 CPU-minutes)"
+	@echo "building llama-cpp-python $(LLAMA_CPP_PY) ($(LLAMA_KIND)) from its sdist, once per machine (~5 CPU-minutes)"
 	rm -rf $(LLAMA_WHEELS)
 	# --no-cache-dir: pip keys its wheel cache by URL, not by CMAKE_ARGS, so it could hand back another build kind
 	time CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir $(LLAMA_SDIST) -w $(LLAMA_WHEELS)
