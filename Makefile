@@ -87,7 +87,7 @@ browser:
 	  echo "chromium not installed and cannot be installed here: the browser test will fail"
 
 test: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check optkit tests benchmarks
