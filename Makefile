@@ -86,8 +86,11 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium not installed and cannot be installed here: the browser test will fail"
 
+# Two test processes (files kept whole, so a file's fixtures and its Ray cluster stay in one): most tests spend
+# their time in one-threaded Python (imports, worker processes), so two keep both cores of a small machine busy.
+TEST_WORKERS ?= 2
 test: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check optkit tests benchmarks
