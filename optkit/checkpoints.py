@@ -137,25 +137,45 @@ def content_hash(location: str) -> str | None:
     return hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in hashes).encode()).hexdigest()
 
 
+def converter_tag() -> str:
+    """What writes a GGUF conversion: the transformers version. Part of the cache key, because a folder written
+    by one version can tokenize differently under another (4.57.6 wrote tokenizer_class LlamaTokenizer, which
+    5.x rebuilds with a sentencepiece-style pre-tokenizer: spaces and newlines get other ids, nothing fails)."""
+    from importlib.metadata import version
+
+    return "tf" + version("transformers")
+
+
 def hf_folder(ckpt: Checkpoint) -> Checkpoint:
-    """A GGUF file as a cached safetensors folder (converted once, for the PyTorch engine); others unchanged."""
+    """A GGUF file as a cached safetensors folder (converted once per file and transformers version, for the
+    PyTorch engine); others unchanged."""
     if ckpt.kind != "gguf":
         return ckpt
     src = Path(ckpt.location)
-    target = cache_dir() / "gguf" / content_hash(str(src))[:16]
+    tag = converter_tag()
+    target = cache_dir() / "gguf" / f"{content_hash(str(src))[:16]}-{tag}"
     if not (target / "config.json").is_file():
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
-            tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+            # dequantize=True: otherwise the model keeps a GGUF quantizer and save_pretrained refuses it
+            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
+                                                         quantization_config=GgufConfig(dequantize=True))
+            # 5.x honours the file's tokenizer.ggml.add_bos_token (False for SmolLM2); 4.x always prepended BOS,
+            # and every number optkit measured before the move (lm-eval scores with special tokens) had it
+            tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, add_bos_token=True)
         except Exception as exc:  # transformers raises many types for unsupported GGUF
             raise RunError(f"cannot convert GGUF {src}: {exc}; check the file is a supported architecture") from exc
-        model.save_pretrained(tmp, safe_serialization=True)
+        eos = model.config.eos_token_id
+        if isinstance(eos, int) and tokenizer.eos_token_id != eos:
+            # transformers' GGUF tokenizer converter (4.57 and 5.17 alike) takes eos from bos_token_id
+            # (<|im_start|> for SmolLM2); the file's own eos (<|im_end|>) is in the model config
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+        model.save_pretrained(tmp)  # 5.x writes safetensors only
         tokenizer.save_pretrained(tmp)
-        (tmp / "optkit-source.json").write_text(json.dumps({"gguf": str(src)}))
+        (tmp / "optkit-source.json").write_text(json.dumps({"gguf": str(src), "written_by": tag}))
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race; its copy is as good as ours
