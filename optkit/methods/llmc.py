@@ -185,8 +185,16 @@ class _Llmc(Method):
             Checkpoint(str(folder), "folder", str(folder), "compressed-tensors"), dtype=lm.dtype, device=lm.device)
         new.params = lm.params
         new.source_folder, new._owner = folder, owner
-        check = validate(lm, new, ExportParams(atol=1e-4, rtol=1e-5, min_top1=1.0),
-                         what="the reloaded compressed-tensors folder")
+        # weight-only: the reloaded weights are the in-memory ones exactly; with int8/fp8 activations, dynamic
+        # per-token scales can round a value the other way, so a little slack
+        acts = params.scheme in ("W8A8", "FP8_DYNAMIC")
+        tol = ExportParams(atol=1e-2, rtol=1e-3, min_top1=0.95) if acts else \
+            ExportParams(atol=1e-4, rtol=1e-5, min_top1=1.0)
+        try:
+            check = validate(lm, new, tol, what="the reloaded compressed-tensors folder")
+        except RunError as exc:
+            raise RunError(f"step {self.name}: {str(exc).split(';')[0]}; the folder does not reproduce the model "
+                           "llm-compressor quantized (a transformers / compressed-tensors mismatch?)") from exc
         changed = [n for n in targets if getattr(new.model.get_submodule(n), "quantization_scheme", None) is not None]
         skipped += [SkippedModule(module=n, reason="llm-compressor left it unquantized") for n in targets
                     if n not in set(changed)]
