@@ -89,14 +89,13 @@ def _flat_cache_module(model):
 
 
 def _kv_shapes(model) -> list[tuple[int, int]]:
-    """(kv_heads, head_dim) per decoder layer, read from the modules (pruning may change them per layer)."""
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    shapes = []
-    for layer in model.model.layers:
-        k = layer.self_attn.k_proj
-        shapes.append((k.out_features // head_dim, head_dim))
-    return shapes
+    """(kv_heads, head_dim) per decoder layer, read from the cache one short forward pass fills: right for
+    fused projections (Phi-3's qkv_proj) and per-layer head counts alike, where the config or k_proj are not."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=model.device), use_cache=True)
+    return [(layer.keys.shape[1], layer.keys.shape[3]) for layer in out.past_key_values.layers]
 
 
 def _rename_nodes(path: Path) -> None:

@@ -78,7 +78,7 @@ class ToyExport(Method):
         path = Path(self.folder.name) / "table.pt"
         torch.save(table, path)
         new = registry.backends.get("toy").open(path, like=lm)
-        new.keep = self.folder
+        new.tmp = self.folder  # lives as long as the model (not `keep`: LoadedModel.keep is a method)
         return new, StepRecord(method=self.name, seconds=time.perf_counter() - started,
                                modules_changed=["<whole model>"], details={"table": list(table.shape)})
 '''
