@@ -126,6 +126,8 @@ class _Llmc(Method):
                 fix = f"use group_size {' or '.join(map(str, fits))}" if fits else "exclude them"
                 shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
                 problems.append(f"group_size {g} does not divide in_features {widths} of {shown}; {fix}")
+        if params.out_dir and Path(params.out_dir).is_dir() and any(Path(params.out_dir).iterdir()):
+            problems.append(f"out_dir {params.out_dir} is not empty; give a new or empty folder")
         if self.calibrated:
             try:
                 calibration_file(params.calibration.path)
