@@ -73,7 +73,7 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
             return Checkpoint(given, "artifact", str(path), fmt)
         if not (path / "config.json").is_file():
             raise BadInput(f"checkpoint folder {given!r} has no config.json; pass a Hugging Face model folder")
-        return Checkpoint(given, "folder", str(path), "hf")
+        return Checkpoint(given, "folder", str(path), _folder_format(path))
     if HUB_ID.match(given) and not given.startswith((".", "/", "~")) and not given.endswith(".gguf"):
         return Checkpoint(given, "hub", given, "hf")
     aliases = ", ".join(ALIASES)
@@ -81,6 +81,17 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
         f"checkpoint not found: {given!r}; give an existing HF folder or .gguf file, a hub id like org/name, "
         f"or an alias ({aliases})"
     )
+
+
+def _folder_format(path: Path) -> str:
+    """An HF folder's format from its config: compressed-tensors (llm-compressor's output, whoever wrote it) is
+    packed, so float-only methods refuse it and the report flags its timing; anything else is taken as float."""
+    try:
+        quant = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
+    except (OSError, ValueError, AttributeError):
+        return "hf"
+    return "compressed-tensors" if isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors" \
+        else "hf"
 
 
 def _manifest_format(folder: Path) -> str:
