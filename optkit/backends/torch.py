@@ -97,7 +97,13 @@ class TorchLM(LoadedModel):
 
         if formats.get(self.format).artifact != "hf-folder":
             return None
-        self.model.save_pretrained(folder, safe_serialization=True)
+        source = getattr(self, "source_folder", None)
+        if source is not None:  # a folder a step wrote and this model was loaded from (compressed-tensors)
+            import shutil
+
+            shutil.copytree(source, folder, dirs_exist_ok=True)
+            return self.format
+        self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         return self.format
 

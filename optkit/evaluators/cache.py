@@ -1,6 +1,7 @@
 """Evaluation result cache: an unchanged model on an unchanged task is not evaluated again.
 
-Key: (model fingerprint, what is evaluated and how, EVAL_VERSION). The model fingerprint covers the source
+Key: (model fingerprint, what is evaluated and how, EVAL_VERSION, the torch / transformers / engine library
+versions). The model fingerprint covers the source
 checkpoint's files (name, size, mtime: cheap, and any rewrite changes it), dtype, device, the variant's
 steps and what they changed (so an auto_exclude that decides differently is a different model). Entries
 live in $OPTKIT_CACHE/eval (default ~/.cache/optkit/eval). Off with OPTKIT_NO_CACHE=1 or
@@ -67,8 +68,22 @@ def entry_key(model: str, what: dict) -> str:
         harness = getattr(lm_eval, "__version__", "?")
     except ImportError:
         harness = None
-    blob = {"model": model, "what": what, "optkit_eval": EVAL_VERSION, "lm_eval": harness}
+    blob = {"model": model, "what": what, "optkit_eval": EVAL_VERSION, "lm_eval": harness, "stack": _stack()}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _stack() -> dict:
+    """The libraries a result depends on besides the model: a result measured under transformers 4.57 (its
+    tokenizer, its kernels) is not reused under 5.x."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "onnxruntime", "llama_cpp_python"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def load(key: str) -> list[EvalResult] | None:

@@ -81,7 +81,7 @@ class Export(Method):
         folder, owner = _scratch(params.out_dir)
         with tempfile.TemporaryDirectory(prefix="optkit-hf-") as hf:
             note("gguf.export: saving the model as an HF folder")
-            lm.model.save_pretrained(hf, safe_serialization=True)
+            lm.model.save_pretrained(hf)
             lm.tokenizer.save_pretrained(hf)
             rebuilt = faithful_tokenizer(Path(hf))
             note(f"gguf.export: llama.cpp's converter, --outtype {outtype}")

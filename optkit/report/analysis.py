@@ -41,6 +41,7 @@ class Row:
     hardware: str | None = None  # the class it was benchmarked on: speed-ups compare within one
     engine: str | None = None  # what it was measured in (registry name); None in reports before engines
     file: str | None = None  # the file to deploy, where the model is one file (a GGUF)
+    speed_caveat: str | None = None  # the timing is not the format's serving speed (formats.Format.speed_note)
 
     @property
     def noisy(self) -> bool:
@@ -62,8 +63,17 @@ def row(c: Candidate) -> Row:
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
         paired=b.paired.decode_speedup if b and b.paired else None, engine=c.engine, file=c.file,
-        hardware=hardware.of(c),
+        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format),
     )
+
+
+def speed_caveat(fmt: str | None) -> str | None:
+    """Why a variant's timing is not its format's serving speed, or None when it is."""
+    if not fmt:
+        return None
+    from optkit import formats
+
+    return formats.get(fmt).speed_note or None
 
 
 def compare(ref: Row, r: Row, paired: bool = False) -> Row:
@@ -140,7 +150,7 @@ def drift(report: Report) -> str | None:
 
 def frontier(rs: list[Row]) -> list[str]:
     """Names of ok variants no other variant beats on both perplexity (lower) and decode speed (higher)."""
-    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None]
+    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat]
     fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
     keep = []
     for r in pts:
@@ -168,7 +178,7 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         return f"One model measured ({base.name}); add variants to a recipe to compare and get a recommendation.", []
     if base.tps is None:
         return _accuracy_only(rs, base, limit)
-    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name]
+    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat]
     within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
     best = max(within, key=lambda r: r.speedup, default=None)
     chosen = best if best is not None and best.speedup > 1 else base
@@ -180,12 +190,20 @@ def recommend(report: Report) -> tuple[str, list[str]]:
             rejected.append(f"{r.name}: {r.status} ({r.error or 'no reason recorded'})")
         elif r.ppl_delta is not None and r.ppl_delta > limit:
             rejected.append(f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget")
+        elif r.speed_caveat:
+            kept = f"perplexity {r.ppl_delta:+.1%}, within budget; " if r.ppl_delta is not None else ""
+            rejected.append(f"{r.name}: not ranked on speed ({kept}{r.speed_caveat}); judge it by its accuracy "
+                            "and time it in the engine it ships to")
         elif r.speedup is not None:
             rejected.append(f"{r.name}: slower than {chosen.name} ({speed_text(r)} vs "
                             f"{speed_text(chosen) if chosen is not base else '1.00x'} decode)")
+    unranked = [r.name for r in rs if r.status == "ok" and r.speed_caveat and r is not base
+                and (r.ppl_delta is None or r.ppl_delta <= limit)]
+    aside = (f" Within budget but not ranked on speed (measured outside the engine they ship to): "
+             f"{', '.join(unranked)}." if unranked else "")
     if chosen is base:
         return (f"Keep the baseline ({base.name}): no variant decoded faster while staying within "
-                f"{limit:.0%} perplexity.", rejected)
+                f"{limit:.0%} perplexity.{aside}", rejected)
     parts = [f"{speed_text(best)} decode speed"]
     if best.size_ratio:
         parts.append(f"{best.size_ratio:.1f}x smaller" if best.size_ratio >= 1 else
@@ -195,7 +213,7 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         parts.append(f"perplexity {best.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci else ""))
     noisy = (f" The speed-up is uncertain ({best.speedup_noisy}); rerun on a quiet machine before deciding."
              if best.speedup_noisy else "")
-    return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{deploy_text(best)}{noisy}", rejected
+    return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{deploy_text(best)}{noisy}{aside}", rejected
 
 
 def engine_label(engine: str | None) -> str | None:

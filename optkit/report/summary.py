@@ -24,9 +24,11 @@ def table_rows(report: Report) -> list[list[str]]:
             + (" (baseline)" if r.name == report.baseline else "") + (" *" if r.name in front else "")
         lo_hi = r.ppl_delta_ci if r.name != report.baseline else None
         ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
+        caveat = f" (not its serving speed: {r.speed_caveat})" if r.speed_caveat and r.tps is not None else ""
         out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%") + ci,
-                    _fmt(r.tps, ".1f") + (" (noisy)" if r.tps_noisy else ""),
-                    _fmt(r.speedup, ".2f", "x") + (" (noisy)" if r.speedup_noisy else ""),
+                    _fmt(r.tps, ".1f") + (" (noisy)" if r.tps_noisy else "") + caveat,
+                    _fmt(r.speedup, ".2f", "x") + (" (noisy)" if r.speedup_noisy else "")
+                    + (" (not ranked)" if caveat and r.speedup is not None else ""),
                     _fmt(r.prefill_ms, ".1f") + (" (noisy)" if r.prefill_noisy else ""),
                     _fmt(r.size_mb, ".1f"), _fmt(r.peak_mb, ".0f")])
     return out

@@ -122,7 +122,7 @@ def test_k_and_iq_types_on_a_wide_model(tmp_path):
     folder = build_tiny_model(tmp_path / "hf")
     config = LlamaConfig.from_pretrained(folder)
     config.update({"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 1})
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
     lm = loading.load(checkpoints.resolve(str(folder)))
     steps = [Step(method="gguf.export", params={"outtype": "f16"})]
     f16, _ = apply_steps(lm, steps)

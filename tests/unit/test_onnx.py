@@ -10,7 +10,7 @@ import pytest
 import torch
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("optimum.exporters.onnx")
+pytest.importorskip("onnxscript")
 
 from optkit import pipeline  # noqa: E402
 from optkit.backends.ort import OrtLM  # noqa: E402
