@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from optkit import checkpoints, preflight
 from optkit.executors import Work, run_all
 from optkit.live import Board
-from optkit.report import hardware
 from optkit.recipe import Recipe
+from optkit.report import hardware
 from optkit.results import Candidate, Report, write_model
 from optkit.worker import Job
 
