@@ -8,7 +8,7 @@ tokens/s over 64 new tokens, median of repeated runs.
 The second form alternates, in fresh processes, this script and `optkit bench FILE --engine llamacpp` with the
 same prompt length, new tokens and threads, ROUNDS times each, and prints both decode figures per round and
 their ratio: on a shared machine only figures measured close together compare. Both sides use the settings
-optkit's engine fixes (flash attention on, OMP_WAIT_POLICY=passive) and the same prompt (optkit's bench:
+optkit's engine fixes (flash attention on, OpenMP's default wait policy) and the same prompt (optkit's bench:
 torch.randint(3, vocab) with seed 0, BOS first).
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,6 @@ PROMPT, NEW = 128, 64
 
 
 def bare(path: str, threads: int, repeats: int) -> dict:
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # before libgomp loads, as optkit's worker does
     import torch
     from llama_cpp import Llama
 
