@@ -72,6 +72,20 @@ def _paired(plan: Plan, jobs: list[Job]) -> list[Job]:
             and j.bench.paired_rounds else j for j in jobs]
 
 
+def _bench_only(plan: Plan, name: str) -> Job:
+    """The variant's job benchmarking only: no evaluation, no fidelity reference, no artifact."""
+    job = next(j for j in plan.jobs if j.variant.name == name)
+    return job.model_copy(update={"eval": None, "reference": None, "save_to": None})
+
+
+def _resumed(out: Path) -> Candidate | None:
+    """A benchmark a previous run finished (ok, with its timings) at out, else None."""
+    if not out.is_file():
+        return None
+    previous = Candidate.model_validate_json(out.read_text())
+    return previous if previous.status == "ok" and previous.bench is not None else None
+
+
 def _class_baselines(plan: Plan, done: dict[str, Candidate], run_dir: Path, executor, board: Board,
                      resume: bool) -> list[Candidate]:
     """Speed-ups compare like with like: when the variants were benchmarked on more than one hardware class,
@@ -84,18 +98,16 @@ def _class_baselines(plan: Plan, done: dict[str, Candidate], run_dir: Path, exec
         if c.bench is not None and c.node is not None:
             nodes.setdefault(c.node.hardware_class, []).extend([c.node.node_id] if c.node.node_id else [])
     kept, works = [], []
-    job = next(j for j in plan.jobs if j.variant.name == base.name)
-    job = job.model_copy(update={"eval": None, "reference": None, "save_to": None})
+    job = _bench_only(plan, base.name)
     for cls, ids in nodes.items():
         if cls == base.node.hardware_class:
             continue
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cls).strip("-")[:60] + "-" + hashlib.sha1(cls.encode()).hexdigest()[:6]
         out = run_dir / "baselines" / f"{slug}.json"
-        if resume and out.is_file():
-            previous = Candidate.model_validate_json(out.read_text())
-            if previous.status == "ok" and previous.node and previous.node.hardware_class == cls:
-                kept.append(previous)
-                continue
+        previous = _resumed(out) if resume else None
+        if previous is not None and previous.node and previous.node.hardware_class == cls:
+            kept.append(previous)
+            continue
         key = f"{base.name}@{cls}"
         board.add(key, f"[+] {base.name} on {cls}")
         works.append(Work(job, out, run_dir / "logs" / f"{base.name}@{slug}.log", key, nodes=list(dict.fromkeys(ids))))
@@ -116,12 +128,10 @@ def _baseline_again(plan: Plan, done: dict[str, Candidate], run_dir: Path, execu
     if base is None or base.status != "ok" or base.bench is None or not unpaired:
         return None
     out = run_dir / "baselines" / "again.json"
-    if resume and out.is_file():
-        previous = Candidate.model_validate_json(out.read_text())
-        if previous.status == "ok" and previous.bench is not None:
-            return previous
-    job = next(j for j in plan.jobs if j.variant.name == base.name)
-    job = job.model_copy(update={"eval": None, "reference": None, "save_to": None, "pair_with": None})
+    previous = _resumed(out) if resume else None
+    if previous is not None:
+        return previous
+    job = _bench_only(plan, base.name)
     key = f"{base.name} again"
     board.add(key, f"[+] {base.name} again (drift check for {', '.join(c.name for c in unpaired)})")
     nodes = [base.node.node_id] if base.node and base.node.node_id else None
