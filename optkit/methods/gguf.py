@@ -58,6 +58,9 @@ class Export(Method):
     def bytes_per_weight(self, params: ExportParams, in_features, act_bytes):
         return {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, None: None}[params.outtype]
 
+    def forecast_targets(self, linears: list[str], params: ExportParams) -> list[str]:
+        return linears  # the converter writes every weight in the outtype; there is no include/exclude
+
     def check(self, info: ModelInfo, params: ExportParams) -> list[str]:
         from optkit.errors import BadInput
         from optkit.methods.gguf_tools import converter_dir

@@ -83,3 +83,24 @@ def test_bytes_per_token_follow_the_steps():
     assert kept == 256 * 64 * (1 + 4 / 64) + 1000 * 64 * 4 + 64 * 4  # the excluded lm_head stays fp32
     assert compute_bound_from(params, params * 4.0, 0.0, 8.0) == 17  # 2 FLOP per 4-byte weight x b > 8
     assert compute_bound_from(params, params * 4.0, 1e12, 8.0) is None  # a huge KV cache keeps it memory-bound
+
+
+def test_gguf_export_with_an_outtype_moves_every_weight_in_it():
+    """gguf.export has no include/exclude: with an outtype the forecast applies it to every linear (`optkit plan
+    recipes/llamacpp.yaml` once ended in an AttributeError here)."""
+    from types import SimpleNamespace
+
+    from optkit.forecast import expected
+    from optkit.recipe import Variant
+
+    config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, num_attention_heads=1, hidden_size=64,
+                             head_dim=64)
+    linears = {"model.layers.0.mlp.up_proj": (256, 64), "lm_head": (1000, 64)}
+    weights = 256 * 64 + 1000 * 64
+
+    def bytes_of(steps):
+        return expected(Variant(name="v", steps=steps), linears, "float32", config, 0, 10.0).bytes_per_token
+
+    assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f32"}}]) == weights * 4 + 64 * 4
+    assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f16"}}]) == weights * 2 + 64 * 4
+    assert bytes_of([{"method": "gguf.export"}]) == weights * 4 + 64 * 4  # default: the model's dtype, unchanged
