@@ -14,6 +14,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 ELEM = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -42,8 +43,10 @@ class Forecast:
 
 
 def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, context: int,
-             bandwidth_gb_s: float) -> Expected:
-    """Bytes moved per decoded token at batch 1 after the variant's steps, and the bound they imply."""
+             bandwidth_gb_s: float, file_bytes_per_weight: float | None = None) -> Expected:
+    """Bytes moved per decoded token at batch 1 after the variant's steps, and the bound they imply.
+    file_bytes_per_weight: a GGUF checkpoint's average (file size / weights), for a variant that starts in
+    llama.cpp and so keeps the file's own types instead of the dtype PyTorch loads it in."""
     from optkit import registry
     from optkit.backends.base import ModelInfo
     from optkit.meters.roofline import kv_bytes_per_token
@@ -51,6 +54,11 @@ def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, c
     per = {n: float(ELEM[dtype]) for n in linears}  # bytes per weight of each linear
     act, notes = ELEM[dtype], []
     quantized: set[str] = set()
+    if variant.engine == "llamacpp" and file_bytes_per_weight:
+        per = dict.fromkeys(linears, file_bytes_per_weight)
+        quantized = set(linears)
+        notes.append(f"runs the GGUF file as it is: {file_bytes_per_weight:.2f} bytes per weight on average "
+                     "(file size / weights)")
     info = ModelInfo(linears=linears, dtype=dtype, device="cpu")
     for step in variant.steps:
         method = registry.get(step.method)
@@ -138,7 +146,14 @@ def forecast(plan, remeasure: bool = False) -> Forecast:
                              "so there is no forecast; benchmark it with optkit bench")
     config = AutoConfig.from_pretrained(hf_folder(plan.checkpoint).location,
                                         trust_remote_code=recipe.model.trust_remote_code)
-    rows = [expected(v, info.linears, recipe.model.dtype, config, context, bandwidth) for v in recipe.variants]
+    per_weight = None
+    if plan.checkpoint.kind == "gguf":
+        # the file also stores the token embeddings, once more unless the lm_head is tied to them
+        tied = getattr(config, "tie_word_embeddings", False) and "lm_head" in info.linears
+        weights = sum(o * i for o, i in info.linears.values()) + (0 if tied else config.vocab_size * config.hidden_size)
+        per_weight = Path(plan.checkpoint.location).stat().st_size / weights
+    rows = [expected(v, info.linears, recipe.model.dtype, config, context, bandwidth, per_weight)
+            for v in recipe.variants]
     base = next((r for r in rows if r.name == recipe.baseline), rows[0])
     params = sum(o * i for o, i in info.linears.values())
     ridge = gflops / bandwidth

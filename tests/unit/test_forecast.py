@@ -85,9 +85,9 @@ def test_bytes_per_token_follow_the_steps():
     assert compute_bound_from(params, params * 4.0, 1e12, 8.0) is None  # a huge KV cache keeps it memory-bound
 
 
-def test_gguf_export_with_an_outtype_moves_every_weight_in_it():
+def test_gguf_variants_forecast_the_bytes_llama_cpp_moves():
     """gguf.export has no include/exclude: with an outtype the forecast applies it to every linear (`optkit plan
-    recipes/llamacpp.yaml` once ended in an AttributeError here)."""
+    recipes/llamacpp.yaml` once ended in an AttributeError here); a GGUF run as shipped keeps the file's types."""
     from types import SimpleNamespace
 
     from optkit.forecast import expected
@@ -104,3 +104,9 @@ def test_gguf_export_with_an_outtype_moves_every_weight_in_it():
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f32"}}]) == weights * 4 + 64 * 4
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f16"}}]) == weights * 2 + 64 * 4
     assert bytes_of([{"method": "gguf.export"}]) == weights * 4 + 64 * 4  # default: the model's dtype, unchanged
+    shipped = Variant(name="shipped", engine="llamacpp")
+    as_file = expected(shipped, linears, "float32", config, 0, 10.0, file_bytes_per_weight=0.75)
+    assert as_file.bytes_per_token == weights * 0.75 + 64 * 4  # the file's own types, not the dtype torch loads
+    assert "as it is" in as_file.notes[0]
+    in_torch = expected(Variant(name="torch"), linears, "float32", config, 0, 10.0, file_bytes_per_weight=0.75)
+    assert in_torch.bytes_per_token == weights * 4 + 64 * 4  # the same file dequantized into PyTorch
