@@ -72,8 +72,13 @@ class TorchLM(LoadedModel):
             torch.cuda.synchronize()
 
     def size_bytes(self) -> int:
-        """Bytes of the serialized state dict: what the weights really cost on disk."""
+        """Bytes of the serialized state dict: what the weights really cost on disk. A compressed-tensors model:
+        its folder's safetensors files (packed), since transformers holds it decompressed in memory on CPU."""
         import torch
+
+        source = getattr(self, "source_folder", None)
+        if self.format == "compressed-tensors" and source is not None:
+            return sum(f.stat().st_size for f in Path(source).glob("*.safetensors"))
 
         buf = _CountingWriter()
         torch.save(self.model.state_dict(), buf)
@@ -195,4 +200,7 @@ class TorchEngine(Engine):
         model.eval()
         if getattr(model, "hf_quantizer", None) is None:  # quantized loads are placed by their quantizer
             model.to(device)
-        return TorchLM(model, tokenizer, device, fmt=ckpt.format)
+        lm = TorchLM(model, tokenizer, device, fmt=ckpt.format)
+        if ckpt.format == "compressed-tensors" and ckpt.kind != "hub":
+            lm.source_folder = Path(ckpt.location)  # its packed weights: what it costs on disk, what save copies
+        return lm

@@ -66,6 +66,11 @@ def test_each_method_writes_a_folder_transformers_reloads(family, variant, text_
     # the folder as a checkpoint, without optkit's manifest, is known for what it is
     assert checkpoints.resolve(str(lm.source_folder)).format == "compressed-tensors"
     assert any("vLLM" in n for n in record.notes)
+    # its size is the packed folder's, not the decompressed copy transformers holds in memory on CPU
+    packed = sum(f.stat().st_size for f in lm.source_folder.glob("*.safetensors"))
+    assert lm.size_bytes() == packed == record.details["size_bytes"]
+    in_memory = sum(t.numel() * t.element_size() for t in lm.model.state_dict().values())
+    assert packed < 0.6 * in_memory
 
 
 def test_int4_weights_sit_on_a_16_level_grid_per_group(tmp_path, text_file):
