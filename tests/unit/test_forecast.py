@@ -62,20 +62,30 @@ def test_plan_runs_the_preflight_first(plan_cli):
     assert "speed-up" not in result.output
 
 
-def test_bytes_per_token_follow_the_steps():
+LINEARS = {"model.layers.0.mlp.up_proj": (256, 64), "lm_head": (1000, 64)}
+
+
+def _expected(steps=(), engine=None, file_bytes_per_weight=None):
+    """The forecast of one variant of a one-layer model (hidden 64) at context 0."""
     from types import SimpleNamespace
 
-    from optkit.forecast import compute_bound_from, expected
+    from optkit.forecast import expected
     from optkit.recipe import Variant
 
     config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, num_attention_heads=1, hidden_size=64,
                              head_dim=64)
-    linears = {"model.layers.0.mlp.up_proj": (256, 64), "lm_head": (1000, 64)}
+    return expected(Variant(name="v", steps=list(steps), engine=engine), LINEARS, "float32", config, 0, 10.0,
+                    file_bytes_per_weight)
+
+
+def bytes_of(steps):
+    return _expected(steps).bytes_per_token
+
+
+def test_bytes_per_token_follow_the_steps():
+    from optkit.forecast import compute_bound_from
+
     params = 256 * 64 + 1000 * 64
-
-    def bytes_of(steps):
-        return expected(Variant(name="v", steps=steps), linears, "float32", config, 0, 10.0).bytes_per_token
-
     fp32 = bytes_of([])
     assert fp32 == params * 4 + 64 * 4  # weights + one embedding row, no KV at context 0
     assert bytes_of([{"method": "cast", "params": {"dtype": "bfloat16"}}]) == fp32 / 2
@@ -88,25 +98,12 @@ def test_bytes_per_token_follow_the_steps():
 def test_gguf_variants_forecast_the_bytes_llama_cpp_moves():
     """gguf.export has no include/exclude: with an outtype the forecast applies it to every linear (`optkit plan
     recipes/llamacpp.yaml` once ended in an AttributeError here); a GGUF run as shipped keeps the file's types."""
-    from types import SimpleNamespace
-
-    from optkit.forecast import expected
-    from optkit.recipe import Variant
-
-    config = SimpleNamespace(num_hidden_layers=1, num_key_value_heads=1, num_attention_heads=1, hidden_size=64,
-                             head_dim=64)
-    linears = {"model.layers.0.mlp.up_proj": (256, 64), "lm_head": (1000, 64)}
     weights = 256 * 64 + 1000 * 64
-
-    def bytes_of(steps):
-        return expected(Variant(name="v", steps=steps), linears, "float32", config, 0, 10.0).bytes_per_token
-
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f32"}}]) == weights * 4 + 64 * 4
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f16"}}]) == weights * 2 + 64 * 4
     assert bytes_of([{"method": "gguf.export"}]) == weights * 4 + 64 * 4  # default: the model's dtype, unchanged
-    shipped = Variant(name="shipped", engine="llamacpp")
-    as_file = expected(shipped, linears, "float32", config, 0, 10.0, file_bytes_per_weight=0.75)
+    as_file = _expected(engine="llamacpp", file_bytes_per_weight=0.75)
     assert as_file.bytes_per_token == weights * 0.75 + 64 * 4  # the file's own types, not the dtype torch loads
     assert "as it is" in as_file.notes[0]
-    in_torch = expected(Variant(name="torch"), linears, "float32", config, 0, 10.0, file_bytes_per_weight=0.75)
+    in_torch = _expected(file_bytes_per_weight=0.75)
     assert in_torch.bytes_per_token == weights * 4 + 64 * 4  # the same file dequantized into PyTorch
