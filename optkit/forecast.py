@@ -146,16 +146,16 @@ def forecast(plan, remeasure: bool = False) -> Forecast:
                              "so there is no forecast; benchmark it with optkit bench")
     config = AutoConfig.from_pretrained(hf_folder(plan.checkpoint).location,
                                         trust_remote_code=recipe.model.trust_remote_code)
+    params = sum(o * i for o, i in info.linears.values())
     per_weight = None
     if plan.checkpoint.kind == "gguf":
         # the file also stores the token embeddings, once more unless the lm_head is tied to them
         tied = getattr(config, "tie_word_embeddings", False) and "lm_head" in info.linears
-        weights = sum(o * i for o, i in info.linears.values()) + (0 if tied else config.vocab_size * config.hidden_size)
+        weights = params + (0 if tied else config.vocab_size * config.hidden_size)
         per_weight = Path(plan.checkpoint.location).stat().st_size / weights
     rows = [expected(v, info.linears, recipe.model.dtype, config, context, bandwidth, per_weight)
             for v in recipe.variants]
     base = next((r for r in rows if r.name == recipe.baseline), rows[0])
-    params = sum(o * i for o, i in info.linears.values())
     ridge = gflops / bandwidth
     for r in rows:
         r.speedup = base.bytes_per_token / r.bytes_per_token

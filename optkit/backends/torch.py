@@ -78,7 +78,7 @@ class TorchLM(LoadedModel):
 
         source = getattr(self, "source_folder", None)
         if self.format == "compressed-tensors" and source is not None:
-            return sum(f.stat().st_size for f in Path(source).glob("*.safetensors"))
+            return sum(f.stat().st_size for f in source.glob("*.safetensors"))
 
         buf = _CountingWriter()
         torch.save(self.model.state_dict(), buf)

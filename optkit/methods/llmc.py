@@ -186,7 +186,7 @@ class _Llmc(Method):
         new = registry.backends.get("torch").load(
             Checkpoint(str(folder), "folder", str(folder), "compressed-tensors"), dtype=lm.dtype, device=lm.device)
         new.params = lm.params
-        new.source_folder, new._owner = folder, owner
+        new._owner = owner  # the engine's load set new.source_folder: the folder goes with the model
         check = _reload_check(lm, new, reference)
         changed = [n for n in targets if getattr(new.model.get_submodule(n), "quantization_scheme", None) is not None]
         skipped += [SkippedModule(module=n, reason="llm-compressor left it unquantized") for n in targets
@@ -195,7 +195,7 @@ class _Llmc(Method):
             raise RunError(f"step {self.name} quantized no modules ({len(targets)} targeted); check include/exclude")
         details = {"scheme": params.scheme, "group_size": params.weight_group(), "symmetric": params.symmetric,
                    "oneshot_seconds": round(oneshot_s, 1), "folder": str(folder),
-                   "size_bytes": sum(f.stat().st_size for f in folder.glob("*.safetensors")),
+                   "size_bytes": new.size_bytes(),
                    "reload_check": check, "ignore": ignore}
         if dataset is not None:
             details["calibration_tokens"] = params.calibration.samples * params.calibration.seq_len
