@@ -299,13 +299,21 @@ def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: in
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "md", "html", "json"]))
-def report(run_dir: Path, fmt: str) -> None:
+@click.option("--vs", "versus", metavar="VARIANT",
+              help="compare every variant's perplexity with this variant's instead of the baseline's (paired CI)")
+def report(run_dir: Path, fmt: str, versus: str | None) -> None:
     """Print a finished run's report (text table, markdown for PR comments, html, json)."""
     from optkit.report.html import render_html
     from optkit.report.summary import markdown, text_table
+    from optkit.report.summary import versus as versus_table
     from optkit.results import read_report
 
     rep = read_report(run_dir)
+    if versus is not None:
+        if fmt != "text":
+            raise BadInput(f"--vs prints a text table, not {fmt}; drop --format {fmt}")
+        click.echo(versus_table(rep, versus))
+        return
     render = {"text": text_table, "md": markdown, "html": render_html,
               "json": lambda r: r.model_dump_json(indent=2)}[fmt]
     click.echo(render(rep))

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from optkit.errors import BadInput
 from optkit.report import hardware
-from optkit.report.analysis import engine_label, engines, fidelity, frontier, label, recommend, rows, task_deltas
+from optkit.report.analysis import (
+    compare,
+    engine_label,
+    engines,
+    fidelity,
+    frontier,
+    label,
+    recommend,
+    row,
+    rows,
+    task_deltas,
+)
 from optkit.results import Report
 
 HEADERS = ["variant", "status", "token perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms",
@@ -95,3 +107,32 @@ def markdown(report: Report) -> str:
     env = report.environment
     out += ["", f"_{esc(env.device)} · {esc(env.device_name or '')} · torch {env.torch} · optkit {env.optkit}_"]
     return "\n".join(out)
+
+
+def versus(report: Report, name: str) -> str:
+    """Every variant's perplexity against another variant's instead of the baseline's, paired on the same
+    blocks of tokens (e.g. GPTQ vs round-to-nearest at one scheme): which one is lower, and whether the 95% CI
+    tells them apart."""
+    by_name = {c.name: c for c in report.variants}
+    if name not in by_name:
+        raise BadInput(f"--vs {name!r}: no such variant in this report; pick one of {', '.join(by_name)}")
+    ref = row(by_name[name])
+    if ref.ppl is None:
+        raise BadInput(f"--vs {name!r}: that variant has no token perplexity ({ref.status}); pick one that has")
+    out = [["variant", "token perplexity", f"Δppl vs {name} [95% CI]", "verdict"]]
+    for c in report.variants:
+        if c.name == name:
+            continue
+        r = compare(ref, row(c))
+        lo_hi = r.ppl_delta_ci
+        verdict = ("-" if r.ppl is None else "not paired (other tokens)" if lo_hi is None
+                   else "lower" if lo_hi[1] < 0 else "higher" if lo_hi[0] > 0 else "not told apart")
+        ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
+        out.append([c.name, _fmt(r.ppl, ".3f"), _fmt(r.ppl_delta, "+.1%") + ci, verdict])
+    widths = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in out]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    blocks = len(ref.block_nll or [])
+    lines += ["", f"CI: paired over {blocks} blocks of the same tokens; lower/higher: the whole interval is on "
+              f"that side of {name}'s perplexity"]
+    return "\n".join(lines)

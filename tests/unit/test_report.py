@@ -131,3 +131,43 @@ def test_a_baseline_that_drifted_flags_speed_ups_from_separate_runs():
     assert r.speedup == 2.0 and "moved -30%" in r.speedup_noisy and "drifted" in r.speedup_noisy
     headline, _ = recommend(report)
     assert "uncertain" in headline and "drifted" in headline
+
+
+def _with_blocks(c, nlls):
+    c.accuracy[0].details["block_nll"] = nlls
+    return c
+
+
+def test_report_vs_another_variant_pairs_on_the_same_blocks(tmp_path):
+    """optkit report --vs: each variant's perplexity against a chosen variant (not the baseline), with the CI
+    from per-block differences: a small consistent gain is told apart, one lost in the noise is not."""
+    import math
+
+    from click.testing import CliRunner
+
+    from optkit.cli import main
+    from optkit.report.summary import versus
+
+    noise = [0.3 * math.sin(i) for i in range(32)]
+    rtn = [3.4 + n for n in noise]
+    report = make_report(_with_blocks(cand("rtn", 30.0, 1.0), rtn),
+                         _with_blocks(cand("gptq", 29.0, 1.0), [x - 0.02 + 0.005 * math.cos(i) for i, x in
+                                                                 enumerate(rtn)]),
+                         _with_blocks(cand("same", 30.0, 1.0), [x + 0.02 * math.cos(3 * i) for i, x in
+                                                                 enumerate(rtn)]),
+                         _with_blocks(cand("short", 30.0, 1.0), rtn[:8]))
+    _with_blocks(report.variants[0], [3.0 + n for n in noise])
+    lines = {ln.split()[0]: ln for ln in versus(report, "rtn").splitlines()[2:] if ln.strip()}
+    assert "rtn" not in lines
+    assert lines["gptq"].split()[1] == "29.000" and "-3.3%" in lines["gptq"] and lines["gptq"].endswith("lower")
+    assert lines["base"].endswith("lower") and lines["same"].endswith("not told apart")
+    assert lines["short"].endswith("not paired (other tokens)")
+    assert "paired over 32 blocks" in versus(report, "rtn")
+
+    (tmp_path / "report.json").write_text(report.model_dump_json())
+    ok = CliRunner().invoke(main, ["report", str(tmp_path), "--vs", "rtn"])
+    assert ok.exit_code == 0 and "Δppl vs rtn" in ok.output
+    for args, says in ((["--vs", "rtm"], "no such variant in this report; pick one of base, rtn, gptq"),
+                       (["--vs", "rtn", "--format", "md"], "--vs prints a text table")):
+        bad = CliRunner().invoke(main, ["report", str(tmp_path), *args])
+        assert bad.exit_code == 2 and says in bad.output and len(bad.output.strip().splitlines()) == 1
