@@ -24,6 +24,7 @@ class GgufHeader:
     file_bytes: int
     metadata: dict = field(default_factory=dict)  # scalar and string values (arrays are skipped)
     tensor_types: dict = field(default_factory=dict)  # tensor name -> ggml type name ("F32", "Q4_K", ...)
+    row_widths: dict = field(default_factory=dict)  # tensor name -> its first dimension (weights per row)
 
 
 class _Reader:
@@ -81,12 +82,13 @@ def read(path: str | Path) -> GgufHeader:
             for _ in range(kvs):
                 key = r.string()
                 meta[key] = r.value(r.take("I"))
-            end, types = 0, {}
+            end, types, widths = 0, {}, {}
             for _ in range(tensors):
                 name = r.string()
                 dims = [r.take("Q") for _ in range(r.take("I"))]
                 kind, offset = r.take("I"), r.take("Q")
                 types[name] = GGMLQuantizationType(kind).name
+                widths[name] = dims[0] if dims else 1
                 block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
                 count = 1
                 for d in dims:
@@ -103,4 +105,4 @@ def read(path: str | Path) -> GgufHeader:
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):
         raise BadInput(f"{bad}: its header names no general.architecture; convert it again with llama.cpp's converter")
-    return GgufHeader(version, arch, tensors, start + end, size, meta, types)
+    return GgufHeader(version, arch, tensors, start + end, size, meta, types, widths)

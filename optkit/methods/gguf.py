@@ -163,6 +163,13 @@ class Quantize(Method):
                              *params.tensor_types.values()) if t and t not in types]
         if wrong:
             problems.append(f"tensor type {wrong[0]!r} is not a ggml type; use one of {', '.join(types)}")
+        head = next((shape for name, shape in info.linears.items() if name.split(".")[-1] == "lm_head"), None)
+        if head:  # token_embd and output rows are hidden-size wide (GGUF as shipped: checked on its header)
+            from optkit.methods.gguf_quant import misfit
+
+            problem = misfit(params, {"token_embd.weight": head[1], "output.weight": head[1]})
+            if problem:
+                problems.append(problem)
         if params.type in NEEDS_IMATRIX and params.imatrix is None:
             problems.append(f"{params.type} needs an importance matrix; add params.imatrix: {{}} (calibration text, "
                             "default WikiText-2 validation)")

@@ -62,6 +62,28 @@ def compute_imatrix(lm, spec) -> tuple[dict, dict]:
     return data, {"tensors": len(data), "tokens": int(windows.numel()), "seconds": seconds}
 
 
+# types a row of any width that is a multiple of 32 takes, best first (what a misfit is pointed to)
+COMMON = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "F16")
+
+
+def misfit(params, widths: dict[str, int]) -> str | None:
+    """token_embedding_type and output_tensor_type are applied as given: llama.cpp skips the fallback it uses
+    for other tensors whose rows a type's blocks do not divide, then rejects its own result ("quantized data
+    validation failed"). The problem in one line, or None. widths: tensor name -> weights per row."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block = lambda kind: GGML_QUANT_SIZES[GGMLQuantizationType[kind]][0]  # noqa: E731
+    for option, kind, name in (("token_embedding_type", params.token_embedding_type, "token_embd.weight"),
+                               ("output_tensor_type", params.output_tensor_type, "output.weight")):
+        width = widths.get(name)
+        if kind and width and width % block(kind):
+            fits = [t for t in COMMON if width % block(t) == 0]
+            return (f"{option} {kind}: {name} has rows of {width} weights, not a multiple of {kind}'s blocks of "
+                    f"{block(kind)}, and llama.cpp applies this option without a fallback; use one of "
+                    f"{', '.join(fits)}")
+    return None
+
+
 def _overrides(names: dict[str, str], params) -> tuple[dict[str, str], list[SkippedModule]]:
     """regex -> type: the step's tensor_types, and each tensor include/exclude leaves out pinned to keep_type
     (default: its type in the source file)."""
@@ -115,11 +137,15 @@ def quantize(lm, dst, params) -> dict:
     from optkit.gguf_header import read
 
     library()  # loaded (it is, with lm), and with the environment it needs
-    source = read(lm.path).tensor_types
+    header = read(lm.path)
+    source = header.tensor_types
     packed = sorted({t for t in source.values() if t not in FLOATS})
     if packed and not params.allow_requantize:
         raise RunError(f"gguf.quantize: {lm.path.name} is already quantized ({', '.join(packed)}); quantize from a "
                        "float GGUF (gguf.export from the float model) or set allow_requantize: true")
+    problem = misfit(params, header.row_widths)
+    if problem:
+        raise RunError(f"gguf.quantize: {problem}")
     details = {"type": params.type, "source_types": dict(Counter(source.values()))}
     imatrix = None
     if params.imatrix is not None:

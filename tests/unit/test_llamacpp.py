@@ -113,10 +113,26 @@ def test_include_exclude_and_imatrix(tiny_gguf, text_file):
     assert types["blk.1.attn_q.weight"] == "Q4_0" and types["blk.1.ffn_up.weight"] == "Q8_0"
 
 
+def test_an_embedding_type_its_rows_do_not_fit_is_refused_before_quantizing(tiny_gguf):
+    """llama.cpp applies token_embedding_type without its fallback, writes rows a 256-block type cannot hold
+    and then fails with "quantized data validation failed" (seen on SmolLM2's 576-wide rows): optkit names the
+    tensor and the types that fit instead, before computing an imatrix or calling the quantizer."""
+    from optkit.errors import RunError
+    from optkit.gguf_header import read
+
+    _, lm, _ = pair(tiny_gguf, "llama")
+    with pytest.raises(RunError, match=r"token_embedding_type Q4_K: token_embd.weight has rows of 64 weights, not a "
+                                       r"multiple of Q4_K's blocks of 256.*use one of Q8_0, Q5_1, Q5_0, Q4_1, Q4_0"):
+        apply_steps(lm, [Step(method="gguf.quantize", params={"type": "Q8_0", "token_embedding_type": "q4_k"})])
+    ok, _ = apply_steps(lm, [Step(method="gguf.quantize", params={"type": "Q8_0", "token_embedding_type": "Q4_0"})])
+    assert read(ok.path).tensor_types["token_embd.weight"] == "Q4_0"
+
+
 def test_k_and_iq_types_on_a_wide_model(tmp_path):
     """K and IQ types quantize 256-wide blocks: the 64-wide tiny model falls back to other types, this one not."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from optkit.gguf_header import read
     from tests.conftest import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "hf")
@@ -129,6 +145,8 @@ def test_k_and_iq_types_on_a_wide_model(tmp_path):
     for kind, want in (("Q4_K_M", {"Q4_K", "Q6_K"}), ("IQ4_XS", {"IQ4_XS"})):
         _, (step,) = apply_steps(f16, [Step(method="gguf.quantize", params={"type": kind})])
         assert want <= set(step.details["types"]), step.details
+    q, _ = apply_steps(f16, [Step(method="gguf.quantize", params={"type": "Q4_K_M", "token_embedding_type": "Q4_K"})])
+    assert read(q.path).tensor_types["token_embd.weight"] == "Q4_K"  # 256 wide: the type fits, nothing is refused
 
 
 def test_bench_batches_and_unsupported_sizes(tiny_gguf):

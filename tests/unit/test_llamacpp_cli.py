@@ -110,6 +110,8 @@ BAD = {
     "packed-export": (None, None, f"[{{method: torchao.int8_weight_only}}, {EXPORT}]", "already quantized"),
     "needs-imatrix": (None, None, f"[{EXPORT}, {{method: gguf.quantize, params: {{type: IQ2_XXS}}}}]",
                       "needs an importance matrix"),
+    "embedding-type-misfit": (None, None, f"[{EXPORT}, {{method: gguf.quantize, params: {{type: Q8_0, "
+                              "token_embedding_type: Q4_K}}]", "token_embd.weight has rows of 64 weights"),
     "engine-name": (None, "llama.cpp", "[]", "did you mean 'llamacpp'"),
     "engine-format": (None, "llamacpp", "[]", "engine 'llamacpp' runs a GGUF file"),
 }
