@@ -84,6 +84,26 @@ def misfit(params, widths: dict[str, int]) -> str | None:
     return None
 
 
+def fell_back(kind: str, before: dict[str, str], after: dict[str, str], widths: dict[str, int]) -> str | None:
+    """The tensors llama.cpp could not give the file type's main type because their rows do not fit its blocks,
+    in one line (None when every tensor fits). On SmolLM2 (rows of 576) "Q4_K_M" is mostly Q5_0: the 256-weight
+    K types fall back tensor by tensor, which a type name alone does not tell."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    main = GGMLQuantizationType.__members__.get(kind) or GGMLQuantizationType.__members__.get(kind.rsplit("_", 1)[0])
+    if main is None:
+        return None
+    block = GGML_QUANT_SIZES[main][0]
+    packed = [n for n, t in after.items() if t not in FLOATS]
+    moved = {n: after[n] for n in packed if before.get(n) in FLOATS and widths.get(n, 0) % block}
+    if not moved:
+        return None
+    rows = "/".join(str(w) for w in sorted({widths[n] for n in moved}))
+    got = ", ".join(f"{c} {t}" for t, c in Counter(moved.values()).most_common())
+    return (f"{len(moved)} of {len(packed)} quantized tensors have rows of {rows} weights, which {main.name}'s blocks "
+            f"of {block} do not divide: llama.cpp gave them {got}")
+
+
 def _overrides(names: dict[str, str], params) -> tuple[dict[str, str], list[SkippedModule]]:
     """regex -> type: the step's tensor_types, and each tensor include/exclude leaves out pinned to keep_type
     (default: its type in the source file)."""
@@ -159,6 +179,9 @@ def quantize(lm, dst, params) -> dict:
         raise RunError(f"llama_model_quantize to {params.type} failed ({code}): {last_error()}")
     after = read(dst).tensor_types
     details["types"] = dict(Counter(after.values()))
+    fallback = fell_back(params.type, source, after, header.row_widths)
+    if fallback:
+        details["fallback"] = fallback
     details["requantized"] = bool(packed)
     details["changed"] = [n for n, t in after.items() if source.get(n) != t]
     details["skipped"] = skipped

@@ -5,6 +5,7 @@ which are llama.cpp's own tokenizer's too), gguf.quantize changes tensor types t
 batches agree with a plain forward pass, and the benchmark says which batch sizes llama.cpp cannot decode."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -124,8 +125,13 @@ def test_an_embedding_type_its_rows_do_not_fit_is_refused_before_quantizing(tiny
     with pytest.raises(RunError, match=r"token_embedding_type Q4_K: token_embd.weight has rows of 64 weights, not a "
                                        r"multiple of Q4_K's blocks of 256.*use one of Q8_0, Q5_1, Q5_0, Q4_1, Q4_0"):
         apply_steps(lm, [Step(method="gguf.quantize", params={"type": "Q8_0", "token_embedding_type": "q4_k"})])
-    ok, _ = apply_steps(lm, [Step(method="gguf.quantize", params={"type": "Q8_0", "token_embedding_type": "Q4_0"})])
-    assert read(ok.path).tensor_types["token_embd.weight"] == "Q4_0"
+    params = {"type": "Q8_0", "token_embedding_type": "Q4_0"}
+    ok, (step,) = apply_steps(lm, [Step(method="gguf.quantize", params=params)])
+    assert read(ok.path).tensor_types["token_embd.weight"] == "Q4_0" and "fallback" not in step.details
+    # a K type on rows it does not fit: llama.cpp falls back per tensor, and the step says so
+    _, (step,) = apply_steps(lm, [Step(method="gguf.quantize", params={"type": "Q4_K_M"})])
+    assert re.fullmatch(r"\d+ of \d+ quantized tensors have rows of 64/128 weights, which Q4_K's blocks of 256 do not "
+                        r"divide: llama.cpp gave them \d+ Q5_0.*", step.details["fallback"]), step.details
 
 
 def test_k_and_iq_types_on_a_wide_model(tmp_path):
