@@ -59,7 +59,8 @@ class LlmcParams(Params):
 
 class GptqParams(LlmcParams):
     actorder: Literal["none", "static", "group", "weight"] = Field(
-        default="none", description="activation ordering: columns quantized by decreasing Hessian diagonal")
+        default="static", description="activation ordering: columns quantized by decreasing Hessian diagonal; "
+        "static (llm-compressor's default) keeps groups contiguous, so kernels serve it as they serve none")
     dampening_frac: float = Field(default=0.01, gt=0, lt=1, description="added to the Hessian diagonal")
     block_size: int = Field(default=128, ge=1)
 

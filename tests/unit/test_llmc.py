@@ -63,6 +63,9 @@ def test_each_method_writes_a_folder_transformers_reloads(family, variant, text_
     assert sorted(record.modules_changed) == sorted(linears)
     config = json.loads((lm.source_folder / "config.json").read_text())["quantization_config"]
     assert config["quant_method"] == "compressed-tensors"
+    if method == "llmc.gptq":  # act-order as asked, else llm-compressor's own default (static)
+        weights = config["config_groups"]["group_0"]["weights"]
+        assert weights["actorder"] == params.get("actorder", "static"), weights
     # the folder as a checkpoint, without optkit's manifest, is known for what it is
     assert checkpoints.resolve(str(lm.source_folder)).format == "compressed-tensors"
     assert any("vLLM" in n for n in record.notes)
