@@ -53,12 +53,26 @@ def model_key(checkpoint, dtype: str, device: str, steps: list, applied: list | 
     same file run by another engine is another model (a GGUF as shipped in llama.cpp vs converted in PyTorch)."""
     blob = {"kind": checkpoint.kind, "location": checkpoint.location, "files": _files(checkpoint.location),
             "dtype": dtype, "device": device,
-            "steps": [s.model_dump(mode="json") if hasattr(s, "model_dump") else s for s in steps],
+            "steps": [_resolved(s) for s in steps],
             "applied": [{"changed": sorted(r.modules_changed), "kept": sorted(m.module for m in r.modules_skipped)}
                         for r in applied or []]}
     if engine:
         blob["engine"] = engine
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def _resolved(step) -> dict:
+    """A step with every parameter it runs with, defaults included: a default that changes (llmc.gptq's act-order
+    did) changes the model, and must change the key as much as a parameter written in the recipe."""
+    data = step.model_dump(mode="json") if hasattr(step, "model_dump") else dict(step)
+    try:
+        from optkit import registry
+
+        data["params"] = registry.get(data["method"]).Params.model_validate(data.get("params") or {}).model_dump(
+            mode="json")
+    except Exception:  # noqa: BLE001 - an unknown method or bad params fail elsewhere; the key stays as written
+        pass
+    return data
 
 
 def entry_key(model: str, what: dict) -> str:
@@ -74,11 +88,12 @@ def entry_key(model: str, what: dict) -> str:
 
 def _stack() -> dict:
     """The libraries a result depends on besides the model: a result measured under transformers 4.57 (its
-    tokenizer, its kernels) is not reused under 5.x."""
+    tokenizer, its kernels) is not reused under 5.x, nor one of a quantizer's output under another version."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("torch", "transformers", "onnxruntime", "llama_cpp_python"):
+    for name in ("torch", "transformers", "onnxruntime", "llama_cpp_python", "torchao", "llmcompressor",
+                 "compressed-tensors", "bitsandbytes"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -222,3 +222,26 @@ def test_cache_key_follows_what_the_steps_decided(tiny_model):
     key = model_key(ckpt, "float32", "cpu", step, [one])
     assert key == model_key(ckpt, "float32", "cpu", step, [one.model_copy()])
     assert key != model_key(ckpt, "float32", "cpu", step, [other])  # same recipe step, another model
+
+
+def test_cache_key_sees_a_methods_defaults(tiny_model, monkeypatch):
+    """A step keyed as written would not change when a default does (llmc.gptq's act-order went from none to
+    llm-compressor's static, and a cached result of the old model came back): the key holds every parameter."""
+    from typing import Literal
+
+    from optkit import checkpoints, registry
+    from optkit.evaluators.cache import model_key
+    from optkit.methods.prune import MagnitudeParams
+    from optkit.recipe import Step
+
+    ckpt = checkpoints.resolve(str(tiny_model))
+    written = [Step(method="prune.magnitude", params={"sparsity": 0.5})]
+    key = model_key(ckpt, "float32", "cpu", written)
+    spelled = [Step(method="prune.magnitude", params={"sparsity": 0.5, "scope": "layer"})]
+    assert model_key(ckpt, "float32", "cpu", spelled) == key  # the default written out: the same model
+
+    class NewDefault(MagnitudeParams):
+        scope: Literal["layer", "global"] = "global"
+
+    monkeypatch.setattr(registry.methods.cls("prune.magnitude"), "Params", NewDefault)
+    assert model_key(ckpt, "float32", "cpu", written) != key
