@@ -142,13 +142,14 @@ class Quantize(Method):
     extra = "llamacpp"
 
     def bytes_per_weight(self, params: QuantizeParams, in_features, act_bytes):
-        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+        from gguf.constants import GGML_QUANT_SIZES
 
-        base = params.type.removesuffix("_M").removesuffix("_S").removesuffix("_L")
-        try:
-            block, size = GGML_QUANT_SIZES[GGMLQuantizationType[base]]
-        except KeyError:
+        from optkit.methods.gguf_quant import main_type
+
+        kind = main_type(params.type)
+        if kind is None:
             return None
+        block, size = GGML_QUANT_SIZES[kind]
         return size / block
 
     def check(self, info: ModelInfo, params: QuantizeParams) -> list[str]:

@@ -66,20 +66,33 @@ def compute_imatrix(lm, spec) -> tuple[dict, dict]:
 COMMON = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "F16")
 
 
+def main_type(kind: str):
+    """The ggml tensor type (gguf's GGMLQuantizationType) a llama.cpp type is named after: itself for a tensor type
+    (Q8_0, IQ1_S), its base for a file type's mix (Q4_K_M -> Q4_K); None when there is none (IQ2_M)."""
+    from gguf.constants import GGMLQuantizationType
+
+    members = GGMLQuantizationType.__members__
+    return members.get(kind) or members.get(kind.removesuffix("_M").removesuffix("_S").removesuffix("_L"))
+
+
+def block_size(kind: str) -> int:
+    """Weights per block of a ggml tensor type (32 for Q4_0, 256 for the K types)."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    return GGML_QUANT_SIZES[main_type(kind)][0]
+
+
 def misfit(params, widths: dict[str, int]) -> str | None:
     """token_embedding_type and output_tensor_type are applied as given: llama.cpp skips the fallback it uses
     for other tensors whose rows a type's blocks do not divide, then rejects its own result ("quantized data
     validation failed"). The problem in one line, or None. widths: tensor name -> weights per row."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    block = lambda kind: GGML_QUANT_SIZES[GGMLQuantizationType[kind]][0]  # noqa: E731
     for option, kind, name in (("token_embedding_type", params.token_embedding_type, "token_embd.weight"),
                                ("output_tensor_type", params.output_tensor_type, "output.weight")):
         width = widths.get(name)
-        if kind and width and width % block(kind):
-            fits = [t for t in COMMON if width % block(t) == 0]
+        if kind and width and width % block_size(kind):
+            fits = [t for t in COMMON if width % block_size(t) == 0]
             return (f"{option} {kind}: {name} has rows of {width} weights, not a multiple of {kind}'s blocks of "
-                    f"{block(kind)}, and llama.cpp applies this option without a fallback; use one of "
+                    f"{block_size(kind)}, and llama.cpp applies this option without a fallback; use one of "
                     f"{', '.join(fits)}")
     return None
 
@@ -88,12 +101,10 @@ def fell_back(kind: str, before: dict[str, str], after: dict[str, str], widths: 
     """The tensors llama.cpp could not give the file type's main type because their rows do not fit its blocks,
     in one line (None when every tensor fits). On SmolLM2 (rows of 576) "Q4_K_M" is mostly Q5_0: the 256-weight
     K types fall back tensor by tensor, which a type name alone does not tell."""
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    main = GGMLQuantizationType.__members__.get(kind) or GGMLQuantizationType.__members__.get(kind.rsplit("_", 1)[0])
+    main = main_type(kind)
     if main is None:
         return None
-    block = GGML_QUANT_SIZES[main][0]
+    block = block_size(main.name)
     packed = [n for n, t in after.items() if t not in FLOATS]
     moved = {n: after[n] for n in packed if before.get(n) in FLOATS and widths.get(n, 0) % block}
     if not moved:
