@@ -76,11 +76,16 @@ def full_table(report: Report) -> tuple[list[str], list[list[str]]]:
     return hardware.add_column(report, headers + (["KL / top-1 vs baseline"] if any(fid.values()) else []), body)
 
 
-def text_table(report: Report) -> str:
-    headers, body = full_table(report)
+def columns(headers: list[str], body: list[list[str]]) -> list[str]:
+    """A terminal table: left-aligned columns as wide as their widest cell, a dashed rule under the headers."""
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def text_table(report: Report) -> str:
+    headers, body = full_table(report)
+    out = columns(headers, body)
     headline, rejected = recommend(report)
     out += ["", "* on the Pareto frontier (perplexity vs decode speed)", headline]
     if any(task_deltas(report)):
@@ -119,7 +124,7 @@ def versus(report: Report, name: str) -> str:
     ref = row(by_name[name])
     if ref.ppl is None:
         raise BadInput(f"--vs {name!r}: that variant has no token perplexity ({ref.status}); pick one that has")
-    out = [["variant", "token perplexity", f"Δppl vs {name} [95% CI]", "verdict"]]
+    body = []
     for c in report.variants:
         if c.name == name:
             continue
@@ -128,10 +133,8 @@ def versus(report: Report, name: str) -> str:
         verdict = ("-" if r.ppl is None else "not paired (other tokens)" if lo_hi is None
                    else "lower" if lo_hi[1] < 0 else "higher" if lo_hi[0] > 0 else "not told apart")
         ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
-        out.append([c.name, _fmt(r.ppl, ".3f"), _fmt(r.ppl_delta, "+.1%") + ci, verdict])
-    widths = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in out]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+        body.append([c.name, _fmt(r.ppl, ".3f"), _fmt(r.ppl_delta, "+.1%") + ci, verdict])
+    lines = columns(["variant", "token perplexity", f"Δppl vs {name} [95% CI]", "verdict"], body)
     blocks = len(ref.block_nll or [])
     lines += ["", f"CI: paired over {blocks} blocks of the same tokens; lower/higher: the whole interval is on "
               f"that side of {name}'s perplexity"]
