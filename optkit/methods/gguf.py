@@ -144,9 +144,9 @@ class Quantize(Method):
     def bytes_per_weight(self, params: QuantizeParams, in_features, act_bytes):
         from gguf.constants import GGML_QUANT_SIZES
 
-        from optkit.methods.gguf_quant import main_type
+        from optkit.methods.gguf_quant import fitted_type
 
-        kind = main_type(params.type)
+        kind = fitted_type(params.type, in_features)  # llama.cpp's per-tensor fallback included
         if kind is None:
             return None
         block, size = GGML_QUANT_SIZES[kind]

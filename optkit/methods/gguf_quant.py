@@ -82,6 +82,25 @@ def block_size(kind: str) -> int:
     return GGML_QUANT_SIZES[main_type(kind)][0]
 
 
+# llama.cpp's tensor_type_fallback (src/llama-quant.cpp): the type a tensor gets instead of a file type's main type
+# when its rows do not fit that type's blocks (F16 when the fallback does not fit either)
+FALLBACK = {**dict.fromkeys(("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS"), "IQ4_NL"),
+            **dict.fromkeys(("Q2_K", "Q3_K", "TQ1_0", "TQ2_0"), "Q4_0"), "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+
+def fitted_type(kind: str, width: int):
+    """The ggml type llama.cpp stores a tensor with rows of `width` weights in when asked for `kind`: its main type
+    where the rows fit its blocks, else llama.cpp's fallback (Q4_K_M on SmolLM2's 576-wide rows: Q5_0). None where
+    the name has no main type."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    main = main_type(kind)
+    if main is None or width % GGML_QUANT_SIZES[main][0] == 0:
+        return main
+    other = GGMLQuantizationType[FALLBACK.get(main.name, main.name)]
+    return other if width % GGML_QUANT_SIZES[other][0] == 0 else GGMLQuantizationType.F16
+
+
 def misfit(params, widths: dict[str, int]) -> str | None:
     """token_embedding_type and output_tensor_type are applied as given: llama.cpp skips the fallback it uses
     for other tensors whose rows a type's blocks do not divide, then rejects its own result ("quantized data

@@ -107,3 +107,20 @@ def test_gguf_variants_forecast_the_bytes_llama_cpp_moves():
     assert "as it is" in as_file.notes[0]
     in_torch = _expected(file_bytes_per_weight=0.75)
     assert in_torch.bytes_per_token == weights * 4 + 64 * 4  # the same file dequantized into PyTorch
+
+
+def test_gguf_quantize_prices_llama_cpps_fallback_for_rows_its_blocks_do_not_fit():
+    """llama.cpp stores a tensor whose rows its type's 256-weight blocks do not divide in a 32-block type instead
+    (SmolLM2's 576-wide rows: Q4_K_M is mostly Q5_0): the forecast once priced that file at Q4_K's 0.56 bytes per
+    weight while most of it moves 0.69."""
+    from optkit.methods.gguf import Quantize, QuantizeParams
+
+    q = Quantize()
+    assert q.bytes_per_weight(QuantizeParams(type="Q4_K_M"), 1536, 4) == 144 / 256  # fits: Q4_K
+    assert q.bytes_per_weight(QuantizeParams(type="Q4_K_M"), 576, 4) == 22 / 32  # Q5_0
+    assert q.bytes_per_weight(QuantizeParams(type="Q6_K"), 576, 4) == 34 / 32  # Q8_0
+    assert q.bytes_per_weight(QuantizeParams(type="IQ2_XS"), 576, 4) == 18 / 32  # IQ4_NL
+    assert q.bytes_per_weight(QuantizeParams(type="Q4_0"), 100, 4) == 2  # fits no block: F16
+    steps = [{"method": "gguf.export", "params": {"outtype": "f32"}}, {"method": "gguf.quantize",
+                                                                      "params": {"type": "Q4_K_M"}}]
+    assert bytes_of(steps) == (256 * 64 + 1000 * 64) * 22 / 32 + 64 * 4  # rows of 64: every linear is Q5_0
