@@ -56,6 +56,8 @@ class Export(Method):
     extra = "llamacpp"
 
     def bytes_per_weight(self, params: ExportParams, in_features, act_bytes):
+        if params.outtype == "q8_0" and in_features % 32:
+            return 2.0  # the converter writes rows Q8_0's 32-weight blocks do not divide in F16
         return {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, None: None}[params.outtype]
 
     def forecast_targets(self, linears: list[str], params: ExportParams) -> list[str]:

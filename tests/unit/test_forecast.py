@@ -102,6 +102,9 @@ def test_gguf_variants_forecast_the_bytes_llama_cpp_moves():
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f32"}}]) == weights * 4 + 64 * 4
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f16"}}]) == weights * 2 + 64 * 4
     assert bytes_of([{"method": "gguf.export"}]) == weights * 4 + 64 * 4  # default: the model's dtype, unchanged
+    assert bytes_of([{"method": "gguf.export", "params": {"outtype": "q8_0"}}]) == weights * 34 / 32 + 64 * 4
+    from optkit.methods.gguf import Export, ExportParams
+    assert Export().bytes_per_weight(ExportParams(outtype="q8_0"), 100, 4) == 2  # rows of 100: the converter's F16
     as_file = _expected(engine="llamacpp", file_bytes_per_weight=0.75)
     assert as_file.bytes_per_token == weights * 0.75 + 64 * 4  # the file's own types, not the dtype torch loads
     assert "as it is" in as_file.notes[0]
