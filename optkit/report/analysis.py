@@ -130,6 +130,21 @@ def rows(report: Report) -> list[Row]:
     return out
 
 
+def speedup_legend(report: Report) -> str | None:
+    """How the speed-up column was timed, where any speed-up is paired: a paired one can disagree with the ratio of
+    two decode tok/s figures, which come from benchmarks run minutes apart (the demo once showed a variant at 78.2
+    tokens/s and 3.48x beside one at 75.8 and 4.40x; timed together, the first is ~11% slower). None otherwise."""
+    speeds = [r for r in rows(report) if r.name != report.baseline and r.speedup is not None]
+    paired = [r for r in speeds if r.speedup_how.startswith("paired")]
+    if not paired:
+        return None
+    apart = [r.name for r in speeds if r not in paired]
+    return ("speed-up: each variant timed against the baseline in alternating rounds in one process"
+            + (f" (from separate benchmarks: {', '.join(apart)})" if apart else "")
+            + "; decode tok/s: each variant's own benchmark, run at another moment, so on a busy machine their ratio "
+            "can differ from the speed-up: compare variants by speed-up")
+
+
 def drift(report: Report) -> str | None:
     """Why speed-ups from separate runs are uncertain, when the baseline benchmarked again after the last variant
     (report.baseline_again) moved further than the spread (p10-p90) of both of its benchmarks; else None."""

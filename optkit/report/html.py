@@ -7,7 +7,17 @@ import math
 from html import escape
 
 from optkit.report import analysis, hardware
-from optkit.report.analysis import budget, fidelity, frontier, label, noisy_figures, recommend, rows, task_deltas
+from optkit.report.analysis import (
+    budget,
+    fidelity,
+    frontier,
+    label,
+    noisy_figures,
+    recommend,
+    rows,
+    speedup_legend,
+    task_deltas,
+)
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
 from optkit.results import Report
@@ -215,6 +225,7 @@ def render_html(report: Report) -> str:
     env_rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>"
                        for k, v in env.model_dump().items() if v is not None)
     rej = "".join(f"<li>{escape(r)}</li>" for r in rejected)
+    legend = speedup_legend(report)
     noisy = "".join(f"<li>{escape(n)}</li>" for n in noisy_figures(report))
     notice = (f'<div class="notice" id="noisy-notice"><b>Timing was noisy:</b> figures behind this recommendation '
               f'are uncertain; rerun on a quiet machine before deciding.<ul>{noisy}</ul></div>') if noisy else ""
@@ -234,6 +245,7 @@ def render_html(report: Report) -> str:
 or bits per byte, which count words or bytes) ± its standard error; Δ and speed-up are relative to the
 baseline, with the 95% CI of the paired perplexity change (same tokens, per-block differences); decode is batch 1,
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
+{f"<p><small>{escape(legend)}.</small></p>" if legend else ""}
 {hardware.legend_html(report)}
 {_accuracy_story(report)}
 {_speed_story(report)}

@@ -14,6 +14,7 @@ from optkit.report.analysis import (
     recommend,
     row,
     rows,
+    speedup_legend,
     task_deltas,
 )
 from optkit.results import Report
@@ -87,7 +88,8 @@ def text_table(report: Report) -> str:
     headers, body = full_table(report)
     out = columns(headers, body)
     headline, rejected = recommend(report)
-    out += ["", "* on the Pareto frontier (perplexity vs decode speed)", headline]
+    legend = speedup_legend(report)
+    out += ["", "* on the Pareto frontier (perplexity vs decode speed)", *([legend] if legend else []), headline]
     if any(task_deltas(report)):
         out.insert(-1, "(-a/+b): samples the baseline got right and this variant wrong / the other way round")
     out += [f"  not chosen: {r}" for r in rejected]
