@@ -108,6 +108,8 @@ def markdown(report: Report) -> str:
     headers, body = full_table(report)
     out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
+    legend = speedup_legend(report)
+    out += ["", f"_{esc(legend)}_"] if legend else []
     if rejected:
         out += ["", "Not chosen:", *(f"- {esc(r)}" for r in rejected)]
     out += ["", *(esc(ln) for ln in hardware.legend(report))] if hardware.several(report) else []

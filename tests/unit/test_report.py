@@ -105,7 +105,7 @@ def test_a_disturbed_baseline_does_not_inflate_the_speed_up():
     assert r.speedup_how == "paired over 4 rounds"
     # the table says why 1.80x is not 43.5 / 16.4 tokens/s
     legend = "speed-up: each variant timed against the baseline in alternating rounds in one process"
-    assert legend in text_table(report) and legend in render_html(report)
+    assert legend in text_table(report) and legend in render_html(report) and legend in markdown(report)
     # without the paired rounds, the ratio of the two runs is uncertain and never quoted as a plain number
     int4.bench.paired = None
     headline, _ = recommend(report)
