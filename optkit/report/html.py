@@ -51,7 +51,10 @@ def chart(report: Report) -> str:
     mixed = len(analysis.engines(rs)) > 1
     energy = {c.name: c.bench.energy.joules_per_token for c in report.variants
               if c.bench and c.bench.energy.status == "ok"}
-    xs, ys = [r.tps for r in rs], [r.ppl for r in rs]
+    # the speed-up where every variant has one (paired where measured: what the table and frontier rank by)
+    by_speedup = all(r.speedup is not None for r in rs)
+    speed = {r.name: r.speedup if by_speedup else r.tps for r in rs}
+    xs, ys = [speed[r.name] for r in rs], [r.ppl for r in rs]
     log_y = max(ys) / min(ys) > 3
     base = next((r for r in rs if r.name == report.baseline), None)
     limit = base.ppl * (1 + budget(report)) if base else None
@@ -62,11 +65,14 @@ def chart(report: Report) -> str:
              'aria-label="perplexity versus decode speed">',
              f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#000"/>',
              f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{H - PAD}" stroke="#000"/>',
-             f'<text x="{(W + PAD) / 2}" y="{H - 20}" text-anchor="middle">decode tokens/s (higher is better) →</text>',
+             f'<text x="{(W + PAD) / 2}" y="{H - 20}" text-anchor="middle">'
+             f'{escape(f"decode speed-up vs {report.baseline}" if by_speedup else "decode tokens/s")} '
+             '(higher is better) →</text>',
              f'<text transform="translate(16,{H / 2}) rotate(-90)" text-anchor="middle">'
              f'← perplexity{" (log scale)" if log_y else ""} (lower is better)</text>']
     for v in (min(xs), max(xs)):
-        parts.append(f'<text x="{x(v):.1f}" y="{H - PAD + 16}" text-anchor="middle">{v:.1f}</text>')
+        parts.append(f'<text x="{x(v):.1f}" y="{H - PAD + 16}" text-anchor="middle">'
+                     f'{f"{v:.2f}x" if by_speedup else f"{v:.1f}"}</text>')
     for v in (min(ys), max(ys)):
         parts.append(f'<text x="{PAD - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
     if limit:
@@ -74,14 +80,15 @@ def chart(report: Report) -> str:
                      'stroke="#777" stroke-dasharray="2,3"/>'
                      f'<text x="{W - RIGHT + 4}" y="{y(limit) + 4:.1f}" fill="#444">'
                      f'budget +{budget(report):.0%}</text>')
-    pts = sorted((r for r in rs if r.name in front), key=lambda r: r.tps)
+    pts = sorted((r for r in rs if r.name in front), key=lambda r: speed[r.name])
     if len(pts) > 1:
-        path = " ".join(f"{x(r.tps):.1f},{y(r.ppl):.1f}" for r in pts)
+        path = " ".join(f"{x(speed[r.name]):.1f},{y(r.ppl):.1f}" for r in pts)
         parts.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#000" '
                      'stroke-dasharray="5,4"/>')
     placed: list[tuple[float, float]] = []
-    for r in sorted(rs, key=lambda r: (r.ppl, r.tps)):
-        cx, cy = x(r.tps), y(r.ppl)
+    wide = W
+    for r in sorted(rs, key=lambda r: (r.ppl, speed[r.name])):
+        cx, cy = x(speed[r.name]), y(r.ppl)
         ly = cy - 8
         while any(abs(ly - py) < 14 and abs(cx - px) < 150 for px, py in placed):
             ly += 14  # stack labels of nearby points instead of printing them over each other
@@ -94,12 +101,16 @@ def chart(report: Report) -> str:
         size = (f" [{analysis.engine_label(r.engine)}]" if mixed and r.engine else "") + size
         joules = energy.get(r.name)
         size += f", {joules:.3g} J/token" if joules else ""
-        parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{ly:.1f}">'
-                     f'{escape(r.name)}{size}</text></g>')
+        text = r.name + size
+        wide = max(wide, cx + 8 + 7 * len(text))  # ~7 px a character
+        parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{ly:.1f}">{escape(text)}</text></g>')
     parts.append("</svg>")
+    # widen the drawing where a label beside a right-most point would be cut off at its edge
+    parts[0] = parts[0].replace(f'viewBox="0 0 {W} {H}" width="{W}"',
+                                f'viewBox="0 0 {wide:.0f} {H}" width="{wide:.0f}"')
     legend = ("<p><small>■ baseline · ● on the Pareto frontier (dashed line) · ○ dominated: another variant "
-              "is both faster and more accurate · dotted line: the perplexity budget. Labels show size on disk "
-              "and, where a counter exists, energy per decoded token."
+              "at least as fast is not measurably less accurate (paired 95% CI) · dotted line: the perplexity "
+              "budget. Labels show size on disk and, where a counter exists, energy per decoded token."
               "</small></p>")
     return "".join(parts) + legend
 

@@ -23,6 +23,10 @@ HEADERS = ["variant", "status", "token perplexity", "Δppl [95% CI]", "decode to
            "size MB", "peak MB"]
 
 
+FRONTIER_LEGEND = ("* on the Pareto frontier: a lower perplexity than every faster variant on it (paired 95% CI "
+                   "where scored on the same tokens)")
+
+
 def _fmt(v, spec: str, suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
@@ -89,7 +93,7 @@ def text_table(report: Report) -> str:
     out = columns(headers, body)
     headline, rejected = recommend(report)
     legend = speedup_legend(report)
-    out += ["", "* on the Pareto frontier (perplexity vs decode speed)", *([legend] if legend else []), headline]
+    out += ["", FRONTIER_LEGEND, *([legend] if legend else []), headline]
     if any(task_deltas(report)):
         out.insert(-1, "(-a/+b): samples the baseline got right and this variant wrong / the other way round")
     out += [f"  not chosen: {r}" for r in rejected]

@@ -175,3 +175,33 @@ def test_report_vs_another_variant_pairs_on_the_same_blocks(tmp_path):
                        (["--vs", "rtn", "--format", "md"], "--vs prints a text table")):
         bad = CliRunner().invoke(main, ["report", str(tmp_path), *args])
         assert bad.exit_code == 2 and says in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_a_lower_perplexity_within_the_noise_earns_no_place_on_the_frontier():
+    """The demo's Q8_0 file scored 0.002% below the Q4_1 file and decodes 25% slower; the paired CI could not tell
+    the two perplexities apart, yet Q8_0 was starred. With the same gap measured without noise it keeps its star."""
+    import math
+
+    base_nll = [3.0 + 0.1 * (i % 7) for i in range(64)]
+
+    def scored(c, nll):
+        c.accuracy[0].value = math.exp(sum(nll) / len(nll))
+        c.accuracy[0].details = {"block_nll": nll}
+        return c
+
+    def run(wobble):
+        q8 = [b + 0.001 + (wobble if i % 2 else -wobble) for i, b in enumerate(base_nll)]
+        report = make_report(scored(cand("q8", 0, 60.0), q8), scored(cand("q4", 0, 80.0),
+                                                                     [b + 0.0011 for b in base_nll]))
+        scored(report.variants[0], base_nll)
+        return report
+
+    noisy = run(0.02)
+    by = {r.name: r for r in rows(noisy)}
+    assert by["q8"].ppl < by["q4"].ppl  # lower, but inside the noise
+    # base is lower than q4 beyond the noise (though not told apart from q8, which is off the frontier)
+    assert set(frontier(rows(noisy))) == {"base", "q4"}
+    assert "q8 *" not in text_table(noisy) and "paired 95% CI" in text_table(noisy)
+    assert set(frontier(rows(run(0.0)))) == {"base", "q8", "q4"}
+    # the chart plots what the frontier ranks by: speed-ups (paired where measured), not each run's tokens/s
+    assert "decode speed-up vs base" in render_html(noisy) and "4.00x</text>" in render_html(noisy)
