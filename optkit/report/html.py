@@ -61,9 +61,7 @@ def chart(report: Report) -> str:
     top = max(ys + ([limit] if limit else []))
     x = _scale(min(xs) * 0.9, max(xs) * 1.1, PAD, W - RIGHT, False)
     y = _scale(min(ys) * 0.95, top * 1.05, H - PAD, 20, log_y)
-    parts = [f'<svg id="chart" role="img" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
-             'aria-label="perplexity versus decode speed">',
-             f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#000"/>',
+    parts = [f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#000"/>',
              f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{H - PAD}" stroke="#000"/>',
              f'<text x="{(W + PAD) / 2}" y="{H - 20}" text-anchor="middle">'
              f'{escape(f"decode speed-up vs {report.baseline}" if by_speedup else "decode tokens/s")} '
@@ -104,15 +102,14 @@ def chart(report: Report) -> str:
         text = r.name + size
         wide = max(wide, cx + 8 + 7 * len(text))  # ~7 px a character
         parts.append(f'<g class="point">{shape}<text x="{cx + 8:.1f}" y="{ly:.1f}">{escape(text)}</text></g>')
-    parts.append("</svg>")
-    # widen the drawing where a label beside a right-most point would be cut off at its edge
-    parts[0] = parts[0].replace(f'viewBox="0 0 {W} {H}" width="{W}"',
-                                f'viewBox="0 0 {wide:.0f} {H}" width="{wide:.0f}"')
+    # opened last: as wide as the labels beside the right-most points need, so none is cut off at the edge
+    svg = (f'<svg id="chart" role="img" viewBox="0 0 {wide:.0f} {H}" width="{wide:.0f}" height="{H}" '
+           'aria-label="perplexity versus decode speed">')
     legend = ("<p><small>■ baseline · ● on the Pareto frontier (dashed line) · ○ dominated: another variant "
               "at least as fast is not measurably less accurate (paired 95% CI) · dotted line: the perplexity "
               "budget. Labels show size on disk and, where a counter exists, energy per decoded token."
               "</small></p>")
-    return "".join(parts) + legend
+    return svg + "".join(parts) + "</svg>" + legend
 
 
 def _facts(details: dict, prefix: str = "") -> str:
