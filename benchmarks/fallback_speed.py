@@ -26,9 +26,10 @@ def main() -> int:
     import torch
 
     from optkit import checkpoints, loading, registry
+    from optkit.engines.method import select
+    from optkit.engines.torch.auto_exclude import decode_tokens_per_s
+    from optkit.engines.torch.transform import linear_names
     from optkit.errors import quiet_libraries
-    from optkit.fallback.torch import decode_tokens_per_s
-    from optkit.methods.base import linear_names, select
     from optkit.results import read_report
 
     quiet_libraries()

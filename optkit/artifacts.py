@@ -25,7 +25,7 @@ def _replayable(step: Step, record: StepRecord) -> Step:
     """auto_exclude is decided once; the artifact replays its decision as explicit exclude patterns."""
     if step.auto_exclude is None:
         return step
-    from optkit.fallback.search import exclude_patterns
+    from optkit.common.auto_exclude import exclude_patterns
 
     kept = record.details.get("auto_exclude", {}).get("kept", [])
     params = {**step.params, "exclude": [*step.params.get("exclude", []), *exclude_patterns(kept)]}

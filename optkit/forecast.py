@@ -48,7 +48,7 @@ def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, c
     file_bytes_per_weight: a GGUF checkpoint's average (file size / weights), for a variant that starts in
     llama.cpp and so keeps the file's own types instead of the dtype PyTorch loads it in."""
     from optkit import registry
-    from optkit.backends.base import ModelInfo
+    from optkit.engines.base import ModelInfo
     from optkit.meters.roofline import kv_bytes_per_token
 
     per = {n: float(ELEM[dtype]) for n in linears}  # bytes per weight of each linear

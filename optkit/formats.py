@@ -1,7 +1,7 @@
 """Formats: what state a model is in, which engine runs it, and how it is written to disk.
 
 Every checkpoint and every step's output has a format. Methods declare the formats they accept and the one
-they produce (methods/base.py), engines the formats they load (backends/), and preflight walks a variant's
+they produce (engines/method.py), engines the formats they load (engines/), and preflight walks a variant's
 steps over these declarations: a chain is valid when each step accepts what the previous one produced, and
 when it is not, the fix is found the same way (a registered method that turns the current format into an
 accepted one).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Format:
     name: str
-    engine: str  # the engine (backends registry name) that runs a model in this format
+    engine: str  # the engine (registry.engines name) that runs a model in this format
     label: str  # for people: what it is
     packed: bool = False  # weights packed by a quantizer: methods that need float weights refuse it
     # how a model in this format is written as an artifact: "hf-folder" (save_pretrained), "onnx-folder",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from optkit.errors import BadInput
 from optkit.recipe import GateSpec
 from optkit.report.analysis import Row, compare, row, rows, task_delta
-from optkit.results import Candidate, Report
+from optkit.results import Report, VariantResult
 
 
 @dataclass
@@ -56,7 +56,7 @@ def _speed(r: Row, required: float, strict: bool) -> tuple[bool, str]:
                   "even the optimistic end is below", "median below")
 
 
-def _tasks(new: Candidate, ref: Candidate, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
+def _tasks(new: VariantResult, ref: VariantResult, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
     """Task accuracy rules, paired by document id over per-sample results (the report's task_delta): a drop
     fails only when the CI says it is real."""
     checks = []
@@ -83,7 +83,7 @@ def _tasks(new: Candidate, ref: Candidate, spec: GateSpec, strict: bool) -> list
     return checks
 
 
-def _fidelity(cand: Candidate, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
+def _fidelity(cand: VariantResult, spec: GateSpec, strict: bool) -> list[tuple[bool, str]]:
     """KL and top-1 agreement against the run's baseline; noise-aware unless strict: the rule fails only when
     the 95% interval (from the spread over prompts) lies wholly on the wrong side of the limit."""
     out = []

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from optkit import formats, registry
-from optkit.backends.base import LoadedModel, ModelInfo
 from optkit.checkpoints import Checkpoint
+from optkit.engines.base import LoadedModel, ModelInfo
 from optkit.errors import BadInput
 
 
@@ -46,7 +46,7 @@ def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool 
         find_source(Path(ckpt.location), manifest)
         return ModelInfo(linears={}, dtype=dtype, device=device, format=manifest.get("model_format") or "replay")
     name = engine_name(ckpt, engine)
-    runner = registry.backends.get(name)
+    runner = registry.engines.get(name)
     if ckpt.format not in runner.formats:
         have = formats.get(ckpt.format).label
         raise BadInput(f"engine {name!r} runs {' or '.join(formats.get(f).label for f in runner.formats)}, and "
@@ -58,13 +58,13 @@ def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pi
          trust_remote_code: bool = False, engine: str | None = None) -> LoadedModel:
     if ckpt.format == "replay":
         return replay(Path(ckpt.location), device)
-    return registry.backends.get(engine_name(ckpt, engine)).load(ckpt, _artifact_dtype(ckpt, dtype), device,
+    return registry.engines.get(engine_name(ckpt, engine)).load(ckpt, _artifact_dtype(ckpt, dtype), device,
                                                                   trust_pickle, trust_remote_code)
 
 
 def replay(folder: Path, device: str) -> LoadedModel:
     from optkit.artifacts import find_source, read
-    from optkit.methods.base import apply_steps
+    from optkit.engines.method import apply_steps
 
     manifest = read(folder)
     model = manifest["_model"]

@@ -17,8 +17,8 @@ from optkit.executors import Work, run_all
 from optkit.live import Board
 from optkit.recipe import Recipe
 from optkit.report import hardware
-from optkit.results import Candidate, Report, write_model
-from optkit.worker import Job
+from optkit.results import Report, VariantResult, write_model
+from optkit.worker import VariantJob
 
 # the names tests and the first wave used
 resolve_device, model_info = preflight.resolve_device, preflight.model_info
@@ -29,7 +29,7 @@ class Plan(BaseModel):
     source: str  # where the recipe came from, for messages
     checkpoint: checkpoints.Checkpoint
     device: str
-    jobs: list[Job]
+    jobs: list[VariantJob]
 
 
 def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None, save_to: Path | None = None,
@@ -40,12 +40,12 @@ def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None,
     ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir)
     preflight.check_variants(recipe, ckpt, device, source)
     preflight.check_eval(recipe, source)
-    jobs = [Job(variant=v, checkpoint=ckpt, model=recipe.model, device=device, eval=recipe.eval,
+    jobs = [VariantJob(variant=v, checkpoint=ckpt, model=recipe.model, device=device, eval=recipe.eval,
                 bench=recipe.bench, save_to=str(save_to) if save_to else None) for v in recipe.variants]
     return Plan(recipe=recipe, source=source, checkpoint=ckpt, device=device, jobs=jobs)
 
 
-def _baseline_first(plan: Plan, run_dir: Path) -> list[Job]:
+def _baseline_first(plan: Plan, run_dir: Path) -> list[VariantJob]:
     """The baseline runs first wherever it is listed: with others to compare, its worker saves the reference
     next-token distributions (run_dir/reference/) that theirs compare to."""
     from optkit.evaluators.fidelity import Reference, reference_name
@@ -63,7 +63,7 @@ def _baseline_first(plan: Plan, run_dir: Path) -> list[Job]:
             for j in jobs]
 
 
-def _paired(plan: Plan, jobs: list[Job]) -> list[Job]:
+def _paired(plan: Plan, jobs: list[VariantJob]) -> list[VariantJob]:
     """Every benchmarked variant but the baseline also times itself against the baseline, in its own process."""
     base = next((j.variant for j in jobs if j.variant.name == plan.recipe.baseline), None)
     if base is None or len(jobs) < 2:
@@ -72,22 +72,22 @@ def _paired(plan: Plan, jobs: list[Job]) -> list[Job]:
             and j.bench.paired_rounds else j for j in jobs]
 
 
-def _bench_only(plan: Plan, name: str) -> Job:
+def _bench_only(plan: Plan, name: str) -> VariantJob:
     """The variant's job benchmarking only: no evaluation, no fidelity reference, no artifact."""
     job = next(j for j in plan.jobs if j.variant.name == name)
     return job.model_copy(update={"eval": None, "reference": None, "save_to": None})
 
 
-def _resumed(out: Path) -> Candidate | None:
+def _resumed(out: Path) -> VariantResult | None:
     """A benchmark a previous run finished (ok, with its timings) at out, else None."""
     if not out.is_file():
         return None
-    previous = Candidate.model_validate_json(out.read_text())
+    previous = VariantResult.model_validate_json(out.read_text())
     return previous if previous.status == "ok" and previous.bench is not None else None
 
 
-def _class_baselines(plan: Plan, done: dict[str, Candidate], run_dir: Path, executor, board: Board,
-                     resume: bool) -> list[Candidate]:
+def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor, board: Board,
+                     resume: bool) -> list[VariantResult]:
     """Speed-ups compare like with like: when the variants were benchmarked on more than one hardware class,
     the baseline is benchmarked again (no evaluation) on a node of each class it did not run on."""
     base = done.get(plan.recipe.baseline)
@@ -118,8 +118,8 @@ def _class_baselines(plan: Plan, done: dict[str, Candidate], run_dir: Path, exec
     return kept
 
 
-def _baseline_again(plan: Plan, done: dict[str, Candidate], run_dir: Path, executor, board: Board,
-                    resume: bool) -> Candidate | None:
+def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor, board: Board,
+                    resume: bool) -> VariantResult | None:
     """When some variant's speed-up cannot be paired (no room for two models, an older result), the baseline is
     benchmarked once more after the last variant: if the machine drifted between the two, the report says so."""
     base = done.get(plan.recipe.baseline)
@@ -156,13 +156,13 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
                for j in _paired(plan, _baseline_first(plan, run_dir))]
     index = {j.variant.name: i for i, j in enumerate(ordered, 1)}
     label = lambda j: f"[{index[j.variant.name]}/{len(ordered)}] {j.variant.name}"  # noqa: E731
-    done: dict[str, Candidate] = {}
+    done: dict[str, VariantResult] = {}
     todo = []
     for job in ordered:
         out = run_dir / "variants" / f"{job.variant.name}.json"
         lost_reference = job.is_baseline and not Path(job.reference.path).is_file()  # the others need it
         if resume and out.is_file() and not lost_reference:
-            previous = Candidate.model_validate_json(out.read_text())
+            previous = VariantResult.model_validate_json(out.read_text())
             if previous.status == "ok":
                 say(f"{label(job)}: already done, kept from the previous run")
                 done[job.variant.name] = previous

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from optkit import formats, loading, registry
-from optkit.backends.base import ModelInfo
 from optkit.calibration import calibration_file
 from optkit.checkpoints import Checkpoint
+from optkit.engines.base import ModelInfo
+from optkit.engines.method import format_problem
 from optkit.errors import BadInput
-from optkit.methods.base import format_problem
 from optkit.recipe import Recipe
 
 
@@ -108,7 +108,7 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
         if fmt != info.format:
             engine = formats.get(method.produces if method.produces is not None else fmt).engine
             try:
-                registry.backends.get(engine)
+                registry.engines.get(engine)
             except BadInput as exc:
                 raise BadInput(f"{where}: produces {formats.get(fmt).label}, which the {engine} engine runs: {exc}") \
                     from None

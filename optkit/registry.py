@@ -1,7 +1,12 @@
-"""Names -> lazily imported classes, for methods and engines alike. Built-ins are listed here; plugins come
-from entry-point groups (`optkit.methods`, `optkit.backends`; name = "module:Class"), never from strings in
-user files. Importing a class imports no heavy library: each class names the modules it `requires` and the
-pip extra that brings them, checked when it is asked for."""
+"""Names -> lazily imported classes, for methods and engines alike, typed: a name resolves only to a subclass
+of the contract its registry holds (Method, Engine), so a plugin's entry point that gives something else is
+refused with one line naming it.
+
+Built-ins: every folder named in ENGINES under optkit/engines/ declares, in its __init__.py, its engine
+(`ENGINE = "module:Class"`, or None for a folder of methods only) and its methods (`METHODS = {name: "module:
+Class"}`). Plugins: the entry-point groups `optkit.engines` and `optkit.methods` (name = "module:Class"), never
+strings in user files. Importing a class imports no heavy library: each class names the modules it `requires` and
+the pip extra that brings them, checked when it is asked for."""
 
 from __future__ import annotations
 
@@ -9,48 +14,44 @@ import difflib
 import importlib
 import importlib.util
 from functools import cache
+from typing import Generic, TypeVar
 
 from optkit.errors import BadInput
 
-METHODS = {
-    "cast": "optkit.methods.casts:Cast",
-    "torchao.int8_weight_only": "optkit.methods.torchao:Int8WeightOnly",
-    "torchao.int8_dynamic": "optkit.methods.torchao:Int8Dynamic",
-    "torchao.int4_weight_only": "optkit.methods.torchao:Int4WeightOnly",
-    "torchao.float8_dynamic": "optkit.methods.torchao:Float8Dynamic",
-    "torch.dynamic_int8": "optkit.methods.torch_dynamic:DynamicInt8",
-    "bnb.int8": "optkit.methods.bnb:LLMInt8",
-    "bnb.4bit": "optkit.methods.bnb:FourBit",
-    "prune.magnitude": "optkit.methods.prune:Magnitude",
-    "prune.2to4": "optkit.methods.prune:TwoFour",
-    "prune.wanda": "optkit.methods.prune:Wanda",
-    "onnx.export": "optkit.methods.onnx_export:ExportOnnx",
-    "ort.dynamic_int8": "optkit.methods.ort_quant:DynamicInt8",
-    "ort.int4": "optkit.methods.ort_quant:Int4",
-    "ort.static_int8": "optkit.methods.ort_static:StaticInt8",
-    "gguf.export": "optkit.methods.gguf:Export",
-    "gguf.quantize": "optkit.methods.gguf:Quantize",
-    "llmc.rtn": "optkit.methods.llmc:Rtn",
-    "llmc.gptq": "optkit.methods.llmc:Gptq",
-    "llmc.awq": "optkit.methods.llmc:Awq",
-    "llmc.smoothquant": "optkit.methods.llmc:SmoothQuant",
-}
-BACKENDS = {
-    "torch": "optkit.backends.torch:TorchEngine",
-    "onnxruntime": "optkit.backends.ort:OrtEngine",
-    "llamacpp": "optkit.backends.llamacpp:LlamaCppEngine",
-}
+ENGINES = ("torch", "onnxruntime", "llamacpp", "llmcompressor")  # folders under optkit/engines/
+
+T = TypeVar("T")
 
 
-class Registry:
-    def __init__(self, group: str, builtins: dict[str, str], kind: str):
-        self.group, self.builtins, self.kind = group, builtins, kind
+@cache
+def _builtins() -> tuple[dict[str, str], dict[str, str]]:
+    """(engines, methods) the built-in engine folders declare."""
+    engines, methods = {}, {}
+    for folder in ENGINES:
+        manifest = importlib.import_module(f"optkit.engines.{folder}")
+        if manifest.ENGINE:
+            engines[folder] = manifest.ENGINE
+        methods.update(manifest.METHODS)
+    return engines, methods
+
+
+class Registry(Generic[T]):
+    """One kind of plugin: built-ins from the engine folders, plugins from an entry-point group, every class
+    checked against `base` when it is imported."""
+
+    def __init__(self, group: str, kind: str, base: str, builtin: int):
+        self.group, self.kind, self._base, self._builtin = group, kind, base, builtin
+
+    @property
+    def base(self) -> type:
+        module, attr = self._base.split(":")
+        return getattr(importlib.import_module(module), attr)
 
     @cache  # noqa: B019 - one table per registry for the life of the process, as entry points are
     def table(self) -> dict[str, str]:
         from importlib.metadata import entry_points
 
-        table = dict(self.builtins)
+        table = dict(_builtins()[self._builtin])
         for ep in entry_points(group=self.group):
             table.setdefault(ep.name, ep.value)
         return table
@@ -58,17 +59,26 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self.table())
 
-    def cls(self, name: str):
+    def cls(self, name: str) -> type[T]:
         """The class behind a name, imported but not checked for its extra (cheap: for declarations)."""
         table = self.table()
         if name not in table:
             close = difflib.get_close_matches(name, table, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}?" if close else f"known {self.kind}s: {', '.join(self.names())}"
             raise BadInput(f"unknown {self.kind} {name!r}; {hint}")
-        module, attr = table[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        target = table[name]
+        module, _, attr = target.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise BadInput(f"{self.kind} {name!r} points at {target!r} ({self.group}), which cannot be imported "
+                           f"({type(exc).__name__}: {exc}); fix or uninstall the package that declares it") from None
+        if not (isinstance(obj, type) and issubclass(obj, self.base)):
+            raise BadInput(f"{self.kind} {name!r} ({target!r}, {self.group}) is not a subclass of "
+                           f"{self.base.__name__}; fix or uninstall the package that declares it")
+        return obj
 
-    def get(self, name: str):
+    def get(self, name: str) -> T:
         """An instance; unknown names get a did-you-mean, missing extras the pip command."""
         cls = self.cls(name)
         missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
@@ -78,8 +88,8 @@ class Registry:
         return cls()
 
 
-methods = Registry("optkit.methods", METHODS, "method")
-backends = Registry("optkit.backends", BACKENDS, "engine")
+engines: Registry = Registry("optkit.engines", "engine", "optkit.engines.base:Engine", 0)
+methods: Registry = Registry("optkit.methods", "method", "optkit.engines.method:Method", 1)
 
 
 def names() -> list[str]:

@@ -132,7 +132,7 @@ class PhaseTime(BaseModel):
     end: float
 
 
-class Candidate(BaseModel):
+class VariantResult(BaseModel):
     name: str
     status: Literal["ok", "failed", "skipped"]
     error: str | None = None
@@ -175,12 +175,14 @@ class Report(BaseModel):
     recipe: dict[str, Any] = Field(default_factory=dict)
     environment: Environment
     baseline: str
-    variants: list[Candidate]
-    class_baselines: list[Candidate] = Field(default_factory=list, description="the baseline benchmarked again on "
-                                             "each other hardware class the run used (speed-ups are per class)")
-    baseline_again: Candidate | None = Field(default=None, description="the baseline benchmarked once more after the "
-                                             "last variant, when some speed-up had to come from separate runs: "
-                                             "drift of the machine beyond its spread flags those speed-ups noisy")
+    variants: list[VariantResult]
+    class_baselines: list[VariantResult] = Field(
+        default_factory=list,
+        description="the baseline benchmarked again on each other hardware class the run used (speed-ups are per "
+        "class)")
+    baseline_again: VariantResult | None = Field(
+        default=None, description="the baseline benchmarked once more after the last variant, when some speed-up had "
+        "to come from separate runs: drift of the machine beyond its spread flags those speed-ups noisy")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -1,6 +1,6 @@
-"""One variant in its own process: load -> steps -> (artifact) -> evaluate -> bench -> Candidate.
+"""One variant in its own process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult.
 
-`run_job` is the parent's side (job file in, Candidate file out, through isolate.py); `python -m optkit.worker
+`run_job` is the parent's side (job file in, VariantResult file out, through isolate.py); `python -m optkit.worker
 JOB OUT` is the child's. Executors call run_job; nothing here knows how variants are scheduled.
 """
 
@@ -20,10 +20,10 @@ from optkit.evaluators.fidelity import Reference
 from optkit.executors import nodelock
 from optkit.progress import phase
 from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
-from optkit.results import Candidate, PhaseTime, write_model
+from optkit.results import PhaseTime, VariantResult, write_model
 
 
-class Job(BaseModel):
+class VariantJob(BaseModel):
     variant: Variant
     checkpoint: Checkpoint
     model: ModelSpec
@@ -51,8 +51,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_job(job: Job, out: Path, log: Path, env: dict | None = None, shown_log: Path | None = None) -> Candidate:
-    """Run one job in a fresh process (env: its whole environment); its Candidate, or a failed one naming why
+def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
+            shown_log: Path | None = None) -> VariantResult:
+    """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
     and where the log is (shown_log: where the caller will keep it, if not at `log`)."""
     from optkit.isolate import last_line, run_module
 
@@ -62,19 +63,19 @@ def run_job(job: Job, out: Path, log: Path, env: dict | None = None, shown_log: 
     outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env)
     job_file.unlink(missing_ok=True)
     if not outcome.timed_out and out.is_file():
-        return Candidate.model_validate_json(out.read_text())
+        return VariantResult.model_validate_json(out.read_text())
     error = outcome.describe(job.variant.timeout_s)
     if not outcome.timed_out:
         error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
     killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
-    cand = Candidate(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
+    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
                      node=node.facts(job.device))
     write_model(out, cand)
     return cand
 
 
 @contextmanager
-def _span(cand: Candidate, name: str):
+def _span(cand: VariantResult, name: str):
     """A phase: its marker line for the live display, and its start and end in the candidate's timeline."""
     phase(name)
     start = time.time()
@@ -85,7 +86,7 @@ def _span(cand: Candidate, name: str):
 
 
 @contextmanager
-def _hold(cand: Candidate, lock, why: str):
+def _hold(cand: VariantResult, lock, why: str):
     """Take a node lock (nodelock.shared / exclusive); time spent waiting for it is a phase of its own."""
     waited: list[float] = []
 
@@ -100,7 +101,7 @@ def _hold(cand: Candidate, lock, why: str):
         yield value
 
 
-def evaluate(lm, job: Job, cand: Candidate) -> None:
+def evaluate(lm, job: VariantJob, cand: VariantResult) -> None:
     """Perplexity, fidelity to the baseline and lm-eval tasks; unchanged models reuse cached results."""
     from optkit.evaluators import cache
 
@@ -125,7 +126,7 @@ def evaluate(lm, job: Job, cand: Candidate) -> None:
                 + (" (cached)" if res.details.get("cached") else ""))
 
 
-def _fidelity(lm, job: Job, cand: Candidate) -> None:
+def _fidelity(lm, job: VariantJob, cand: VariantResult) -> None:
     """The baseline saves the reference; the others compare to it. A problem here costs a warning, not the
     variant: fidelity is one measurement among several."""
     from optkit.evaluators import fidelity
@@ -150,7 +151,7 @@ def _fidelity(lm, job: Job, cand: Candidate) -> None:
         cand.warnings.append(f"fidelity: skipped ({type(exc).__name__}: {first})")
 
 
-def _bench(lm, job: Job, cand: Candidate) -> None:
+def _bench(lm, job: VariantJob, cand: VariantResult) -> None:
     from optkit.bench import run_bench
 
     cand.bench = run_bench(lm, job.bench)
@@ -179,11 +180,11 @@ def _room_for(params: int, device: str) -> str | None:
                                     f"{free / 2**30:.1f} GiB are free"
 
 
-def _pair(lm, job: Job, cand: Candidate) -> None:
+def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
     """Rebuild the baseline in this process and time both in alternating rounds (bench.paired_speedup)."""
     from optkit import loading
     from optkit.bench import paired_speedup
-    from optkit.methods.base import apply_steps
+    from optkit.engines.method import apply_steps
     from optkit.results import PairedSpeed
 
     name = job.pair_with.name
@@ -204,7 +205,7 @@ def _pair(lm, job: Job, cand: Candidate) -> None:
         + (f" (noisy: {st.noisy_reason})" if st.noisy else ""))
 
 
-def _deployable(lm, job: Job, cand: Candidate) -> None:
+def _deployable(lm, job: VariantJob, cand: VariantResult) -> None:
     """What the variant runs in, and the file to deploy where the model is one file (kept out of a step's
     temporary folder, so the report can name it)."""
     cand.engine, cand.format = lm.engine, lm.format
@@ -213,8 +214,8 @@ def _deployable(lm, job: Job, cand: Candidate) -> None:
         cand.file = str(path) if path else None
 
 
-def _environment(job: Job) -> None:
-    """Variables the job's engines read once, when their library loads (backends: Engine.environment), set
+def _environment(job: VariantJob) -> None:
+    """Variables the job's engines read once, when their library loads (Engine.environment), set
     before any library loads: the engine the variant starts in and those its steps convert to."""
     import os
 
@@ -230,20 +231,20 @@ def _environment(job: Job) -> None:
             engines.add(formats.get(made).engine)
     for name in engines:
         try:
-            settings = registry.backends.cls(name).environment
+            settings = registry.engines.cls(name).environment
         except Exception:
             continue
         for key, value in settings.items():
             os.environ.setdefault(key, value)
 
 
-def build_and_measure(job: Job) -> Candidate:
+def build_and_measure(job: VariantJob) -> VariantResult:
     from optkit import artifacts, loading
+    from optkit.engines.method import apply_steps
     from optkit.errors import OptkitError
-    from optkit.methods.base import apply_steps
 
     started = time.perf_counter()
-    cand = Candidate(name=job.variant.name, status="ok")
+    cand = VariantResult(name=job.variant.name, status="ok")
     try:
         with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
             with _span(cand, "building"):
@@ -281,7 +282,7 @@ def main(argv: list[str]) -> int:
     from optkit.errors import quiet_libraries
 
     quiet_libraries()
-    job = Job.model_validate_json(Path(argv[0]).read_text())
+    job = VariantJob.model_validate_json(Path(argv[0]).read_text())
     _environment(job)
     write_model(Path(argv[1]), build_and_measure(job))
     return 0

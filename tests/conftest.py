@@ -151,7 +151,7 @@ def tiny_gguf(tmp_path_factory):
     def get(family: str):
         if family not in made:
             from optkit import checkpoints, loading
-            from optkit.methods.base import apply_steps
+            from optkit.engines.method import apply_steps
             from optkit.recipe import Step
 
             root = tmp_path_factory.mktemp(f"gguf-{family}")

@@ -1,6 +1,6 @@
 """lm-evaluation-harness tasks on the already-loaded variant (no save and reload).
 
-`wrap(lm)` adapts any LoadedModel (backends/base.py: tokenizer, logits, start/step, repeat_cache) to lm-eval's LM API,
+`wrap(lm)` adapts any LoadedModel (engines/base.py: tokenizer, logits, start/step, repeat_cache) to lm-eval's LM API,
 tokenizing the way lm-eval's own `hf` model does so scores compare with published ones. Short names such
 as arc_easy run the shipped offline tasks (tasks/optkit_*.yaml) when OPTKIT_DATA is set, else the hub's.
 """

@@ -1,4 +1,4 @@
-"""Where variants run. An executor takes Work (a job, where its Candidate and log go, its key on the live board)
+"""Where variants run. An executor takes Work (a job, where its VariantResult and log go, its key on the live board)
 and yields (work, candidate) as each finishes, with the candidate written atomically to work.out and the log
 to work.log; the pipeline does the rest (order, resume, report), the same for every executor.
 
@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from optkit.live import Board
     from optkit.recipe import ExecutorSpec
-    from optkit.results import Candidate
-    from optkit.worker import Job
+    from optkit.results import VariantResult
+    from optkit.worker import VariantJob
 
 
 @dataclass
 class Work:
-    job: Job
+    job: VariantJob
     out: Path
     log: Path
     key: str  # the variant's name, or "<baseline>@<hardware class>" for a baseline benchmarked on more hardware
     nodes: list[str] | None = None  # Ray node ids to run on (any one): the baseline for their hardware class
 
 
-def again(cand: Candidate, attempt: int, retries: int) -> bool:
+def again(cand: VariantResult, attempt: int, retries: int) -> bool:
     """Retry only what a retry can fix: the worker or its node died. An error or a timeout would repeat."""
     return cand.crashed and attempt <= retries
 

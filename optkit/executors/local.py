@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from optkit import preflight, progress
 from optkit.executors import Work, again
-from optkit.results import Candidate, write_model
+from optkit.results import VariantResult, write_model
 from optkit.worker import run_job
 
 
@@ -19,7 +19,7 @@ class LocalExecutor:
     def device(self, wanted: str) -> str:
         return preflight.resolve_device(wanted)
 
-    def run(self, works: list[Work], board) -> Iterator[tuple[Work, Candidate]]:
+    def run(self, works: list[Work], board) -> Iterator[tuple[Work, VariantResult]]:
         host = socket.gethostname()
         for work in works:
             if work.nodes is not None:  # a baseline for other hardware: this machine is one class, not that one

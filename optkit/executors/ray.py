@@ -19,7 +19,7 @@ from pathlib import Path
 from optkit import __version__
 from optkit.errors import BadInput
 from optkit.executors import Work, again
-from optkit.results import Candidate, NodeRecord, atomic_write, write_model
+from optkit.results import NodeRecord, VariantResult, atomic_write, write_model
 
 FORWARD = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -53,12 +53,12 @@ def _forwarded() -> dict:
     return {k: v for k, v in os.environ.items() if (k.startswith("OPTKIT_") and k not in own) or k in FORWARD}
 
 
-def _failed(work: Work, exc: Exception, node: NodeRecord | None) -> Candidate:
+def _failed(work: Work, exc: Exception, node: NodeRecord | None) -> VariantResult:
     import ray
 
     where = f" on {node.host}" if node else ""
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return Candidate(name=work.job.variant.name, status="failed", node=node, error=f"Ray task failed{where}: "
+    return VariantResult(name=work.job.variant.name, status="failed", node=node, error=f"Ray task failed{where}: "
                      f"{type(exc).__name__}: {first}", crashed=not isinstance(exc, ray.exceptions.RayTaskError))
 
 
@@ -110,7 +110,7 @@ class RayExecutor:
             raise BadInput(f"executor.cpus is {self.spec.cpus} but no node of the Ray cluster has more than "
                            f"{most:g} CPUs; lower executor.cpus")
 
-    def run(self, works: list[Work], board) -> Iterator[tuple[Work, Candidate]]:
+    def run(self, works: list[Work], board) -> Iterator[tuple[Work, VariantResult]]:
         self._connect()
         self._check_fits()
         first = [w for w in works if w.job.is_baseline]
@@ -137,18 +137,18 @@ class RayExecutor:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=target, soft=False)
         return opts
 
-    def _drain(self, works: list[Work], board, ref) -> Iterator[tuple[Work, Candidate]]:
+    def _drain(self, works: list[Work], board, ref) -> Iterator[tuple[Work, VariantResult]]:
         from optkit.executors.ray_task import run_variant
 
         ray, forwarded = self.ray, _forwarded()
         attempts: dict[str, int] = {}
         pending: dict = {}  # generator -> (work, node record once known)
 
-        def submit(work: Work) -> Candidate | None:
+        def submit(work: Work) -> VariantResult | None:
             attempts[work.key] = attempts.get(work.key, 0) + 1
             opts = self._options(work)
             if opts is None:
-                return Candidate(name=work.job.variant.name, status="failed",
+                return VariantResult(name=work.job.variant.name, status="failed",
                                  error="no live Ray node of this hardware class is left to run it on")
             gen = run_variant.options(**opts).remote(
                 work.job.model_dump_json(), ref if work.job.reference is not None else None, forwarded,
@@ -192,7 +192,7 @@ class RayExecutor:
                 write_model(work.out, cand)
                 yield work, cand
 
-    def _collect(self, work: Work, item: dict) -> Candidate:
+    def _collect(self, work: Work, item: dict) -> VariantResult:
         """The result of a task into the run folder: the log, and the baseline's reference for the others."""
         atomic_write(work.log, item["log"])
         if item["reference"] is not None and work.job.reference is not None:
@@ -201,7 +201,7 @@ class RayExecutor:
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
             tmp.write_bytes(item["reference"])
             os.replace(tmp, path)
-        return Candidate.model_validate_json(item["result"])
+        return VariantResult.model_validate_json(item["result"])
 
     def close(self) -> None:
         if self._own:

@@ -38,16 +38,16 @@ def _env(forwarded: dict, threads: int, job, node_id: str, cpus: int | None) -> 
 def run_variant(job_json: str, reference: bytes | None, forwarded: dict, version: str, threads: int,
                 shown_log: str):
     from optkit import __version__, node, progress
-    from optkit.results import Candidate
-    from optkit.worker import Job, run_job
+    from optkit.results import VariantResult
+    from optkit.worker import VariantJob, run_job
 
     node_id = ray.get_runtime_context().get_node_id()
-    job = Job.model_validate_json(job_json)
+    job = VariantJob.model_validate_json(job_json)
     cpus = _node_cpus(node_id)
     here = node.facts(job.device, cpus=cpus, node_id=node_id)
     yield {"node": here.model_dump()}
     if version != __version__:
-        cand = Candidate(name=job.variant.name, status="failed", node=here, error=f"{here.host} has optkit "
+        cand = VariantResult(name=job.variant.name, status="failed", node=here, error=f"{here.host} has optkit "
                          f"{__version__} and the driver {version}; install the same optkit on every node")
         yield {"result": cand.model_dump_json(), "log": "", "reference": None}
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from optkit.report import hardware
-from optkit.results import Candidate, Report, Stats
+from optkit.results import Report, Stats, VariantResult
 from optkit.stats import mcnemar_exact, pair_by_id, paired_mean_ci, paired_ratio_ci
 
 __all__ = ["mcnemar_exact"]  # also here: the report's view of the flips test
@@ -49,7 +49,7 @@ class Row:
         return self.tps_noisy or self.prefill_noisy
 
 
-def row(c: Candidate) -> Row:
+def row(c: VariantResult) -> Row:
     acc = next((a for a in c.accuracy if a.metric == "token_perplexity"), None)
     b = c.bench
     return Row(
@@ -244,7 +244,7 @@ def engine_label(engine: str | None) -> str | None:
     from optkit import registry
 
     try:
-        return registry.backends.cls(engine).label
+        return registry.engines.cls(engine).label
     except Exception:
         return engine
 
@@ -353,6 +353,6 @@ def task_deltas(report: Report) -> list[TaskDelta]:
     return out
 
 
-def fidelity(c: Candidate) -> dict[str, float]:
+def fidelity(c: VariantResult) -> dict[str, float]:
     """metric -> value of the variant's fidelity to the baseline (empty when not measured)."""
     return {r.metric: r.value for r in c.accuracy if r.task == "fidelity"}

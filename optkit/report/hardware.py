@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from html import escape
 
-from optkit.results import Candidate, Report
+from optkit.results import Report, VariantResult
 
 
-def of(c: Candidate) -> str | None:
+def of(c: VariantResult) -> str | None:
     return c.node.hardware_class if c.node and c.bench else None
 
 
@@ -20,7 +20,7 @@ def classes(report: Report) -> list[str]:
     return list(dict.fromkeys(k for k in found if k))
 
 
-def baselines(report: Report) -> dict[str, Candidate]:
+def baselines(report: Report) -> dict[str, VariantResult]:
     """hardware class -> the baseline benchmarked there (ok and with a benchmark)."""
     out = {of(c): c for c in report.class_baselines if c.status == "ok" and of(c)}
     base = next((c for c in report.variants if c.name == report.baseline), None)

@@ -23,8 +23,8 @@ def test_bench_reports_every_field(tiny_lm):
 
 
 def test_size_shrinks_with_bf16(tiny_lm):
-    from optkit.methods.base import run_step
-    from optkit.methods.casts import Cast
+    from optkit.engines.torch.casts import Cast
+    from optkit.engines.torch.transform import run_step
 
     before = tiny_lm.size_bytes()
     run_step(Cast(), tiny_lm, Cast.Params(dtype="bfloat16"))
@@ -159,7 +159,7 @@ def test_drifting_halves_keep_the_benchmark_measuring_until_max_repeats():
 
 def test_noisy_reason_reaches_the_tables(tiny_lm):
     from optkit.report.speed import bench_table, speed_html
-    from optkit.results import Candidate, Environment, Report
+    from optkit.results import Environment, Report, VariantResult
 
     result = run_bench(tiny_lm, BenchSpec(prompt_len=8, prompt_lens=[4], gen_len=2, warmup=0, repeats=2,
                                           min_seconds=0, roofline=False))
@@ -167,7 +167,7 @@ def test_noisy_reason_reaches_the_tables(tiny_lm):
     result.decode_tokens_per_s.noisy_reason = "first and second half of the repetitions differ by 15% (over 10%)"
     report = Report(run="r", created="now", checkpoint="tiny", baseline="v",
                     environment=Environment(optkit="0", python="3", device="cpu"),
-                    variants=[Candidate(name="v", status="ok", bench=result)])
+                    variants=[VariantResult(name="v", status="ok", bench=result)])
     text = bench_table(report)
     assert "(noisy)" in text and "decode batch 1: first and second half" in text
     assert "time to first token (batch 1): 4 tokens" in text and "end-to-end (prefill + 2 tokens" in text

@@ -7,8 +7,9 @@ import torch
 pytest.importorskip("bitsandbytes")
 
 from optkit import registry  # noqa: E402
-from optkit.methods import bnb as bnb_methods  # noqa: E402
-from optkit.methods.base import ModelInfo, linear_names, run_step  # noqa: E402
+from optkit.engines.method import ModelInfo  # noqa: E402
+from optkit.engines.torch import bnb as bnb_methods  # noqa: E402
+from optkit.engines.torch.transform import linear_names, run_step  # noqa: E402
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
 CASES = [

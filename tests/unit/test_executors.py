@@ -16,7 +16,7 @@ from optkit import node
 from optkit.executors import Work, nodelock
 from optkit.live import Board
 from optkit.progress import watching
-from optkit.results import BenchResult, Candidate, Energy, NodeRecord, Report, Stats
+from optkit.results import BenchResult, Energy, NodeRecord, Report, Stats, VariantResult
 from tests.conftest import optkit_cli
 
 
@@ -139,11 +139,12 @@ def test_ray_task_options_hold_whole_gpus_and_pin_class_baselines(monkeypatch):
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'optkit[ray]'")
     from optkit.executors.ray import RayExecutor
     from optkit.recipe import ExecutorSpec
-    from optkit.worker import Job
+    from optkit.worker import VariantJob
 
     ex = RayExecutor(ExecutorSpec(kind="ray", gpus=2, cpus=4))
-    job = Job.model_validate({"variant": {"name": "v"}, "checkpoint": {"given": "m", "location": "m", "kind": "folder"},
-                              "model": {"checkpoint": "m"}, "device": "cuda"})
+    job = VariantJob.model_validate({"variant": {"name": "v"},
+                                     "checkpoint": {"given": "m", "location": "m", "kind": "folder"},
+                                     "model": {"checkpoint": "m"}, "device": "cuda"})
     opts = ex._options(Work(job, None, None, "v"))
     assert opts["num_gpus"] == 2 and isinstance(opts["num_gpus"], int) and opts["num_cpus"] == 4
     assert opts["max_retries"] == 0 and opts["scheduling_strategy"] == "SPREAD"
@@ -157,30 +158,30 @@ def test_ray_task_options_hold_whole_gpus_and_pin_class_baselines(monkeypatch):
 def test_local_executor_retries_a_crashed_worker_only(tmp_path, monkeypatch):
     from optkit.executors import local
 
-    results = iter([Candidate(name="v", status="failed", error="worker killed by signal 9", crashed=True),
-                    Candidate(name="v", status="ok"),
-                    Candidate(name="w", status="failed", error="ValueError: bad")])
+    results = iter([VariantResult(name="v", status="failed", error="worker killed by signal 9", crashed=True),
+                    VariantResult(name="v", status="ok"),
+                    VariantResult(name="w", status="failed", error="ValueError: bad")])
     monkeypatch.setattr(local, "run_job", lambda job, out, log: next(results))
     said = []
     works = [Work(None, tmp_path / f"{n}.json", tmp_path / f"{n}.log", n) for n in ("v", "w")]
     done = list(local.LocalExecutor(retries=1).run(works, Board({"v": "v", "w": "w"}, said.append)))
     assert [(c.name, c.status, c.attempts) for _, c in done] == [("v", "ok", 2), ("w", "failed", 1)]
     assert "v: worker killed by signal 9; trying again" in said
-    assert Candidate.model_validate_json((tmp_path / "v.json").read_text()).attempts == 2
+    assert VariantResult.model_validate_json((tmp_path / "v.json").read_text()).attempts == 2
 
 
 def _stats(median: float) -> Stats:
     return Stats(median=median, p10=median * 0.9, p90=median * 1.1, n=5)
 
 
-def _cand(name: str, tps: float, cls: str, ppl: float | None = None) -> Candidate:
+def _cand(name: str, tps: float, cls: str, ppl: float | None = None) -> VariantResult:
     from optkit.results import EvalResult
 
     acc = [EvalResult(task="wikitext", metric="token_perplexity", value=ppl, n=100, higher_is_better=False)] \
         if ppl else []
     bench = BenchResult(prefill_ms=_stats(10), decode_tokens_per_s=_stats(tps), energy=Energy(status="unavailable"),
                         prompt_len=8, gen_len=4, size_mb=10)
-    return Candidate(name=name, status="ok", accuracy=acc, bench=bench,
+    return VariantResult(name=name, status="ok", accuracy=acc, bench=bench,
                      node=NodeRecord(host=cls.lower(), hardware_class=cls))
 
 

@@ -56,7 +56,7 @@ def test_token_perplexity_follows_the_family_rule(family, text_file):
 @pytest.mark.parametrize("variant", sorted(METHODS))
 def test_each_cpu_method_applies_or_is_refused_in_preflight(family, variant, text_file):
     from optkit import pipeline
-    from optkit.methods.base import apply_steps
+    from optkit.engines.method import apply_steps
     from optkit.recipe import Step, parse_recipe
 
     name, folder = family
@@ -91,8 +91,8 @@ def test_lm_eval_adapter_scores_a_task(family, monkeypatch):
 
 
 def test_onnx_export_validates_against_pytorch(family, text_file):
+    from optkit.engines.method import apply_steps
     from optkit.evaluators.perplexity import token_nlls
-    from optkit.methods.base import apply_steps
     from optkit.recipe import Step
 
     lm = loading.load(checkpoints.resolve(str(family[1])))

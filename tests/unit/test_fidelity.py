@@ -101,8 +101,8 @@ def test_flips_and_paired_ci(trust_run):
 
 
 def test_unchanged_model_hits_the_cache(trust_run, tiny_model, text_file, monkeypatch):
-    from optkit.results import Candidate
-    from optkit.worker import Job, evaluate
+    from optkit.results import VariantResult
+    from optkit.worker import VariantJob, evaluate
 
     report, _, jobs, tmp = trust_run
     # "same" has the baseline's exact model (no steps), so the baseline's results were reused, not recomputed
@@ -113,11 +113,11 @@ def test_unchanged_model_hits_the_cache(trust_run, tiny_model, text_file, monkey
 
     monkeypatch.setenv("OPTKIT_DATA", str(DATA))
     monkeypatch.setenv("OPTKIT_CACHE", str(tmp / "cache"))
-    job = Job.model_validate({**jobs[0].model_dump(), "reference": None, "is_baseline": False})
+    job = VariantJob.model_validate({**jobs[0].model_dump(), "reference": None, "is_baseline": False})
     job.eval.tasks = None  # perplexity alone is enough to see each switch
 
     def run(j):
-        cand = Candidate(name="x", status="ok")
+        cand = VariantResult(name="x", status="ok")
         evaluate(None, j, cand)  # a hit never touches the model, so none is needed
         return cand.accuracy[0]
 
@@ -152,7 +152,7 @@ def test_preflight_refuses_missing_task_data(tmp_path, tiny_model, text_file, mo
 def test_fidelity_on_a_perturbed_copy(tiny_lm, text_file, tmp_path):
     import torch
 
-    from optkit.backends.torch import TorchLM
+    from optkit.engines.torch.engine import TorchLM
     from optkit.evaluators.fidelity import compare, save_reference
     from optkit.recipe import FidelitySpec
 
@@ -230,8 +230,8 @@ def test_cache_key_sees_a_methods_defaults(tiny_model, monkeypatch):
     from typing import Literal
 
     from optkit import checkpoints, registry
+    from optkit.engines.torch.prune import MagnitudeParams
     from optkit.evaluators.cache import model_key
-    from optkit.methods.prune import MagnitudeParams
     from optkit.recipe import Step
 
     ckpt = checkpoints.resolve(str(tiny_model))

@@ -103,7 +103,7 @@ def test_gguf_variants_forecast_the_bytes_llama_cpp_moves():
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "f16"}}]) == weights * 2 + 64 * 4
     assert bytes_of([{"method": "gguf.export"}]) == weights * 4 + 64 * 4  # default: the model's dtype, unchanged
     assert bytes_of([{"method": "gguf.export", "params": {"outtype": "q8_0"}}]) == weights * 34 / 32 + 64 * 4
-    from optkit.methods.gguf import Export, ExportParams
+    from optkit.engines.llamacpp.methods import Export, ExportParams
     assert Export().bytes_per_weight(ExportParams(outtype="q8_0"), 100, 4) == 2  # rows of 100: the converter's F16
     as_file = _expected(engine="llamacpp", file_bytes_per_weight=0.75)
     assert as_file.bytes_per_token == weights * 0.75 + 64 * 4  # the file's own types, not the dtype torch loads
@@ -116,7 +116,7 @@ def test_gguf_quantize_prices_llama_cpps_fallback_for_rows_its_blocks_do_not_fit
     """llama.cpp stores a tensor whose rows its type's 256-weight blocks do not divide in a 32-block type instead
     (SmolLM2's 576-wide rows: Q4_K_M is mostly Q5_0): the forecast once priced that file at Q4_K's 0.56 bytes per
     weight while most of it moves 0.69."""
-    from optkit.methods.gguf import Quantize, QuantizeParams
+    from optkit.engines.llamacpp.methods import Quantize, QuantizeParams
 
     q = Quantize()
     assert q.bytes_per_weight(QuantizeParams(type="Q4_K_M"), 1536, 4) == 144 / 256  # fits: Q4_K

@@ -8,15 +8,15 @@ import pytest
 from optkit.errors import BadInput
 from optkit.gate import evaluate
 from optkit.recipe import GateSpec
-from optkit.results import BenchResult, Candidate, Energy, Environment, EvalResult, Report, Stats, write_model
+from optkit.results import BenchResult, Energy, Environment, EvalResult, Report, Stats, VariantResult, write_model
 from tests.conftest import optkit_cli
 
 
 def cand(name, ppl, tps, status="ok"):
     if status != "ok":
-        return Candidate(name=name, status=status, error="boom")
+        return VariantResult(name=name, status=status, error="boom")
     st = lambda v: Stats(median=v, p10=v, p90=v, n=5)  # noqa: E731
-    return Candidate(
+    return VariantResult(
         name=name, status="ok",
         accuracy=[EvalResult(task="wikitext-2", metric="token_perplexity", value=ppl, stderr=0.1, n=4000,
                              higher_is_better=False)],

@@ -35,7 +35,7 @@ def family(request, tmp_path_factory):
 
 
 def _apply(folder, method, params, text_file):
-    from optkit.methods.base import apply_steps
+    from optkit.engines.method import apply_steps
     from optkit.recipe import Step
 
     if method != "llmc.rtn":

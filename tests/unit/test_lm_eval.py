@@ -133,11 +133,11 @@ def test_task_spec_is_strict():
 
 def test_summary_shows_task_column(arc_runs):
     from optkit.report.summary import markdown, text_table
-    from optkit.results import Candidate, Environment, Report
+    from optkit.results import Environment, Report, VariantResult
 
     report = Report(run="r", created="now", checkpoint="tiny", baseline="v",
                     environment=Environment(optkit="0", python="3", device="cpu"),
-                    variants=[Candidate(name="v", status="ok", accuracy=arc_runs[0])])
+                    variants=[VariantResult(name="v", status="ok", accuracy=arc_runs[0])])
     acc = arc_runs[0][0]
     assert "arc_easy acc" in text_table(report) and f"{acc.value:.3f}" in text_table(report)
     assert "| arc_easy acc |" in markdown(report)

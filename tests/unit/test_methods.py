@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from optkit import registry
+from optkit.engines.method import ModelInfo
+from optkit.engines.torch.transform import linear_names, run_step
 from optkit.errors import BadInput, RunError
-from optkit.methods.base import ModelInfo, linear_names, run_step
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
 
@@ -124,7 +125,7 @@ def test_preflight_lets_quantization_follow_pruning_but_not_another_quantization
 ], ids=lambda s: "+".join(m for m, _ in s))
 def test_artifact_reloads_with_identical_logits(tiny_model, tmp_path, steps):
     from optkit import artifacts, checkpoints, loading
-    from optkit.methods.base import apply_steps
+    from optkit.engines.method import apply_steps
     from optkit.recipe import ModelSpec, Step
 
     ckpt = checkpoints.resolve(str(tiny_model))

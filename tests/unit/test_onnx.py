@@ -13,11 +13,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from optkit import pipeline  # noqa: E402
-from optkit.backends.ort import OrtLM  # noqa: E402
+from optkit.common.validation import validate  # noqa: E402
+from optkit.engines.method import apply_steps  # noqa: E402
+from optkit.engines.onnxruntime.engine import OrtLM  # noqa: E402
+from optkit.engines.onnxruntime.export import ExportParams  # noqa: E402
 from optkit.errors import BadInput, RunError  # noqa: E402
 from optkit.evaluators.perplexity import token_nlls  # noqa: E402
-from optkit.methods.base import apply_steps  # noqa: E402
-from optkit.methods.onnx_export import ExportParams, validate  # noqa: E402
 from optkit.recipe import BenchSpec, Step, parse_recipe  # noqa: E402
 
 TOKENS = list(range(3, 131))
@@ -204,7 +205,7 @@ DOWN = ["/model/layers.0/mlp/down_proj/MatMul", "/model/layers.1/mlp/down_proj/M
 
 @pytest.mark.parametrize("method, max_excluded", [("ort.dynamic_int8", 0.25), ("ort.static_int8", 0.07)])
 def test_ort_auto_exclude_keeps_the_sensitive_nodes(fragile, text_file, method, max_excluded):
-    from optkit.fallback.search import exclude_patterns
+    from optkit.common.auto_exclude import exclude_patterns
 
     calibration = {"samples": 2, "seq_len": 64, "path": str(text_file)}
     params = {"calibration": {**calibration, "samples": 4}} if method == "ort.static_int8" else {}

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from optkit import registry
-from optkit.backends.base import Engine, LoadedModel
+from optkit.engines.base import Engine, LoadedModel
 from optkit.formats import Format
-from optkit.methods.base import Method
+from optkit.engines.method import Method
 from optkit.results import StepRecord
 
 TOY = Format("toy", engine="toy", label="a bigram table", artifact="toy-file")
@@ -77,7 +77,7 @@ class ToyExport(Method):
         self.folder = tempfile.TemporaryDirectory(prefix="toy-")
         path = Path(self.folder.name) / "table.pt"
         torch.save(table, path)
-        new = registry.backends.get("toy").open(path, like=lm)
+        new = registry.engines.get("toy").open(path, like=lm)
         new.owner = self.folder  # the temp folder lives as long as the model
         return new, StepRecord(method=self.name, seconds=time.perf_counter() - started,
                                modules_changed=["<whole model>"], details={"table": list(table.shape)})
@@ -87,7 +87,7 @@ ENTRY_POINTS = """\
 [optkit.methods]
 toy.export = toyplugin:ToyExport
 
-[optkit.backends]
+[optkit.engines]
 toy = toyplugin:ToyEngine
 """
 

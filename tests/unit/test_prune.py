@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from optkit import registry
-from optkit.methods.base import ModelInfo, linear_names, run_step
-from optkit.methods.prune import score_wanda
+from optkit.engines.method import ModelInfo
+from optkit.engines.torch.prune import score_wanda
+from optkit.engines.torch.transform import linear_names, run_step
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
 
@@ -101,7 +102,7 @@ def test_wanda_two_four(tiny_lm, calib):
 
 def test_block_walk_sees_the_same_activations_as_a_full_pass(tiny_lm, calib):
     from optkit.calibration import CalibrationSpec, calibration_batch
-    from optkit.methods.prune import _blocks, _full_pass_norms, _walk_blocks
+    from optkit.engines.torch.prune import _blocks, _full_pass_norms, _walk_blocks
 
     names = [n for n in linear_names(tiny_lm.model) if n != "lm_head"]
     chunks = calibration_batch(tiny_lm, CalibrationSpec(**calib)).split(2)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from optkit import registry
-from optkit.fallback.search import exclude_patterns
-from optkit.methods.base import run_step
+from optkit.common.auto_exclude import exclude_patterns
+from optkit.engines.torch.transform import run_step
 from optkit.recipe import AutoExcludeSpec, Step
 
 
@@ -73,7 +73,7 @@ def test_artifact_replays_the_decision_as_excludes(tmp_path, tiny_model, text_fi
 
 
 def test_cost_aware_ranking_keeps_cheap_sensitive_layers_first():
-    from optkit.fallback.torch import rank
+    from optkit.engines.torch.auto_exclude import rank
 
     kl = {"lm_head": 0.9, "v_proj": 0.3, "down_proj": 0.5, "up_proj": 0.05}
     saved = {"lm_head": 3.0, "v_proj": -0.01, "down_proj": 0.06, "up_proj": 0.07}  # ms/token

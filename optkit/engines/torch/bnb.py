@@ -17,7 +17,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from optkit.methods.base import ModelInfo, ModuleTransform, Params, linear_names, select
+from optkit.engines.method import ModelInfo, Params, select
+from optkit.engines.torch.transform import ModuleTransform, linear_names
 
 
 class LLMInt8Params(Params):

@@ -4,7 +4,7 @@ rebuilt from a GGUF's own vocabulary where transformers' reading of a GGUF would
 the importance matrix (imatrix) llama.cpp's quantizer weighs rounding errors with, collected from llama.cpp's
 own matrix multiplications as its llama-imatrix tool does.
 
-The converter runs in a fresh interpreter (`python -m optkit.methods.gguf_tools CONVERTER MODEL OUT OUTTYPE`):
+The converter runs in a fresh interpreter (`python -m optkit.engines.llamacpp.tools CONVERTER MODEL OUT OUTTYPE`):
 it needs its own gguf-py first on sys.path, and a process that has imported PyPI's gguf (transformers does)
 cannot unimport it.
 """
@@ -32,7 +32,7 @@ _PRE = {
 
 def converter_dir() -> Path:
     """Where llama.cpp's converter for the installed llama-cpp-python is; BadInput with the fix when absent."""
-    from optkit.backends.llamacpp import version
+    from optkit.engines.llamacpp.engine import version
 
     env = os.environ.get(CONVERTER_ENV)
     path = Path(env) if env else Path(sys.prefix) / "share" / f"llama.cpp-converter-{version()}"
@@ -46,7 +46,8 @@ def converter_dir() -> Path:
 def convert(model_dir: Path, out: Path, outtype: str) -> Path:
     """model_dir (an HF folder) -> out (a GGUF file) with llama.cpp's converter; its log goes to ours only when
     it fails."""
-    cmd = [sys.executable, "-m", "optkit.methods.gguf_tools", str(converter_dir()), str(model_dir), str(out), outtype]
+    cmd = [sys.executable, "-m", "optkit.engines.llamacpp.tools", str(converter_dir()), str(model_dir), str(out),
+           outtype]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not out.is_file():
         tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-15:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from optkit.backends.base import Engine, LoadedModel, ModelInfo
+from optkit.engines.base import Engine, LoadedModel, ModelInfo
 from optkit.errors import BadInput, RunError
 
 
@@ -141,7 +141,7 @@ def _check_gguf_architecture(path: str) -> None:
     """transformers dequantizes GGUF files of the architectures it maps; others are refused before converting."""
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
-    from optkit.gguf_header import read
+    from optkit.engines.llamacpp.header import read
 
     arch = read(path).architecture
     known = sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))

@@ -12,11 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optkit.common.validation import validate
+from optkit.engines.method import Method, ModelInfo, step_record
 from optkit.errors import RunError
-from optkit.methods.base import Method, ModelInfo, step_record
 from optkit.progress import note
-
-PROMPTS, PROMPT_LEN = 3, 16
 
 
 class ExportParams(BaseModel):
@@ -29,38 +28,6 @@ class ExportParams(BaseModel):
     rtol: float = Field(default=1e-4, ge=0, description="... plus this share of the largest |logit|")
     min_top1: float = Field(default=0.95, ge=0, le=1, description="share of positions with the same argmax")
     out_dir: str | None = Field(default=None, description="keep the .onnx here; default: a temp folder")
-
-
-def validate(torch_lm, ort_lm, params: ExportParams, what: str = "ONNX export") -> dict:
-    """Compare logits on fixed random prompts (any exported LoadedModel against the PyTorch one it came from;
-    params: atol, rtol, min_top1); raise RunError naming the numbers when out of tolerance."""
-    import torch
-
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, torch_lm.vocab_size, (PROMPTS, PROMPT_LEN), generator=gen)
-    ref, _ = torch_lm.logits(ids)
-    ref = ref.cpu()
-    got, _ = ort_lm.logits(ids)
-    diff = (got - ref).abs()
-    scale = float(ref.abs().max())
-    # the cache path that decoding uses: prefill all but the last token, then one step
-    _, past = ort_lm.start(ids[:, :-1])
-    stepped, _ = ort_lm.step(ids[:, -1:], past)
-    out = {
-        "prompts": f"{PROMPTS} x {PROMPT_LEN} random token ids (seed 0)",
-        "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float(diff.max()) / max(scale, 1e-12),  # relative to the largest |logit|
-        "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
-        "cache_max_abs_diff": float((stepped - ref[:, -1]).abs().max()),
-        "allowed_abs_diff": params.atol + params.rtol * scale,
-    }
-    worst = max(out["max_abs_diff"], out["cache_max_abs_diff"])
-    if worst > out["allowed_abs_diff"] or out["top1_agreement"] < params.min_top1:
-        raise RunError(
-            f"{what} does not match PyTorch: max |diff| {worst:.3g} (allowed {out['allowed_abs_diff']:.3g}), "
-            f"top-1 agreement {out['top1_agreement']:.1%} (needed {params.min_top1:.0%}); "
-            "raise params.atol/rtol if this is expected (e.g. fp16), else report the model as unsupported")
-    return out
 
 
 def _flat_cache_module(model):
@@ -181,7 +148,7 @@ class ExportOnnx(Method):
             problems.append(f"exports float32 models only (model is {info.dtype}); remove the cast, "
                             "quantize after export with ort.* steps")
         if params.provider == "cuda":
-            from optkit.backends.ort import resolve_provider
+            from optkit.engines.onnxruntime.engine import resolve_provider
 
             try:
                 resolve_provider("cuda")
@@ -203,7 +170,7 @@ class ExportOnnx(Method):
         note("onnx.export: exporting with torch.onnx (dynamo)")
         path = export(lm, folder / "export", params.opset)
         note("onnx.export: validating against PyTorch logits")
-        ort_lm = registry.backends.get("onnxruntime").open(path, like=lm, provider=params.provider,
+        ort_lm = registry.engines.get("onnxruntime").open(path, like=lm, provider=params.provider,
                                                           threads=params.threads, optimization=params.optimization,
                                                           owner=owner)
         check = validate(lm, ort_lm, params)

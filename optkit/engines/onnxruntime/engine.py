@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optkit.backends.base import Engine, LoadedModel, ModelInfo
+from optkit.engines.base import Engine, LoadedModel, ModelInfo
 from optkit.errors import BadInput
 
 LEVELS = ("disable", "basic", "extended", "all")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import warnings
 
-from optkit.methods.base import ModelInfo, ModuleTransform, Params
+from optkit.engines.method import ModelInfo, Params
+from optkit.engines.torch.transform import ModuleTransform
 
 
 class DynamicInt8(ModuleTransform):

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optkit.calibration import CalibrationSpec
-from optkit.methods.base import Method, ModelInfo, Params, step_record
+from optkit.engines.method import Method, ModelInfo, Params, step_record
 from optkit.progress import note
 
 OUTTYPE = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -64,8 +64,8 @@ class Export(Method):
         return linears  # the converter writes every weight in the outtype; there is no include/exclude
 
     def check(self, info: ModelInfo, params: ExportParams) -> list[str]:
+        from optkit.engines.llamacpp.tools import converter_dir
         from optkit.errors import BadInput
-        from optkit.methods.gguf_tools import converter_dir
 
         problems = super().check(info, params)
         if not problems and info.dtype not in OUTTYPE:
@@ -78,8 +78,8 @@ class Export(Method):
 
     def apply(self, lm, params: ExportParams, auto_exclude=None):
         from optkit import registry
-        from optkit.methods.gguf_tools import convert, faithful_tokenizer
-        from optkit.methods.onnx_export import validate
+        from optkit.common.validation import validate
+        from optkit.engines.llamacpp.tools import convert, faithful_tokenizer
 
         started = time.perf_counter()
         outtype = params.outtype or OUTTYPE[lm.dtype]
@@ -91,7 +91,7 @@ class Export(Method):
             rebuilt = faithful_tokenizer(Path(hf))
             note(f"gguf.export: llama.cpp's converter, --outtype {outtype}")
             path = convert(Path(hf), folder / f"model-{outtype}.gguf", outtype)
-        new = registry.backends.get("llamacpp").open(path, like=lm, owner=owner)
+        new = registry.engines.get("llamacpp").open(path, like=lm, owner=owner)
         note("gguf.export: validating llama.cpp's logits against PyTorch's")
         rtol, top1 = TOLERANCE[outtype]
         tolerance = ExportTolerance(atol=0.0, rtol=params.rtol if params.rtol is not None else rtol,
@@ -103,7 +103,7 @@ class Export(Method):
 
 
 class ExportTolerance(BaseModel):
-    """What onnx_export.validate reads: |diff| <= atol + rtol * max|logit|, and top-1 agreement."""
+    """What common.validation.validate reads: |diff| <= atol + rtol * max|logit|, and top-1 agreement."""
 
     atol: float
     rtol: float
@@ -146,7 +146,7 @@ class Quantize(Method):
     def bytes_per_weight(self, params: QuantizeParams, in_features, act_bytes):
         from gguf.constants import GGML_QUANT_SIZES
 
-        from optkit.methods.gguf_quant import fitted_type
+        from optkit.engines.llamacpp.quant import fitted_type
 
         kind = fitted_type(params.type, in_features)  # llama.cpp's per-tensor fallback included
         if kind is None:
@@ -155,7 +155,7 @@ class Quantize(Method):
         return size / block
 
     def check(self, info: ModelInfo, params: QuantizeParams) -> list[str]:
-        from optkit.methods.gguf_quant import file_types, tensor_type_names
+        from optkit.engines.llamacpp.quant import file_types, tensor_type_names
 
         problems = super().check(info, params)
         known, types = file_types(), tensor_type_names()
@@ -168,7 +168,7 @@ class Quantize(Method):
             problems.append(f"tensor type {wrong[0]!r} is not a ggml type; use one of {', '.join(types)}")
         head = next((shape for name, shape in info.linears.items() if name.split(".")[-1] == "lm_head"), None)
         if head:  # token_embd and output rows are hidden-size wide (GGUF as shipped: checked on its header)
-            from optkit.methods.gguf_quant import misfit
+            from optkit.engines.llamacpp.quant import misfit
 
             problem = misfit(params, {"token_embd.weight": head[1], "output.weight": head[1]})
             if problem:
@@ -177,7 +177,7 @@ class Quantize(Method):
             problems.append(f"{params.type} needs an importance matrix; add params.imatrix: {{}} (calibration text, "
                             "default WikiText-2 validation)")
         if params.imatrix is not None:
-            from optkit.methods.gguf_tools import imatrix_supported
+            from optkit.engines.llamacpp.tools import imatrix_supported
 
             if not imatrix_supported():
                 problems.append("this llama.cpp's tensor layout is not the one optkit reads an imatrix through; "
@@ -186,13 +186,13 @@ class Quantize(Method):
 
     def apply(self, lm, params: QuantizeParams, auto_exclude=None):
         from optkit import registry
-        from optkit.methods.gguf_quant import quantize
+        from optkit.engines.llamacpp.quant import quantize
 
         started = time.perf_counter()
         folder, owner = _scratch(params.out_dir)
         path = folder / f"model-{params.type}.gguf"
         details = quantize(lm, path, params)
-        new = registry.backends.get("llamacpp").open(path, like=lm, owner=owner)
+        new = registry.engines.get("llamacpp").open(path, like=lm, owner=owner)
         details.update(file=str(path), size_bytes=new.size_bytes())
         return new, step_record(self, params, started, details.pop("changed"), details.pop("skipped"),
                                 details=details)

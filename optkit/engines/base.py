@@ -1,7 +1,7 @@
 """The one interface every loaded model exposes, whatever engine runs it, and the Engine contract.
 
 Evaluators and meters call only what LoadedModel declares: they never ask which engine they hold. An engine
-(one module under backends/, or a plugin in the `optkit.backends` entry-point group) declares the formats it
+(a folder under engines/, or a plugin in the `optkit.engines` entry-point group) declares the formats it
 loads and turns a checkpoint in one of them into a LoadedModel.
 """
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from optkit.methods.base import ModelInfo, ModuleTransform, Params
+from optkit.engines.method import ModelInfo, Params
+from optkit.engines.torch.transform import ModuleTransform
 
 
 class CastParams(Params):

@@ -5,7 +5,7 @@ ort.static_int8 (calibrated QDQ) lives in ort_static.py on the same base.
 Each step writes a new model file into a fresh folder and swaps the session to it. include/exclude are
 regexes on ONNX node names (e.g. "/model/layers.0/mlp/down_proj/MatMul", "lm_head"). The record lists the
 original nodes that were replaced (or, in QDQ format, now read a dequantized weight); a step that replaces
-none is an error. auto_exclude (fallback/ort.py) keeps the most sensitive nodes in float.
+none is an error. auto_exclude (auto_exclude.py) keeps the most sensitive nodes in float.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from optkit.engines.method import Method, ModelInfo, Params, select, step_record
 from optkit.errors import RunError
-from optkit.methods.base import Method, ModelInfo, Params, select, step_record
 from optkit.results import SkippedModule
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Gather")  # ops whose constant weights these quantizers can replace
@@ -68,7 +68,7 @@ def onnx_node(module: str) -> str:
 class _OrtQuant(Method):
     accepts = ("onnx",)
     produces = "onnx-quantized"
-    supports_auto_exclude = True  # fallback/ort.py
+    supports_auto_exclude = True  # auto_exclude.py
     requires = ("onnxruntime", "onnx")
     extra = "onnx"
     slug = "?"
@@ -113,7 +113,7 @@ class _OrtQuant(Method):
         owner = lm.owner or tempfile.TemporaryDirectory(prefix="optkit-ort-")
         workdir, notes, fallback = Path(owner.name), [], {}
         if auto_exclude is not None:
-            from optkit.fallback.ort import choose, kept_reason
+            from optkit.engines.onnxruntime.auto_exclude import choose, kept_reason
 
             keep, fallback, warning = choose(lm, self, params, targets, [s.module for s in skipped], auto_exclude,
                                              workdir)
@@ -137,7 +137,7 @@ class _OrtQuant(Method):
 
 
 def _files(path: Path) -> list[Path]:
-    from optkit.backends.ort import onnx_files
+    from optkit.engines.onnxruntime.engine import onnx_files
 
     return onnx_files(path)
 

@@ -23,7 +23,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from optkit.backends.base import Engine, LoadedModel, ModelInfo
+from optkit.engines.base import Engine, LoadedModel, ModelInfo
 from optkit.errors import BadInput, RunError
 
 ENVIRONMENT: dict[str, str] = {}  # variables read once, when the library loads: the worker sets them first
@@ -289,7 +289,7 @@ class LlamaCppEngine(Engine):
         the process that reads it, and that must not be optkit's)."""
         path = gguf_file(ckpt)
         if ckpt.kind == "gguf":
-            from optkit.backends.torch import _check_gguf_architecture
+            from optkit.engines.torch.engine import _check_gguf_architecture
 
             _check_gguf_architecture(str(path))
         probe(path)
@@ -320,14 +320,14 @@ class LlamaCppEngine(Engine):
 
 def probe(path: Path) -> None:
     """BadInput unless the installed llama.cpp reads the file's architecture and tokenizes with its vocabulary,
-    found in a child process (`python -m optkit.backends.llamacpp FILE`) that loads the vocabulary only."""
+    found in a child process (`python -m optkit.engines.llamacpp.engine FILE`) that loads the vocabulary only."""
     import json
     import subprocess
 
     key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
     if key in _state.setdefault("probed", set()):
         return
-    child = subprocess.run([sys.executable, "-m", "optkit.backends.llamacpp", str(path)], capture_output=True,
+    child = subprocess.run([sys.executable, "-m", "optkit.engines.llamacpp.engine", str(path)], capture_output=True,
                            text=True, timeout=300)
     lines = child.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if child.returncode == 0 and lines else None
@@ -336,7 +336,7 @@ def probe(path: Path) -> None:
                        f"{child.returncode}); convert the model again with llama.cpp's converter (gguf.export does) "
                        "or run the file in PyTorch (drop engine: llamacpp)")
     if answer.get("error"):
-        from optkit.gguf_header import read
+        from optkit.engines.llamacpp.header import read
 
         arch = read(path).architecture
         if "unknown model architecture" in answer["error"]:

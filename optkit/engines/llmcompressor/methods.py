@@ -24,8 +24,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from optkit.calibration import CalibrationSpec, calibration_batch, calibration_file
+from optkit.engines.method import Method, ModelInfo, Params, select, step_record
+from optkit.engines.torch.transform import linear_names
 from optkit.errors import BadInput, RunError
-from optkit.methods.base import Method, ModelInfo, Params, linear_names, select, step_record
 from optkit.progress import note
 from optkit.results import SkippedModule
 
@@ -184,7 +185,7 @@ class _Llmc(Method):
         lm.model.save_pretrained(folder, save_compressed=True)
         lm.tokenizer.save_pretrained(folder)
         note(f"{self.name}: reloading the folder with plain transformers and checking its logits")
-        new = registry.backends.get("torch").load(
+        new = registry.engines.get("torch").load(
             Checkpoint(str(folder), "folder", str(folder), "compressed-tensors"), dtype=lm.dtype, device=lm.device)
         new.params = lm.params
         new._owner = owner  # the engine's load set new.source_folder: the folder goes with the model
@@ -209,7 +210,7 @@ def _probe(lm) -> dict:
     step): the two paths evaluation and decoding use."""
     import torch
 
-    from optkit.methods.onnx_export import PROMPT_LEN, PROMPTS
+    from optkit.common.validation import PROMPT_LEN, PROMPTS
 
     ids = torch.randint(3, lm.vocab_size, (PROMPTS, PROMPT_LEN), generator=torch.Generator().manual_seed(0))
     full, _ = lm.logits(ids)

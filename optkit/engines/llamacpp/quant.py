@@ -45,7 +45,7 @@ def compute_imatrix(lm, spec) -> tuple[dict, dict]:
     """Mean squared activation per input column of every layer weight, over the calibration windows run through
     llama.cpp (the file being quantized, as llama-imatrix does)."""
     from optkit.calibration import calibration_batch
-    from optkit.methods.gguf_tools import Imatrix
+    from optkit.engines.llamacpp.tools import Imatrix
 
     started = time.perf_counter()
     windows = calibration_batch(lm, spec)
@@ -137,7 +137,7 @@ def fell_back(kind: str, before: dict[str, str], after: dict[str, str], widths: 
 def _overrides(names: dict[str, str], params) -> tuple[dict[str, str], list[SkippedModule]]:
     """regex -> type: the step's tensor_types, and each tensor include/exclude leaves out pinned to keep_type
     (default: its type in the source file)."""
-    from optkit.methods.base import select
+    from optkit.engines.method import select
 
     overrides = dict(params.tensor_types)
     skipped = []
@@ -183,8 +183,8 @@ def _params(params, threads: int, overrides: dict[str, str], imatrix: dict | Non
 
 def quantize(lm, dst, params) -> dict:
     """Write `dst` from lm's GGUF; the step's details, with "changed" (tensors whose type changed) and "skipped"."""
-    from optkit.backends.llamacpp import last_error, library
-    from optkit.gguf_header import read
+    from optkit.engines.llamacpp.engine import last_error, library
+    from optkit.engines.llamacpp.header import read
 
     library()  # loaded (it is, with lm), and with the environment it needs
     header = read(lm.path)

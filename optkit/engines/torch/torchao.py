@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from optkit.methods.base import ModelInfo, ModuleTransform, Params, excluded
+from optkit.engines.method import ModelInfo, Params, excluded
+from optkit.engines.torch.transform import ModuleTransform
 
 
 class _Torchao(ModuleTransform):

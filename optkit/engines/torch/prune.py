@@ -19,8 +19,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from optkit.calibration import CalibrationSpec, calibration_batch, calibration_text
+from optkit.engines.method import ModelInfo, Params, select
+from optkit.engines.torch.transform import ModuleTransform
 from optkit.errors import BadInput
-from optkit.methods.base import ModelInfo, ModuleTransform, Params, select
 from optkit.progress import Counter
 from optkit.results import SkippedModule
 

@@ -27,7 +27,7 @@ import statistics
 import time
 
 from optkit.calibration import calibration_batch
-from optkit.fallback.search import kl, log_probs, nll, ppl_increase, search
+from optkit.common.auto_exclude import kl, log_probs, nll, ppl_increase, search
 from optkit.progress import Counter
 from optkit.recipe import AutoExcludeSpec
 

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from optkit.calibration import CalibrationSpec, calibration_batch
-from optkit.methods.ort_quant import OrtParams, _OrtQuant
+from optkit.engines.onnxruntime.quantize import OrtParams, _OrtQuant
 
 STRIDE = 4  # calibration samples held in memory at once (their intermediate outputs are large)
 

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from optkit.calibration import calibration_batch
-from optkit.fallback.search import kl as mean_kl
-from optkit.fallback.search import log_probs, nll, ppl_increase, search
+from optkit.common.auto_exclude import kl as mean_kl
+from optkit.common.auto_exclude import log_probs, nll, ppl_increase, search
 from optkit.progress import note
 from optkit.recipe import AutoExcludeSpec
 

@@ -1,0 +1,1 @@
+"""What several engine families use: export validation, the auto_exclude search's shared pieces."""

@@ -1,1 +1,0 @@
-"""Transforms: quantizers, pruners and exporters share the contract in base.py."""
