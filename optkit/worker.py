@@ -106,6 +106,8 @@ def evaluate(lm, job: VariantJob, cand: VariantResult) -> None:
     from optkit.evaluators import cache
 
     spec = job.eval
+    if job.checkpoint.kind == "gguf":
+        _agreement(job, cand)
     model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps, cand.steps,
                             job.variant.engine) if cache.enabled(spec.cache) else None
     if spec.perplexity:
@@ -124,6 +126,22 @@ def evaluate(lm, job: VariantJob, cand: VariantResult) -> None:
             cand.accuracy.append(res)
             say(f"{res.task} {res.metric}: {res.value:.4f} ±{res.stderr or 0:.4f} (n={res.n})"
                 + (" (cached)" if res.details.get("cached") else ""))
+
+
+def _agreement(job: VariantJob, cand: VariantResult) -> None:
+    """A GGUF source in llama.cpp and in PyTorch (its dequantized copy) on the same ids: measured once per file,
+    cached, recorded on every variant of it; a disagreement is a warning on the variant and in the report."""
+    from optkit.engines.llamacpp import agreement
+
+    cand.logit_agreement = agreement.for_source(Path(job.checkpoint.location))
+    found = cand.logit_agreement
+    if found.result == "disagrees":
+        cand.warnings.append(f"logit agreement: {found.model} in llama.cpp and in PyTorch differ (KL "
+                             f"{found.kl_mean:.3g} nats, top-1 {found.top1_agreement:.1%}; bound: {found.bound}): "
+                             f"{found.detail}")
+    say(f"logit agreement of the source (llama.cpp vs PyTorch): {found.result}"
+        + (f", KL {found.kl_mean:.3g} nats, top-1 {found.top1_agreement:.1%}" if found.kl_mean is not None
+           else f" ({found.detail})"))
 
 
 def _fidelity(lm, job: VariantJob, cand: VariantResult) -> None:
@@ -251,6 +269,7 @@ def build_and_measure(job: VariantJob) -> VariantResult:
                 lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
                                   job.model.trust_remote_code, job.engine)
                 lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
+                cand.tokenizer_checks = list(getattr(lm, "tokenizer_checks", []))
                 _deployable(lm, job, cand)
                 cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
                 if job.save_to:

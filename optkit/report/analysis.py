@@ -26,10 +26,12 @@ class Row:
     tps_noisy: bool = False
     prefill_noisy: bool = False
     block_nll: list[float] | None = None
+    tokens: str | None = None  # which token ids the perplexity was scored on (a hash); None in older reports
     tps_p10: float | None = None
     tps_p90: float | None = None
     ppl_delta: float | None = None  # relative to the reference (the baseline unless told otherwise)
     ppl_delta_ci: tuple[float, float] | None = None  # 95% paired CI of ppl_delta
+    ppl_note: str | None = None  # why there is no ppl_delta (scored on other token ids than the reference)
     tps_reason: str | None = None
     paired: Stats | None = None  # decode speed-up vs the run's baseline, alternating rounds in one process
     speedup: float | None = None
@@ -55,7 +57,7 @@ def row(c: VariantResult) -> Row:
     return Row(
         name=c.name, status=c.status, error=c.error,
         ppl=acc.value if acc else None, ppl_se=acc.stderr if acc else None,
-        block_nll=acc.details.get("block_nll") if acc else None,
+        block_nll=acc.details.get("block_nll") if acc else None, tokens=acc.details.get("tokens") if acc else None,
         tps=b.decode_tokens_per_s.median if b else None,
         tps_p10=b.decode_tokens_per_s.p10 if b else None, tps_p90=b.decode_tokens_per_s.p90 if b else None,
         prefill_ms=b.prefill_ms.median if b else None,
@@ -80,7 +82,9 @@ def compare(ref: Row, r: Row, paired: bool = False) -> Row:
     """Fill r's deltas relative to ref. With paired (ref is the run's baseline), the speed-up measured in
     alternating rounds in r's process is used where it exists: drift of the machine between variants cancels
     there. Otherwise the ratio of two separate runs, uncertain when either was noisy."""
-    if ref.ppl and r.ppl:
+    if ref.ppl and r.ppl and not same_tokens(ref, r):
+        r.ppl_note = f"not compared with {ref.name}: scored on other token ids (another tokenizer)"
+    elif ref.ppl and r.ppl:
         r.ppl_delta = r.ppl / ref.ppl - 1
         r.ppl_delta_ci = paired_ratio_ci(ref.block_nll, r.block_nll)
     if paired and r.paired is not None and r is not ref:
@@ -92,6 +96,11 @@ def compare(ref: Row, r: Row, paired: bool = False) -> Row:
     if ref.size_mb and r.size_mb:
         r.size_ratio = ref.size_mb / r.size_mb
     return r
+
+
+def same_tokens(a: Row, b: Row) -> bool:
+    """Whether two perplexities were scored on the same token ids (taken as so for reports that do not say)."""
+    return a.tokens is None or b.tokens is None or a.tokens == b.tokens
 
 
 def separate(ref: Row | None, r: Row) -> Row:
@@ -172,6 +181,8 @@ def frontier(rs: list[Row]) -> list[str]:
     fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
 
     def lower(r: Row, k: Row) -> bool:
+        if not same_tokens(r, k):  # perplexities of other token ids say nothing about each other
+            return True
         ci = paired_ratio_ci(k.block_nll, r.block_nll)  # r's perplexity relative to k's
         return r.ppl < k.ppl and (ci is None or ci[1] < 0)
 

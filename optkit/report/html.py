@@ -18,6 +18,7 @@ from optkit.report.analysis import (
     speedup_legend,
     task_deltas,
 )
+from optkit.report.served import served_html
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
 from optkit.results import Report
@@ -256,6 +257,7 @@ median of repeated runs; * marks the Pareto frontier; (noisy) marks timings take
 {f"<p><small>{escape(legend)}.</small></p>" if legend else ""}
 {hardware.legend_html(report)}
 {_accuracy_story(report)}
+{served_html(report)}
 {_speed_story(report)}
 <h2>Details</h2>{_details(report)}
 <h2>Environment</h2><table class="env">{env_rows}</table>

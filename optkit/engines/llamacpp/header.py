@@ -22,9 +22,10 @@ class GgufHeader:
     tensors: int
     data_bytes: int  # where the last tensor's data ends, from the start of the file
     file_bytes: int
-    metadata: dict = field(default_factory=dict)  # scalar and string values (arrays are skipped)
+    metadata: dict = field(default_factory=dict)  # scalar and string values (arrays are skipped unless asked for)
     tensor_types: dict = field(default_factory=dict)  # tensor name -> ggml type name ("F32", "Q4_K", ...)
     row_widths: dict = field(default_factory=dict)  # tensor name -> its first dimension (weights per row)
+    shapes: dict = field(default_factory=dict)  # tensor name -> its dimensions, ggml order (row width first)
 
 
 class _Reader:
@@ -45,11 +46,13 @@ class _Reader:
             raise EOFError
         return data.decode("utf-8", errors="replace")
 
-    def value(self, kind: int):
+    def value(self, kind: int, keep: bool = False):
         if kind == 8:
             return self.string()
-        if kind == 9:  # arrays (the tokenizer's vocabulary...) are skipped, not built
+        if kind == 9:  # arrays (the tokenizer's vocabulary...) are skipped, not built, unless kept
             inner, n = self.take("I"), self.take("Q")
+            if keep:
+                return self.array(inner, n)
             if inner in SCALARS:
                 self.fh.seek(n * struct.calcsize("<" + SCALARS[inner]), 1)
             elif inner == 8:
@@ -63,9 +66,21 @@ class _Reader:
             raise ValueError(f"unknown metadata value type {kind}")
         return self.take(SCALARS[kind])
 
+    def array(self, inner: int, n: int) -> list:
+        if inner == 8:
+            return [self.string() for _ in range(n)]
+        if inner in SCALARS:
+            fmt = f"<{n}{SCALARS[inner]}"
+            data = self.fh.read(struct.calcsize(fmt))
+            if len(data) < struct.calcsize(fmt):
+                raise EOFError
+            return list(struct.unpack(fmt, data))
+        return [self.value(inner, keep=True) for _ in range(n)]
 
-def read(path: str | Path) -> GgufHeader:
-    """The header of a GGUF file; BadInput (one line, with the fix) when it is not one or is cut short."""
+
+def read(path: str | Path, arrays: tuple[str, ...] = ()) -> GgufHeader:
+    """The header of a GGUF file; BadInput (one line, with the fix) when it is not one or is cut short. `arrays`:
+    metadata keys whose array values to keep (the tokenizer's tokens, scores, merges...; milliseconds per 100k)."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     path = Path(path)
@@ -81,21 +96,22 @@ def read(path: str | Path) -> GgufHeader:
             meta = {}
             for _ in range(kvs):
                 key = r.string()
-                meta[key] = r.value(r.take("I"))
-            end, types, widths = 0, {}, {}
+                meta[key] = r.value(r.take("I"), keep=key in arrays)
+            end, types, widths, shapes = 0, {}, {}, {}
             for _ in range(tensors):
                 name = r.string()
                 dims = [r.take("Q") for _ in range(r.take("I"))]
                 kind, offset = r.take("I"), r.take("Q")
                 types[name] = GGMLQuantizationType(kind).name
                 widths[name] = dims[0] if dims else 1
+                shapes[name] = dims
                 block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
                 count = 1
                 for d in dims:
                     count *= d
                 end = max(end, offset + count // block * type_size)
             align = int(meta.get("general.alignment") or 32)
-            start = -(-fh.tell() // align) * align
+            start = -(-fh.tell() // align) * align if tensors else fh.tell()  # no data section to align
         except (EOFError, ValueError, KeyError) as exc:
             why = "the header is cut short" if isinstance(exc, EOFError) else f"the header is damaged ({exc})"
             raise BadInput(f"{bad}: {why}; download or convert it again") from None
@@ -105,4 +121,4 @@ def read(path: str | Path) -> GgufHeader:
     arch = meta.get("general.architecture")
     if not isinstance(arch, str):
         raise BadInput(f"{bad}: its header names no general.architecture; convert it again with llama.cpp's converter")
-    return GgufHeader(version, arch, tensors, start + end, size, meta, types, widths)
+    return GgufHeader(version, arch, tensors, start + end, size, meta, types, widths, shapes)

@@ -150,6 +150,23 @@ def _check_gguf_architecture(path: str) -> None:
                        "give the model as an HF folder")
 
 
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def _checked_tokenizer(folder: Path, given: str) -> None:
+    """Preflight: a converted folder's tokenizer against its GGUF, so a disagreement stops the run before any
+    worker starts (the worker checks again when it loads); nothing for other folders."""
+    from transformers import AutoTokenizer
+
+    from optkit.engines.llamacpp.convert import check_folder, source_of
+
+    if source_of(folder) is not None:
+        check_folder(folder, AutoTokenizer.from_pretrained(folder), given)
+
+
 class TorchEngine(Engine):
     name = "torch"
     label = "PyTorch"
@@ -167,8 +184,11 @@ class TorchEngine(Engine):
 
         if ckpt.kind == "gguf":
             _check_gguf_architecture(ckpt.location)
+            folder = Path(hf_folder(ckpt, say=_say).location)
+            _checked_tokenizer(folder, ckpt.given)  # a tokenizer that disagrees with llama.cpp's: exit 2 here
         elif ckpt.kind != "hub":
             _check_weights_format(Path(ckpt.location), trust_pickle)
+            _checked_tokenizer(Path(ckpt.location), ckpt.given)  # a folder optkit converted from a GGUF
         config = AutoConfig.from_pretrained(hf_folder(ckpt).location, trust_remote_code=trust_remote_code)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
@@ -201,6 +221,11 @@ class TorchEngine(Engine):
         if getattr(model, "hf_quantizer", None) is None:  # quantized loads are placed by their quantizer
             model.to(device)
         lm = TorchLM(model, tokenizer, device, fmt=ckpt.format)
+        if ckpt.kind != "hub":
+            from optkit.engines.llamacpp.convert import check_folder
+
+            checked = check_folder(Path(ckpt.location), tokenizer, ckpt.given)  # a folder optkit converted
+            lm.tokenizer_checks = [checked] if checked else []
         if ckpt.format == "compressed-tensors" and ckpt.kind != "hub":
             lm.source_folder = Path(ckpt.location)  # its packed weights: what it costs on disk, what save copies
         return lm
