@@ -150,6 +150,16 @@ def _check_gguf_architecture(path: str) -> None:
                        "give the model as an HF folder")
 
 
+def _tokenizer(ckpt, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    from optkit.engines.llamacpp.convert import load_tokenizer, source_of
+
+    if ckpt.kind != "hub" and source_of(Path(ckpt.location)) is not None:  # a folder optkit converted from a GGUF
+        return load_tokenizer(Path(ckpt.location))
+    return AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code)
+
+
 def _say(text: str) -> None:
     import sys
 
@@ -159,12 +169,10 @@ def _say(text: str) -> None:
 def _checked_tokenizer(folder: Path, given: str) -> None:
     """Preflight: a converted folder's tokenizer against its GGUF, so a disagreement stops the run before any
     worker starts (the worker checks again when it loads); nothing for other folders."""
-    from transformers import AutoTokenizer
-
-    from optkit.engines.llamacpp.convert import check_folder, source_of
+    from optkit.engines.llamacpp.convert import check_folder, load_tokenizer, source_of
 
     if source_of(folder) is not None:
-        check_folder(folder, AutoTokenizer.from_pretrained(folder), given)
+        check_folder(folder, load_tokenizer(folder), given)
 
 
 class TorchEngine(Engine):
@@ -200,7 +208,7 @@ class TorchEngine(Engine):
     def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
              trust_remote_code: bool = False) -> TorchLM:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from optkit.checkpoints import hf_folder
 
@@ -210,7 +218,7 @@ class TorchEngine(Engine):
             _check_weights_format(Path(ckpt.location), trust_pickle)
         try:
             model = AutoModelForCausalLM.from_pretrained(ckpt.location, dtype=getattr(torch, dtype), **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code)
+            tokenizer = _tokenizer(ckpt, trust_remote_code)
         except OSError as exc:
             where = "the Hugging Face hub" if ckpt.kind == "hub" else ckpt.location
             raise RunError(
