@@ -73,6 +73,13 @@ def test_a_sentencepiece_gguf_scores_the_same_in_both_engines(spm_model, text_fi
     text = text_file.read_text()
     assert torch_lm.prefix == llama_lm.prefix == [1]  # Llama 2's BOS, by the file's rule
     assert torch_lm.encode(text) == llama_lm.encode(text)
+    from optkit.common.sample import SAMPLE
+    from optkit.evaluators.lm_eval_model import wrap
+
+    by_torch, by_llama = wrap(torch_lm), wrap(llama_lm)  # lm-eval requests: the same ids in both engines
+    assert by_torch.prefix_token_id == by_llama.prefix_token_id == 1
+    for t in SAMPLE:
+        assert by_torch.tok_encode(t) == by_llama.tok_encode(t) == llama_lm.tokenizer.encode(t), t
     spec = PerplexitySpec(path=str(text_file), max_tokens=300, window=128, stride=64)
     a, b = perplexity.evaluate(torch_lm, spec)[0], perplexity.evaluate(llama_lm, spec)[0]
     assert a.details["tokens"] == b.details["tokens"]

@@ -39,6 +39,11 @@ def converted(src: Path, say=None) -> Path:
     """The converted folder of a GGUF file, made now in a child process if it is not cached yet."""
     target = folder_for(src)
     if (target / "config.json").is_file() and (target / SOURCE).is_file():
+        if source_of(target) != Path(src):  # the same content at another path: check loads against this one
+            from optkit.results import atomic_write
+
+            facts = json.loads((target / SOURCE).read_text())
+            atomic_write(target / SOURCE, json.dumps({**facts, "gguf": str(src)}, indent=2))
         return target
     if say:
         say(f"converting {src.name} to a PyTorch folder (once per file; cached in {target.parent})")
