@@ -8,9 +8,19 @@ import time
 from dataclasses import dataclass, field
 
 from optkit.meters.energy import EnergyCounter, PowerSampler
-from optkit.meters.latency import BUSY_SHARE, HALVES, CpuWatch, busy_limit, enough, halves_gap, stats, uncontended
+from optkit.meters.latency import (
+    BUSY_SHARE,
+    HALVES,
+    CpuWatch,
+    busy_limit,
+    enough,
+    halves_gap,
+    marked,
+    stats,
+    uncontended,
+)
 from optkit.meters.memory import PeakMemory
-from optkit.recipe import BenchSpec
+from optkit.recipe import BenchSpec, WorkloadSpec
 from optkit.results import BenchResult, Energy
 
 HARD_CAP = 10_000  # repetitions per batch size, whatever min_seconds asks of a very fast model
@@ -84,9 +94,10 @@ def _done(s: _Samples, spec: BenchSpec) -> bool:
     n = len(s.tps)
     if n >= HARD_CAP:
         return True
-    clean = enough(s.decode_share, spec.repeats, s.limit) and enough(s.prefill_share, spec.repeats, s.limit)
+    decode_share = marked(s.tps, s.decode_share, "tokens/s")  # a collapsed repetition is redone like a contended one
+    clean = enough(decode_share, spec.repeats, s.limit) and enough(s.prefill_share, spec.repeats, s.limit)
     # halves that disagree: keep measuring while repeats are left
-    steady = (halves_gap(uncontended(s.tps, s.decode_share, s.limit)) or 0.0) <= HALVES
+    steady = (halves_gap(uncontended(s.tps, decode_share, s.limit)) or 0.0) <= HALVES
     if clean and steady and s.clean_decode_s >= spec.min_seconds:
         return True
     return n >= spec.max_repeats and s.decode_s >= spec.min_seconds
@@ -181,8 +192,9 @@ def paired_speedup(lm, base, baseline: str, spec: BenchSpec):
     return PairedSpeed(baseline=baseline, rounds=spec.paired_rounds, decode_speedup=decode, prefill_speedup=prefill)
 
 
-def run_bench(lm, spec: BenchSpec) -> BenchResult:
-
+def run_bench(lm, spec: BenchSpec, workload: WorkloadSpec | None = None) -> BenchResult:
+    """workload: the recipe's traffic, measured after the rest (None: the default, read off the batch-1 curve)."""
+    from optkit import workload as traffic
     from optkit.meters.roofline import analyze, kv_bytes_per_token
     from optkit.results import PrefillPoint, ThroughputPoint
 
@@ -208,6 +220,9 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
             st = curve[0].prefill_ms if length == spec.prompt_len else \
                 _prefill_only(lm, ids[:1, :length], spec, limit)
             prefill_curve.append(PrefillPoint(prompt_len=length, prefill_ms=st))
+        wanted = traffic.resolve(workload, spec)
+        figures = traffic.from_bench(curve[0], spec) if traffic.is_default_shape(wanted, spec) else \
+            traffic.measure(lm, wanted, spec, energy, limit)
     energy_result = _energy(energy, first, spec, idle)
     if energy_result is None:
         energy_result = Energy(status="unavailable", reason=energy.reason or "the energy counter did not advance")
@@ -234,4 +249,5 @@ def run_bench(lm, spec: BenchSpec) -> BenchResult:
         e2e_ms=e2e,
         prefill_by_prompt_len=prefill_curve,
         batch_notes=notes,
+        workload=figures,
     )

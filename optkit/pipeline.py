@@ -41,7 +41,8 @@ def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None,
     preflight.check_variants(recipe, ckpt, device, source)
     preflight.check_eval(recipe, source)
     jobs = [VariantJob(variant=v, checkpoint=ckpt, model=recipe.model, device=device, eval=recipe.eval,
-                bench=recipe.bench, save_to=str(save_to) if save_to else None) for v in recipe.variants]
+                bench=recipe.bench, save_to=str(save_to) if save_to else None, workload=recipe.workload)
+            for v in recipe.variants]
     return Plan(recipe=recipe, source=source, checkpoint=ckpt, device=device, jobs=jobs)
 
 

@@ -139,6 +139,29 @@ class BenchSpec(Strict):
         return sorted(set(self.prompt_lens or []) | {self.prompt_len})
 
 
+class WorkloadPoint(Strict):
+    """One kind of request in the traffic: prompt and output length, and its share of the requests."""
+
+    prompt: int = Field(ge=1, description="prompt tokens")
+    output: int = Field(ge=1, description="new tokens generated")
+    weight: float = Field(default=1.0, gt=0, description="relative share of requests (a histogram bin's count)")
+
+
+Objective = Literal["decode", "latency", "ttft", "throughput"]
+
+
+class WorkloadSpec(Strict):
+    """The traffic the recommendation and the frontier rank for. The objective: decode (generated tokens/s once the
+    prompt is in, today's ranking), latency (end-to-end ms per request: prompt then every new token), ttft (time to
+    first token) or throughput (generated tokens/s over whole requests, prefill included, at `concurrency`).
+    Unset: one point, bench's prompt_len and gen_len, concurrency 1, objective decode (the demo's shape)."""
+
+    requests: list[WorkloadPoint] = Field(min_length=1, max_length=8, description="weighted (prompt, output) points; "
+                                          "a histogram is its bins' centres weighted by their counts")
+    concurrency: int = Field(default=1, ge=1, description="requests served together (decoded as one batch)")
+    objective: Objective = "decode"
+
+
 class GateSpec(Strict):
     max_ppl_increase: float | None = Field(default=None, description="e.g. '5%' or 0.05")
     min_speedup: float | None = Field(default=None, gt=0, description="decode tokens/s vs the baseline")
@@ -193,6 +216,8 @@ class Recipe(Strict):
     bench: BenchSpec | None = Field(default_factory=BenchSpec)
     gates: GateSpec | None = None
     executor: ExecutorSpec | None = None
+    workload: WorkloadSpec | None = Field(default=None, description="the traffic to rank for (default: batch-1 "
+                                          "decode after bench.prompt_len tokens, the demo's shape)")
 
     @model_validator(mode="after")
     def _names(self) -> Recipe:

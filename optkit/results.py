@@ -51,6 +51,8 @@ class Stats(BaseModel):
     ci_low: float | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
     ci_high: float | None = None
     noisy_reason: str | None = Field(default=None, description="why noisy is set, e.g. the halves disagree")
+    collapsed: int = Field(default=0, description="samples over 2x slower than the rest, set aside and retried (a "
+                           "llama.cpp collapse on a busy machine)")
 
 
 class Energy(BaseModel):
@@ -88,6 +90,58 @@ class PairedSpeed(BaseModel):
     skipped: str | None = Field(default=None, description="why no rounds were run (e.g. both do not fit in memory)")
 
 
+class WorkloadPointFigures(BaseModel):
+    """One workload point's timings: batch = the workload's concurrency, `prompt` tokens in, `output` tokens out."""
+
+    prompt: int
+    output: int
+    weight: float = 1.0
+    ttft_ms: Stats
+    decode_tokens_per_s: Stats
+    e2e_ms: Stats | None = None
+
+
+class WorkloadFigures(BaseModel):
+    """The workload's objective for one variant (recipe `workload:`; optkit/workload.py), per pass over its points,
+    and each point's time to first token, decode and end-to-end latency."""
+
+    objective: str
+    unit: str
+    concurrency: int = 1
+    value: Stats
+    points: list[WorkloadPointFigures] = Field(default_factory=list)
+
+
+class SideFigures(BaseModel):
+    """One model's medians over the clean rounds of a head-to-head, in the same units as its benchmark."""
+
+    name: str
+    objective: float = Field(description="the workload's objective (tokens/s or ms, see HeadToHead.unit)")
+    decode_tokens_per_s: float
+    ttft_ms: float
+    e2e_ms: float
+
+
+class HeadToHead(BaseModel):
+    """Two variants timed against each other in one process, interleaved rounds on the workload (optkit/duel.py):
+    the comparison a decision between them rests on."""
+
+    a: str
+    b: str
+    objective: str = Field(description="the workload objective ranked by: decode, latency, ttft or throughput")
+    unit: str = ""
+    rounds: int = Field(default=0, description="rounds run, retried ones included")
+    retried: int = Field(default=0, description="rounds not used: contended, or one half collapsed")
+    collapsed: int = Field(default=0, description="rounds where one half ran over 2x slower than that model's fast "
+                           "halves (never used, whatever else is left)")
+    round_s: float = Field(default=0.0, description="least seconds each half of a round ran")
+    speedup: Stats | None = Field(default=None, description="a's objective speed-up over b per round (> 1: a faster)")
+    decode_speedup: Stats | None = Field(default=None, description="a's decode tokens/s / b's, per round")
+    ttft_speedup: Stats | None = Field(default=None, description="b's time to first token / a's, per round")
+    sides: list[SideFigures] = Field(default_factory=list)
+    skipped: str | None = Field(default=None, description="why no rounds were run")
+
+
 class BenchResult(BaseModel):
     prefill_ms: Stats
     decode_tokens_per_s: Stats
@@ -109,6 +163,8 @@ class BenchResult(BaseModel):
                                        "alternating rounds in this variant's process (bench.paired_rounds)")
     batch_notes: list[str] = Field(default_factory=list, description="batch sizes asked for and not measured, "
                                    "and why (e.g. more sequences than the engine decodes together)")
+    workload: WorkloadFigures | None = Field(default=None, description="the recipe's workload: its objective and "
+                                             "each point's timings (the default workload: batch-1 decode)")
 
 
 class NodeRecord(BaseModel):
@@ -188,6 +244,8 @@ class VariantResult(BaseModel):
         "engine's on a fixed sample, at load and after each conversion")
     logit_agreement: LogitAgreement | None = Field(
         default=None, description="for a GGUF source: the file in llama.cpp vs its dequantized copy in PyTorch")
+    head_to_head: HeadToHead | None = Field(default=None, description="a duel job's result: two variants timed "
+                                            "against each other in one process")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
@@ -221,6 +279,8 @@ class Report(BaseModel):
     baseline_again: VariantResult | None = Field(
         default=None, description="the baseline benchmarked once more after the last variant, when some speed-up had "
         "to come from separate runs: drift of the machine beyond its spread flags those speed-ups noisy")
+    duels: list[HeadToHead] = Field(default_factory=list, description="variants competing for the recommendation, "
+                                    "timed against each other in interleaved rounds (the tie rule reads these)")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -16,10 +16,11 @@ from pydantic import BaseModel
 
 from optkit import node
 from optkit.checkpoints import Checkpoint
+from optkit.duel import DuelSpec
 from optkit.evaluators.fidelity import Reference
 from optkit.executors import nodelock
 from optkit.progress import phase
-from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
+from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant, WorkloadSpec
 from optkit.results import PhaseTime, VariantResult, write_model
 
 
@@ -34,6 +35,8 @@ class VariantJob(BaseModel):
     pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
     save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
     keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
+    workload: WorkloadSpec | None = None  # the traffic the benchmark measures the objective of (None: the default)
+    duel: DuelSpec | None = None  # instead of the variant's own work: two variants timed against each other (duel.py)
 
     @property
     def engine(self) -> str:
@@ -172,7 +175,7 @@ def _fidelity(lm, job: VariantJob, cand: VariantResult) -> None:
 def _bench(lm, job: VariantJob, cand: VariantResult) -> None:
     from optkit.bench import run_bench
 
-    cand.bench = run_bench(lm, job.bench)
+    cand.bench = run_bench(lm, job.bench, job.workload)
     for label, st in (("prefill", cand.bench.prefill_ms), ("decode", cand.bench.decode_tokens_per_s),
                       ("end-to-end", cand.bench.e2e_ms)):
         if st and st.noisy:
@@ -256,37 +259,54 @@ def _environment(job: VariantJob) -> None:
             os.environ.setdefault(key, value)
 
 
-def build_and_measure(job: VariantJob) -> VariantResult:
+def _duel(job: VariantJob, cand: VariantResult) -> None:
+    """Two variants timed against each other in this process (duel.py), instead of one variant's own work."""
+    from optkit.duel import run_duel_job
+
+    with _hold(cand, nodelock.exclusive, "other work on the node first") as threads:
+        if threads and job.bench and not job.bench.threads:  # the node is the duel's alone: all its CPUs
+            job = job.model_copy(update={"bench": job.bench.model_copy(update={"threads": threads})})
+        with _span(cand, "benchmarking"):
+            run_duel_job(job, cand)
+
+
+def _variant(job: VariantJob, cand: VariantResult) -> None:
+    """Build, evaluate and benchmark one variant."""
     from optkit import artifacts, loading
     from optkit.engines.method import apply_steps
+
+    with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
+        with _span(cand, "building"):
+            lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                              job.model.trust_remote_code, job.engine)
+            lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
+            cand.tokenizer_checks = list(getattr(lm, "tokenizer_checks", []))
+            _deployable(lm, job, cand)
+            cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
+            if job.save_to:
+                path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
+                                       cand.steps)
+                say(f"artifact: wrote {path}")
+        if job.eval:
+            with _span(cand, "evaluating"):
+                evaluate(lm, job, cand)
+    if job.bench:
+        with _hold(cand, nodelock.exclusive, "other work on the node first") as threads:
+            if threads and not job.bench.threads:  # the node is this benchmark's alone: all its CPUs
+                job = job.model_copy(update={"bench": job.bench.model_copy(update={"threads": threads})})
+            with _span(cand, "benchmarking"):
+                _bench(lm, job, cand)
+                if job.pair_with is not None and job.bench.paired_rounds:
+                    _pair(lm, job, cand)
+
+
+def build_and_measure(job: VariantJob) -> VariantResult:
     from optkit.errors import OptkitError
 
     started = time.perf_counter()
     cand = VariantResult(name=job.variant.name, status="ok")
     try:
-        with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
-            with _span(cand, "building"):
-                lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                                  job.model.trust_remote_code, job.engine)
-                lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
-                cand.tokenizer_checks = list(getattr(lm, "tokenizer_checks", []))
-                _deployable(lm, job, cand)
-                cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
-                if job.save_to:
-                    path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
-                                           cand.steps)
-                    say(f"artifact: wrote {path}")
-            if job.eval:
-                with _span(cand, "evaluating"):
-                    evaluate(lm, job, cand)
-        if job.bench:
-            with _hold(cand, nodelock.exclusive, "other work on the node first") as threads:
-                if threads and not job.bench.threads:  # the node is this benchmark's alone: all its CPUs
-                    job = job.model_copy(update={"bench": job.bench.model_copy(update={"threads": threads})})
-                with _span(cand, "benchmarking"):
-                    _bench(lm, job, cand)
-                    if job.pair_with is not None and job.bench.paired_rounds:
-                        _pair(lm, job, cand)
+        (_duel if job.duel is not None else _variant)(job, cand)
     except OptkitError as exc:
         cand.status, cand.error = "failed", str(exc)
     except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback

@@ -8,6 +8,11 @@ a quarter of a core) are set aside when enough clean ones exist; otherwise the r
 instead of silently published. A result is also
 flagged when the first and second half of its repetitions disagree by more than 10%: two back-to-back runs
 must agree, or the number does not describe the model.
+
+A collapse is caught whatever /proc/stat says: llama.cpp with 2 OpenMP threads on a busy 2-core machine decoded
+3.8-11 tokens/s where 1 thread gave 47-56 (its threads spin at barriers while the other one is descheduled), a
+5-10x drop that a share of "others" can miss when the others are short-lived. A sample more than 2x slower than
+the rest's upper quartile is never used; the measurement goes on (up to max_repeats) and says so when it ends.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ BUSY_SHARE = 0.25  # share of all cores others may use when nobody says how many
 SLACK_CORES = 0.25  # what other processes may use beyond the cores the benchmark leaves free
 SPREAD = 0.25  # (p90 - p10) / median above this: a noisy measurement
 HALVES = 0.10  # medians of the first and second half of the repetitions further apart: not reproducible
+COLLAPSE = 2.0  # a sample this many times slower than the rest's upper quartile is a collapse, not a measurement
 
 
 class CpuWatch:
@@ -76,18 +82,24 @@ def halves_gap(values: list[float]) -> float | None:
     return abs(b - a) / min(a, b) if min(a, b) > 0 else None
 
 
-def stats(values: list[float], unit: str, shares: list[float | None], wanted: int, limit: float = BUSY_SHARE):
-    """Median / p10 / p90 / bootstrap CI over clean samples when there are enough of them, else over all;
-    flagged noisy, with the reason, when contended, widely spread or when its two halves disagree."""
+def stats(values: list[float], unit: str, shares: list[float | None], wanted: int, limit: float = BUSY_SHARE,
+          fell: set[int] | None = None):
+    """Median / p10 / p90 / bootstrap CI over clean samples when there are enough of them, else over all but
+    collapsed ones (`fell`: indices known to have collapsed, besides those the values show); flagged noisy, with
+    the reason, when contended, widely spread or when its two halves disagree."""
     from optkit.results import Stats
 
     known = [s for s in shares if s is not None]
+    fell = collapsed(values, unit) | (fell or set())
+    shares = [COLLAPSED if i in fell else s for i, s in enumerate(shares)]
     clean = uncontended(values, shares, limit)
-    use = clean if len(clean) >= wanted else values
+    use = clean if len(clean) >= wanted else [v for i, v in enumerate(values) if i not in fell]
     med = statistics.median(use)
     p10, p90 = quantile(use, 0.1), quantile(use, 0.9)
     lo, hi = bootstrap_ci(use)
     reasons = []
+    if fell and len(clean) < wanted:
+        reasons.append(f"{len(fell)} of {len(values)} samples collapsed (over {COLLAPSE:g}x slower than the rest)")
     if len(clean) < wanted:
         reasons.append(f"only {len(clean)} of {wanted} samples taken while other processes left the benchmark's "
                        f"cores alone (others used up to {max(known, default=0):.0%} of the CPU)")
@@ -98,7 +110,34 @@ def stats(values: list[float], unit: str, shares: list[float | None], wanted: in
         reasons.append(f"first and second half of the repetitions differ by {gap:.0%} (over {HALVES:.0%})")
     return Stats(median=med, p10=p10, p90=p90, n=len(use), unit=unit, noisy=bool(reasons),
                  contention=round(max(known), 3) if known else None, ci_low=lo, ci_high=hi,
-                 noisy_reason="; ".join(reasons) or None)
+                 noisy_reason="; ".join(reasons) or None, collapsed=len(fell))
+
+
+COLLAPSED = 1e9  # the share recorded for a collapsed sample: above every limit, so it never counts as clean
+
+
+def slower(unit: str) -> bool:
+    """Whether a larger value of this unit is a slower measurement (milliseconds) rather than a faster one."""
+    return unit == "ms"
+
+
+def collapsed(values: list[float], unit: str) -> set[int]:
+    """Indices of samples more than COLLAPSE times slower than the upper quartile of all samples (the fast end:
+    contention only ever slows a run down). Needs 3 samples; a 2-sample spread is not a reference. Ratios ("x")
+    are not judged: a collapse of either side moves them, up or down; their callers judge each side's timings."""
+    if len(values) < 3 or unit == "x":
+        return set()
+    if slower(unit):
+        ref = quantile(values, 0.25)
+        return {i for i, v in enumerate(values) if ref > 0 and v > COLLAPSE * ref}
+    ref = quantile(values, 0.75)
+    return {i for i, v in enumerate(values) if v * COLLAPSE < ref}
+
+
+def marked(values: list[float], shares: list[float | None], unit: str) -> list[float | None]:
+    """shares with every collapsed sample's set above any limit, so code counting clean samples skips it."""
+    fell = collapsed(values, unit)
+    return [COLLAPSED if i in fell else s for i, s in enumerate(shares)]
 
 
 def uncontended(values: list[float], shares: list[float | None], limit: float = BUSY_SHARE) -> list[float]:

@@ -1,0 +1,159 @@
+"""Two loaded models timed against each other in one process: interleaved rounds on the workload, so a decision
+between two candidates rests on a direct comparison, not on a ratio of two ratios taken against a baseline at
+different moments (issue 26: the demo's Q4_1 and Q8_0 files came out 7.24x and 7.29x fp32 that way while their own
+benchmarks, and a bare llama.cpp loop, put Q8_0 1.24-1.32x ahead).
+
+A round is one half per model, order swapped every round; a half repeats passes over the workload
+(optkit/workload.py) until it has run `min_round_s` seconds, so a fast model is not judged on 0.6 s of decoding.
+A round counts only when neither half was contended (others' CPU use, as in the benchmark) nor collapsed (over 2x
+slower than that model's fast halves: llama.cpp's OpenMP threads spinning against a neighbour); such rounds are
+run again, up to twice the rounds asked for, and what is left unclean is flagged, never quietly used.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+
+from optkit.meters.latency import CpuWatch, collapsed, stats
+from optkit.recipe import BenchSpec, Variant, WorkloadSpec
+from optkit.results import HeadToHead, SideFigures
+from optkit.workload import UNIT, Totals, speedup
+
+MIN_ROUND_S = 1.0
+ROUNDS = 6
+
+
+class DuelSpec(BaseModel):
+    """A duel job (worker.VariantJob.duel): variant a against variant b of the same checkpoint."""
+
+    a: Variant
+    b: Variant
+    files: dict[str, str] = Field(default_factory=dict, description="variant name -> the file its run kept (GGUF)")
+    workload: WorkloadSpec
+    rounds: int = ROUNDS
+    round_s: float = MIN_ROUND_S
+
+
+def workload_prompts(lm, other, w: WorkloadSpec) -> list:
+    """Seeded prompt ids per workload point, valid for both models (the smaller vocabulary)."""
+    from optkit.bench import prompts
+
+    small = lm if lm.vocab_size <= other.vocab_size else other
+    return [prompts(small, w.concurrency, p.prompt) for p in w.requests]
+
+
+def one_pass(lm, w: WorkloadSpec, ids: list, into: Totals, energy) -> None:
+    """One request per workload point, timed as the benchmark times a repetition."""
+    from optkit.bench import _one_rep, _Samples
+
+    for point, prompt in zip(w.requests, ids):
+        s = _Samples()
+        _one_rep(lm, prompt, point.output, energy, s)
+        into.add(point, prompt.shape[0], s.decode_s, s.prefill_ms[0], s.e2e_ms[0])
+
+
+def half(lm, w: WorkloadSpec, ids: list, min_s: float, energy) -> tuple[Totals, float | None]:
+    """Passes over the workload until min_s seconds have run; the totals and others' share of the CPU meanwhile."""
+    out = Totals()
+    with CpuWatch() as watch:
+        started = time.perf_counter()
+        while True:
+            one_pass(lm, w, ids, out, energy)
+            if time.perf_counter() - started >= min_s:
+                break
+    return out, watch.share
+
+
+def head_to_head(a, b, names: tuple[str, str], w: WorkloadSpec, spec: BenchSpec, min_round_s: float = MIN_ROUND_S,
+                 rounds: int = ROUNDS) -> HeadToHead:
+    """a against b on workload w, `rounds` clean interleaved rounds (at most 2 x rounds run)."""
+    from optkit.bench import _limit
+    from optkit.meters.energy import EnergyCounter
+
+    limit = _limit(a, spec)
+    _limit(b, spec)
+    ids = workload_prompts(a, b, w)
+    energy = EnergyCounter(a.device)
+    for lm in (a, b):  # warm-up: first calls allocate caches and page weights in
+        one_pass(lm, w, ids, Totals(), energy)
+    halves: dict[str, list[Totals]] = {"a": [], "b": []}
+    shares: list[float | None] = []
+    while True:
+        order = (("a", a), ("b", b)) if len(shares) % 2 == 0 else (("b", b), ("a", a))
+        seen = []
+        for key, lm in order:
+            totals, share = half(lm, w, ids, min_round_s, energy)
+            halves[key].append(totals)
+            seen.append(share)
+        shares.append(None if all(s is None for s in seen) else max(s or 0.0 for s in seen))
+        fell = _fell(halves, w.objective)
+        clean = sum(1 for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit))
+        if clean >= rounds or len(shares) >= 2 * rounds:
+            break
+    return _result(names, halves, shares, fell, w, rounds, limit, min_round_s)
+
+
+def _fell(halves: dict[str, list[Totals]], objective: str) -> set[int]:
+    """Rounds where either model's half collapsed (over 2x slower than that model's fast halves)."""
+    fell: set[int] = set()
+    for key in ("a", "b"):
+        fell |= collapsed([t.value(objective) for t in halves[key]], UNIT[objective])
+    return fell
+
+
+def _result(names, halves, shares, fell, w: WorkloadSpec, rounds: int, limit: float,
+            min_round_s: float) -> HeadToHead:
+    obj = w.objective
+    pairs = list(zip(halves["a"], halves["b"]))
+    ratio = stats([speedup(x.value(obj), y.value(obj), obj) for x, y in pairs], "x", shares, rounds, limit, fell)
+    decode = stats([x.value("decode") / y.value("decode") for x, y in pairs], "x", shares, rounds, limit, fell)
+    ttft = stats([y.value("ttft") / x.value("ttft") for x, y in pairs], "x", shares, rounds, limit, fell)
+    clean = [i for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit)]
+    keep = clean if len(clean) >= rounds else [i for i in range(len(shares)) if i not in fell]
+
+    def side(key: str, name: str) -> SideFigures:
+        import statistics
+
+        ts = [halves[key][i] for i in keep] or halves[key]
+        return SideFigures(name=name, objective=statistics.median(t.value(obj) for t in ts),
+                           decode_tokens_per_s=statistics.median(t.value("decode") for t in ts),
+                           ttft_ms=statistics.median(t.value("ttft") for t in ts),
+                           e2e_ms=statistics.median(t.value("latency") for t in ts))
+
+    return HeadToHead(a=names[0], b=names[1], objective=obj, unit=UNIT[obj], rounds=len(shares),
+                      retried=len(shares) - len(clean), collapsed=len(fell), round_s=min_round_s, speedup=ratio,
+                      decode_speedup=decode, ttft_speedup=ttft, sides=[side("a", names[0]), side("b", names[1])])
+
+
+def _side(job, variant, file: str | None, like):
+    """One side of a duel job: the file a variant's run kept, opened by its engine where it is still there (no
+    rebuild: a GGUF search candidate takes seconds to open and minutes to export again), else rebuilt from its
+    steps as the variant's own worker built it."""
+    from pathlib import Path
+
+    from optkit import loading, registry
+    from optkit.engines.method import apply_steps
+
+    if file and Path(file).is_file():
+        return registry.engines.get("llamacpp").open(file, like=like)
+    if not variant.steps and loading.engine_name(job.checkpoint, variant.engine) == like.engine:
+        return like
+    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                      job.model.trust_remote_code, loading.engine_name(job.checkpoint, variant.engine, variant.steps))
+    return apply_steps(lm, variant.steps)[0]
+
+
+def run_duel_job(job, cand) -> None:
+    """The worker's side of a duel job (VariantJob.duel): both variants in this process, cand.head_to_head set."""
+    from optkit import loading
+
+    spec = job.duel
+    like = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                        job.model.trust_remote_code, loading.engine_name(job.checkpoint, spec.a.engine))
+    a = _side(job, spec.a, spec.files.get(spec.a.name), like)
+    b = _side(job, spec.b, spec.files.get(spec.b.name), like)
+    w = spec.workload
+    bench = job.bench or BenchSpec()
+    cand.head_to_head = head_to_head(a, b, (spec.a.name, spec.b.name), w, bench, spec.round_s, spec.rounds)

@@ -1,0 +1,62 @@
+"""Head-to-head timing (optkit/duel.py) on a tiny model: a copy made slower by a known delay per decode step is
+found slower by about that much, interleaved rounds last at least the asked time, and a collapsed round is
+retried and never used."""
+
+import time
+
+import pytest
+
+from optkit.duel import head_to_head
+from optkit.recipe import BenchSpec, WorkloadPoint, WorkloadSpec
+
+SPEC = BenchSpec(prompt_len=8, gen_len=4, threads=1)
+
+
+class Delayed:
+    """A loaded model whose decode steps each take `delay` seconds longer (and, from call `collapse_at` on, for
+    `collapse_for` calls, 40x longer: a collapse)."""
+
+    def __init__(self, lm, delay: float, collapse_at: int | None = None, collapse_for: int = 0):
+        self.lm, self.delay, self.calls = lm, delay, 0
+        self.collapse = range(collapse_at, collapse_at + collapse_for) if collapse_at is not None else range(0)
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+    def step(self, token_ids, past):
+        self.calls += 1
+        time.sleep(self.delay * (40 if self.calls in self.collapse else 1))
+        return self.lm.step(token_ids, past)
+
+
+def _timed_step(lm, n: int = 20) -> float:
+    """Seconds per decode step of the undelayed model, timed here the plain way (the independent reference)."""
+    import torch
+
+    logits, past = lm.start(torch.tensor([lm.prefix + [5] * 7]))
+    token = logits.argmax(-1, keepdim=True)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        logits, past = lm.step(token, past)
+    return (time.perf_counter() - t0) / n
+
+
+def test_a_slower_copy_is_found_slower_by_about_its_delay(tiny_lm):
+    w = WorkloadSpec(requests=[WorkloadPoint(prompt=8, output=8)])
+    delay = 0.01
+    duel = head_to_head(tiny_lm, Delayed(tiny_lm, delay), ("plain", "slow"), w, SPEC, min_round_s=0.2, rounds=4)
+    step = _timed_step(tiny_lm)
+    expected = (step + delay) / step  # decode time per token, slow over plain
+    assert duel.speedup.n >= 4 and duel.rounds >= 4
+    assert duel.speedup.median == pytest.approx(expected, rel=0.5) and duel.speedup.ci_low > 1
+    assert [s.name for s in duel.sides] == ["plain", "slow"]
+    assert duel.sides[0].decode_tokens_per_s > duel.sides[1].decode_tokens_per_s
+
+
+def test_latency_objective_and_a_collapse_is_retried(tiny_lm):
+    w = WorkloadSpec(requests=[WorkloadPoint(prompt=8, output=4)], objective="latency")
+    # the slow side collapses for a stretch of calls in its third half-round: that round is redone, not used
+    slow = Delayed(tiny_lm, 0.004, collapse_at=40, collapse_for=10)
+    duel = head_to_head(Delayed(tiny_lm, 0.004), slow, ("a", "b"), w, SPEC, min_round_s=0.1, rounds=4)
+    assert duel.unit == "ms" and duel.collapsed >= 1 and duel.retried >= 1 and duel.rounds >= 5
+    assert 0.6 < duel.speedup.median < 1.6  # the same model both sides: no difference once the collapse is out
