@@ -164,32 +164,18 @@ def _limit(lm, spec: BenchSpec) -> float:
     return busy_limit(lm.threads if lm.device == "cpu" else 1)  # on a GPU one CPU thread feeds it
 
 
-def paired_speedup(lm, base, baseline: str, spec: BenchSpec):
-    """Batch-1 rounds alternating variant and baseline (order swapped every round) on the same prompt; each
-    round gives a decode and a prefill ratio. A round counts as contended when either half was."""
-
+def paired_speedup(lm, base, baseline: str, spec: BenchSpec, workload: WorkloadSpec | None = None):
+    """The variant against the baseline in one process: duel.head_to_head on the workload, `paired_rounds` clean
+    interleaved rounds of at least a second each (order swapped every round, a contended or collapsed round run
+    again); per round a speed-up on the workload's objective, on decode and on time to first token."""
+    from optkit.duel import head_to_head
     from optkit.results import PairedSpeed
+    from optkit.workload import resolve
 
-    limit = _limit(lm, spec)
-    _limit(base, spec)
-    prompt = prompts(lm, 1, spec.prompt_len)
-    energy = EnergyCounter(lm.device)
-    mine, theirs = _Samples(limit), _Samples(limit)
-    for model in (lm, base):  # warm-up
-        _one_rep(model, prompt, spec.gen_len, energy, _Samples(limit))
-    for i in range(spec.paired_rounds):
-        for model, into in ((lm, mine), (base, theirs))[:: 1 if i % 2 == 0 else -1]:
-            _one_rep(model, prompt, spec.gen_len, energy, into)
-
-    def worst(a: list, b: list) -> list:
-        return [None if x is None and y is None else max(x or 0.0, y or 0.0) for x, y in zip(a, b)]
-
-    wanted = max(2, (spec.paired_rounds + 1) // 2)
-    decode = stats([v / b for v, b in zip(mine.tps, theirs.tps)], "x", worst(mine.decode_share,
-                   theirs.decode_share), wanted, limit)
-    prefill = stats([b / v for v, b in zip(mine.prefill_ms, theirs.prefill_ms)], "x",
-                    worst(mine.prefill_share, theirs.prefill_share), wanted, limit)
-    return PairedSpeed(baseline=baseline, rounds=spec.paired_rounds, decode_speedup=decode, prefill_speedup=prefill)
+    duel = head_to_head(lm, base, ("variant", baseline), resolve(workload, spec), spec, rounds=spec.paired_rounds)
+    return PairedSpeed(baseline=baseline, rounds=spec.paired_rounds, decode_speedup=duel.decode_speedup,
+                       prefill_speedup=duel.ttft_speedup, objective=duel.speedup, objective_name=duel.objective,
+                       run=duel.rounds, retried=duel.retried, round_s=duel.round_s)
 
 
 def run_bench(lm, spec: BenchSpec, workload: WorkloadSpec | None = None) -> BenchResult:

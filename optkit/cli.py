@@ -103,6 +103,18 @@ def main() -> None:
     quiet_libraries()
 
 
+def workload_opts(command):
+    """--workload, --objective, --concurrency: the traffic to rank for, over the recipe's workload: section."""
+    for option in reversed([
+            click.option("--workload", "points", metavar="P/O[:W],...", help="prompt/output tokens per request, "
+                         "weighted, e.g. 2000/100 or 200/200:3,2000/100:1 (default: the benchmark's shape)"),
+            click.option("--objective", type=click.Choice(["decode", "latency", "ttft", "throughput"]),
+                         help="what to rank by (default decode tokens/s)"),
+            click.option("--concurrency", type=click.IntRange(min=1), help="requests served together")]):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="run directory (default reports/<name>)")
@@ -112,12 +124,14 @@ def main() -> None:
               help="where variants run: one after another here (local), or spread over a Ray cluster (ray)")
 @click.option("--address", help="ray: the cluster to use (host:6379, or auto); default: start Ray on this machine")
 @click.option("--retries", type=click.IntRange(0, 5), help="run a variant again when its worker or node died")
+@workload_opts
 def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: str | None, address: str | None,
-        retries: int | None) -> None:
+        retries: int | None, points: str | None, objective: str | None, concurrency: int | None) -> None:
     """Build, evaluate and benchmark every variant of RECIPE; write report.json and report.html."""
     from optkit.recipe import ExecutorSpec, load_recipe
+    from optkit.search.command import with_workload
 
-    r = load_recipe(recipe)
+    r = with_workload(load_recipe(recipe), points, objective, concurrency)
     if device:
         r.device = device
     given = {k: v for k, v in (("kind", kind), ("address", address), ("retries", retries)) if v is not None}
@@ -129,6 +143,35 @@ def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: s
             raise BadInput("--address is for the ray executor; add --executor ray")
         r.executor = ExecutorSpec(**spec)
     _execute(r, str(recipe), out, fresh, base_dir=recipe.parent)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--budget", help="perplexity budget against SOURCE as it is, e.g. 5% (default 5%)")
+@click.option("--time", "minutes", type=float, help="time budget in minutes (default 30)")
+@workload_opts
+@click.option("--executor", "kind", type=click.Choice(["local", "ray"]), help="where candidates run")
+@click.option("--address", help="ray: the cluster to use (host:6379, or auto)")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="search folder (default reports/<name>)")
+def search(source: str, budget: str | None, minutes: float | None, points: str | None, objective: str | None,
+           concurrency: int | None, kind: str | None, address: str | None, out: Path | None) -> None:
+    """Find the fastest variant of SOURCE (a checkpoint, or a recipe with a search: section) within an accuracy and
+    a time budget: llama.cpp's types and per-tensor mixes, screened cheaply first; resumes when run again."""
+    from optkit.recipe import ExecutorSpec
+    from optkit.report.search import search_lines
+    from optkit.report.summary import text_table
+    from optkit.search.command import recipe_for, with_workload
+    from optkit.search.run import search as run_search
+
+    recipe, base_dir = recipe_for(source, budget, minutes)
+    recipe = with_workload(recipe, points, objective, concurrency)
+    if kind or address:
+        recipe.executor = ExecutorSpec(**((recipe.executor or ExecutorSpec()).model_dump() | {"kind": kind or "ray",
+                                          "address": address}))
+    folder = out or Path("reports") / recipe.name
+    report = run_search(recipe, folder, base_dir, say=lambda t: click.echo(t, err=True))
+    click.echo(text_table(report) + "\n\n" + "\n".join(search_lines(report.search)))
+    click.echo(f"\nwrote {folder / 'report.json'} and {folder / 'report.html'}")
 
 
 @main.command("plan")

@@ -105,18 +105,29 @@ def _fell(halves: dict[str, list[Totals]], objective: str) -> set[int]:
 
 def _result(names, halves, shares, fell, w: WorkloadSpec, rounds: int, limit: float,
             min_round_s: float) -> HeadToHead:
+    """Figures over the clean rounds, or, when too few were clean, over the `rounds` least contended ones that did
+    not collapse (flagged noisy by stats, with the reason)."""
     obj = w.objective
-    pairs = list(zip(halves["a"], halves["b"]))
-    ratio = stats([speedup(x.value(obj), y.value(obj), obj) for x, y in pairs], "x", shares, rounds, limit, fell)
-    decode = stats([x.value("decode") / y.value("decode") for x, y in pairs], "x", shares, rounds, limit, fell)
-    ttft = stats([y.value("ttft") / x.value("ttft") for x, y in pairs], "x", shares, rounds, limit, fell)
     clean = [i for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit)]
-    keep = clean if len(clean) >= rounds else [i for i in range(len(shares)) if i not in fell]
+    usable = sorted((i for i in range(len(shares)) if i not in fell), key=lambda i: shares[i] or 0.0)
+    keep = sorted(clean if len(clean) >= rounds else usable[:rounds])
+    pairs = [(halves["a"][i], halves["b"][i]) for i in keep]
+    seen = [shares[i] for i in keep]
+
+    def ratios(values: list[float]):
+        st = stats(values, "x", seen, rounds, limit)
+        if fell and st.noisy:
+            st.noisy_reason += f"; {len(fell)} collapsed rounds were dropped"
+        return st
+
+    ratio = ratios([speedup(x.value(obj), y.value(obj), obj) for x, y in pairs])
+    decode = ratios([x.value("decode") / y.value("decode") for x, y in pairs])
+    ttft = ratios([y.value("ttft") / x.value("ttft") for x, y in pairs])
 
     def side(key: str, name: str) -> SideFigures:
         import statistics
 
-        ts = [halves[key][i] for i in keep] or halves[key]
+        ts = [halves[key][i] for i in keep]
         return SideFigures(name=name, objective=statistics.median(t.value(obj) for t in ts),
                            decode_tokens_per_s=statistics.median(t.value("decode") for t in ts),
                            ttft_ms=statistics.median(t.value("ttft") for t in ts),
@@ -157,3 +168,40 @@ def run_duel_job(job, cand) -> None:
     w = spec.workload
     bench = job.bench or BenchSpec()
     cand.head_to_head = head_to_head(a, b, (spec.a.name, spec.b.name), w, bench, spec.round_s, spec.rounds)
+
+
+def runoff(plan, report, run_dir, executor, board, resume: bool) -> list:
+    """The pipeline's last round: the variant ranked first against the baseline is timed head to head against
+    each contender (report/decide.py picks them), one duel job each; finished duels are kept on resume."""
+    from pathlib import Path
+
+    from optkit.executors import Work, run_all
+    from optkit.report.recommend import runoff_pairs
+    from optkit.results import VariantResult, write_model
+    from optkit.workload import resolve
+
+    recipe = plan.recipe
+    jobs = {j.variant.name: j for j in plan.jobs}
+    files = {c.name: c.file for c in report.variants if c.file}
+    kept, works = [], []
+    for a, b in runoff_pairs(report):
+        out = Path(run_dir) / "duels" / f"{a}--{b}.json"
+        if resume and out.is_file():
+            previous = VariantResult.model_validate_json(out.read_text())
+            if previous.status == "ok" and previous.head_to_head is not None:
+                kept.append(previous.head_to_head)
+                continue
+        spec = DuelSpec(a=jobs[a].variant, b=jobs[b].variant, files={n: files[n] for n in (a, b) if n in files},
+                        workload=resolve(recipe.workload, recipe.bench), rounds=recipe.bench.paired_rounds,
+                        round_s=min(MIN_ROUND_S, recipe.bench.min_seconds / 2))
+        job = jobs[a].model_copy(update={"duel": spec, "eval": None, "reference": None, "save_to": None,
+                                         "pair_with": None, "keep_in": None})
+        key = f"{a} vs {b}"
+        board.add(key, f"[+] {key} (head to head)")
+        works.append(Work(job, out, Path(run_dir) / "logs" / f"{a}--{b}.log", key))
+    for work, cand in run_all(executor, works, board):
+        board.say(f"{work.key}: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
+        if cand.head_to_head is not None:
+            kept.append(cand.head_to_head)
+        write_model(work.out, cand)
+    return kept

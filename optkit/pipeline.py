@@ -180,18 +180,22 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
                       + (f" ({cand.error})" if cand.error else ""))
         extra = _class_baselines(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else []
         again = _baseline_again(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else None
+        report = Report(
+            run=run_dir.name,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            checkpoint=plan.checkpoint.given,
+            recipe=plan.recipe.model_dump(mode="json"),
+            environment=environment(plan.device),
+            baseline=plan.recipe.baseline,
+            variants=[done[j.variant.name] for j in plan.jobs],
+            class_baselines=extra,
+            baseline_again=again,
+        )
+        if plan.recipe.bench and plan.recipe.bench.paired_rounds:  # contenders timed against each other
+            from optkit.duel import runoff
+
+            report.duels = runoff(plan, report, run_dir, executor, board, resume)
     finally:
         board.close()
-    report = Report(
-        run=run_dir.name,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        checkpoint=plan.checkpoint.given,
-        recipe=plan.recipe.model_dump(mode="json"),
-        environment=environment(plan.device),
-        baseline=plan.recipe.baseline,
-        variants=[done[j.variant.name] for j in plan.jobs],
-        class_baselines=extra,
-        baseline_again=again,
-    )
     write_all(report, run_dir)
     return report

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from optkit.calibration import CalibrationSpec
 from optkit.errors import BadInput
+from optkit.search.spec import SearchSpec
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -218,6 +219,8 @@ class Recipe(Strict):
     executor: ExecutorSpec | None = None
     workload: WorkloadSpec | None = Field(default=None, description="the traffic to rank for (default: batch-1 "
                                           "decode after bench.prompt_len tokens, the demo's shape)")
+    search: SearchSpec | None = Field(default=None, description="optkit search RECIPE: explore candidates within an "
+                                      "accuracy and a time budget (optkit/search/); the variants are extra candidates")
 
     @model_validator(mode="after")
     def _names(self) -> Recipe:

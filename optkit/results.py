@@ -88,6 +88,11 @@ class PairedSpeed(BaseModel):
     decode_speedup: Stats | None = Field(default=None, description="variant tokens/s / baseline tokens/s, per round")
     prefill_speedup: Stats | None = Field(default=None, description="baseline prefill ms / variant prefill ms")
     skipped: str | None = Field(default=None, description="why no rounds were run (e.g. both do not fit in memory)")
+    objective: Stats | None = Field(default=None, description="speed-up on the workload's objective, per round")
+    objective_name: str | None = Field(default=None, description="decode, latency, ttft or throughput")
+    run: int | None = Field(default=None, description="rounds run, contended or collapsed ones included")
+    retried: int = Field(default=0, description="rounds run again: contended, or one side collapsed")
+    round_s: float | None = Field(default=None, description="least seconds of each side's half of a round")
 
 
 class WorkloadPointFigures(BaseModel):
@@ -165,6 +170,78 @@ class BenchResult(BaseModel):
                                    "and why (e.g. more sequences than the engine decodes together)")
     workload: WorkloadFigures | None = Field(default=None, description="the recipe's workload: its objective and "
                                              "each point's timings (the default workload: batch-1 decode)")
+
+
+class GroupSensitivity(BaseModel):
+    """One tensor group (a tensor class over a block of layers) quantized alone to the search's low type, the rest
+    of the model as it was: the KL of its next-token distribution from the source's on calibration text."""
+
+    group: str = Field(description="e.g. 'ffn_down 0-7' or 'token_embd'")
+    pattern: str = Field(description="regex on GGUF tensor names selecting the group")
+    tensors: int
+    weights: int
+    bytes_saved: int = Field(description="file bytes the low type saves on these tensors (negative: it costs)")
+    kl: float = Field(description="mean KL(source || group quantized) per token, nats")
+    kl_se: float | None = None
+    rank: int = Field(default=0, description="position in the greedy order (1: moved to the low type first)")
+
+
+class Sensitivity(BaseModel):
+    """What a sensitivity job measured (optkit/search/sensitivity.py)."""
+
+    low: str = Field(description="the type each group was quantized to alone")
+    source_types: dict[str, int] = Field(default_factory=dict, description="the source's tensor types, counted")
+    tokens: int = Field(default=0, description="calibration tokens the KL was measured on")
+    imatrix: bool = False
+    groups: list[GroupSensitivity] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class SearchCandidate(BaseModel):
+    """One candidate of optkit search: how it is built, how far it got and why it stopped there."""
+
+    name: str
+    kind: Literal["source", "uniform", "mix", "recipe"]
+    engine: str | None = None
+    steps: list[dict[str, Any]] = Field(default_factory=list, description="recipe steps that rebuild it")
+    low_share: float | None = Field(default=None, description="mix: share of the mixable weights in the low type")
+    stage: str = Field(description="the last stage it reached: forecast, kl, perplexity, benchmark")
+    left: str | None = Field(default=None, description="why it left at that stage; None: it finished")
+    predicted_kl: float | None = Field(default=None, description="mix: the sum of its groups' sensitivities")
+    kl: float | None = None
+    ppl_delta: float | None = Field(default=None, description="perplexity vs the source, at the last stage scored")
+    ppl_ci: tuple[float, float] | None = None
+    ppl_tokens: int | None = None
+    bytes_per_token: float | None = Field(default=None, description="weights read per decoded token (forecast)")
+    bound_tokens_per_s: float | None = Field(default=None, description="memory bandwidth / bytes_per_token")
+    speedup: Stats | None = Field(default=None, description="objective speed-up vs the source, paired in one process")
+    size_mb: float | None = None
+    file: str | None = None
+
+
+class StageTime(BaseModel):
+    stage: str
+    candidates: int
+    wall_s: float
+    worker_s: float = Field(description="seconds the workers spent building and measuring (inside their processes)")
+
+
+class SearchResult(BaseModel):
+    """optkit search's record: every candidate with the stage it left at and why, the per-tensor sensitivity it
+    built mixes from, and where the time went."""
+
+    source: str
+    max_ppl_increase: float
+    time_budget_s: float
+    objective: str = "decode"
+    candidates: list[SearchCandidate] = Field(default_factory=list)
+    sensitivity: Sensitivity | None = None
+    stages: list[StageTime] = Field(default_factory=list)
+    wall_s: float = 0.0
+    bookkeeping_s: float = Field(default=0.0, description="the search's own time outside any run and job: planning, "
+                                 "choosing, writing")
+    chosen: str | None = None
+    notes: list[str] = Field(default_factory=list)
 
 
 class NodeRecord(BaseModel):
@@ -246,6 +323,7 @@ class VariantResult(BaseModel):
         default=None, description="for a GGUF source: the file in llama.cpp vs its dequantized copy in PyTorch")
     head_to_head: HeadToHead | None = Field(default=None, description="a duel job's result: two variants timed "
                                             "against each other in one process")
+    sensitivity: Sensitivity | None = Field(default=None, description="a sensitivity job's result (optkit search)")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
@@ -281,6 +359,8 @@ class Report(BaseModel):
         "to come from separate runs: drift of the machine beyond its spread flags those speed-ups noisy")
     duels: list[HeadToHead] = Field(default_factory=list, description="variants competing for the recommendation, "
                                     "timed against each other in interleaved rounds (the tie rule reads these)")
+    search: SearchResult | None = Field(default=None, description="optkit search: every candidate tried, the stage "
+                                        "it left at and why, and the per-tensor sensitivity")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -22,6 +22,7 @@ from optkit.executors import nodelock
 from optkit.progress import phase
 from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant, WorkloadSpec
 from optkit.results import PhaseTime, VariantResult, write_model
+from optkit.search.sensitivity import SensitivitySpec
 
 
 class VariantJob(BaseModel):
@@ -37,6 +38,7 @@ class VariantJob(BaseModel):
     keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
     workload: WorkloadSpec | None = None  # the traffic the benchmark measures the objective of (None: the default)
     duel: DuelSpec | None = None  # instead of the variant's own work: two variants timed against each other (duel.py)
+    sensitivity: SensitivitySpec | None = None  # instead: per-group sensitivity of the variant (search/sensitivity.py)
 
     @property
     def engine(self) -> str:
@@ -220,7 +222,7 @@ def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
                         job.model.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
                                                                           job.pair_with.steps))
     base, _ = apply_steps(base, job.pair_with.steps)
-    cand.bench.paired = paired_speedup(lm, base, name, job.bench)
+    cand.bench.paired = paired_speedup(lm, base, name, job.bench, job.workload)
     st = cand.bench.paired.decode_speedup
     say(f"paired speed-up vs {name}: decode {st.median:.2f}x [{st.p10:.2f}-{st.p90:.2f}] over {st.n} rounds"
         + (f" (noisy: {st.noisy_reason})" if st.noisy else ""))
@@ -270,6 +272,14 @@ def _duel(job: VariantJob, cand: VariantResult) -> None:
             run_duel_job(job, cand)
 
 
+def _sensitivity(job: VariantJob, cand: VariantResult) -> None:
+    """Each tensor group of the variant quantized alone and scored (search/sensitivity.py)."""
+    from optkit.search.sensitivity import run_sensitivity_job
+
+    with _hold(cand, nodelock.shared, "a benchmark has this node"), _span(cand, "evaluating"):
+        run_sensitivity_job(job, cand)
+
+
 def _variant(job: VariantJob, cand: VariantResult) -> None:
     """Build, evaluate and benchmark one variant."""
     from optkit import artifacts, loading
@@ -306,7 +316,8 @@ def build_and_measure(job: VariantJob) -> VariantResult:
     started = time.perf_counter()
     cand = VariantResult(name=job.variant.name, status="ok")
     try:
-        (_duel if job.duel is not None else _variant)(job, cand)
+        work = _duel if job.duel is not None else _sensitivity if job.sensitivity is not None else _variant
+        work(job, cand)
     except OptkitError as exc:
         cand.status, cand.error = "failed", str(exc)
     except Exception as exc:  # any library failure ends this variant only; the log keeps the traceback

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from optkit.recipe import BenchSpec, WorkloadPoint, WorkloadSpec
 
 UNIT = {"decode": "tokens/s", "throughput": "tokens/s", "latency": "ms", "ttft": "ms"}
+PHRASE = {"decode": "decode speed", "throughput": "throughput", "latency": "faster end to end",
+          "ttft": "faster to the first token"}  # after "2.00x " in the recommendation
 WHAT = {"decode": "decode tokens/s", "throughput": "generated tokens/s per whole request",
         "latency": "end-to-end latency per request", "ttft": "time to first token"}
 

@@ -44,6 +44,12 @@ class Row:
     engine: str | None = None  # what it was measured in (registry name); None in reports before engines
     file: str | None = None  # the file to deploy, where the model is one file (a GGUF)
     speed_caveat: str | None = None  # the timing is not the format's serving speed (formats.Format.speed_note)
+    objective: str = "decode"  # what speed-ups are of: the workload's objective (optkit/workload.py)
+    obj: float | None = None  # the objective's median in the variant's own benchmark (tokens/s or ms)
+    obj_p10: float | None = None
+    obj_p90: float | None = None
+    obj_noisy: bool = False
+    obj_reason: str | None = None
 
     @property
     def noisy(self) -> bool:
@@ -54,6 +60,8 @@ class Row:
 def row(c: VariantResult) -> Row:
     acc = next((a for a in c.accuracy if a.metric == "token_perplexity"), None)
     b = c.bench
+    fig = b.workload.value if b and b.workload else (b.decode_tokens_per_s if b else None)
+    paired = (b.paired.objective or b.paired.decode_speedup) if b and b.paired else None
     return Row(
         name=c.name, status=c.status, error=c.error,
         ppl=acc.value if acc else None, ppl_se=acc.stderr if acc else None,
@@ -64,8 +72,11 @@ def row(c: VariantResult) -> Row:
         size_mb=b.size_mb if b else None, peak_mb=b.peak_memory_mb if b else None,
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
-        paired=b.paired.decode_speedup if b and b.paired else None, engine=c.engine, file=c.file,
+        paired=paired, engine=c.engine, file=c.file,
         hardware=hardware.of(c), speed_caveat=speed_caveat(c.format),
+        objective=b.workload.objective if b and b.workload else "decode",
+        obj=fig.median if fig else None, obj_p10=fig.p10 if fig else None, obj_p90=fig.p90 if fig else None,
+        obj_noisy=bool(fig and fig.noisy), obj_reason=fig.noisy_reason if fig else None,
     )
 
 
@@ -104,16 +115,19 @@ def same_tokens(a: Row, b: Row) -> bool:
 
 
 def separate(ref: Row | None, r: Row) -> Row:
-    """r's decode speed-up over ref from their separate benchmarks; uncertain when either was noisy, None
-    without both timings."""
+    """r's speed-up over ref on the workload's objective from their separate benchmarks; uncertain when either was
+    noisy, None without both timings."""
+    from optkit.workload import speedup
+
     r.speedup = r.speedup_range = r.speedup_noisy = None
     r.speedup_how = ""
-    if ref is not None and ref.tps and r.tps:
-        r.speedup, r.speedup_how = r.tps / ref.tps, "from separate runs"
-        if ref.tps_p10 and ref.tps_p90 and r.tps_p10 and r.tps_p90:
-            r.speedup_range = (r.tps_p10 / ref.tps_p90, r.tps_p90 / ref.tps_p10)
-        why = [f"{n} decode timing noisy: {x.tps_reason or 'spread'}" for n, x in (("its", r), ("the baseline's",
-               ref)) if x.tps_noisy and not (x is ref and r is ref)]
+    if ref is not None and ref.obj and r.obj:
+        r.speedup, r.speedup_how = speedup(r.obj, ref.obj, r.objective), "from separate runs"
+        if ref.obj_p10 and ref.obj_p90 and r.obj_p10 and r.obj_p90:
+            ends = (speedup(r.obj_p10, ref.obj_p90, r.objective), speedup(r.obj_p90, ref.obj_p10, r.objective))
+            r.speedup_range = (min(ends), max(ends))
+        why = [f"{n} {r.objective} timing noisy: {x.obj_reason or 'spread'}" for n, x in (("its", r),
+               ("the baseline's", ref)) if x.obj_noisy and not (x is ref and r is ref)]
         r.speedup_noisy = "; ".join(why) or None
     return r
 
@@ -200,52 +214,16 @@ def budget(report: Report) -> float:
 
 
 def recommend(report: Report) -> tuple[str, list[str]]:
-    """-> (headline sentence, reasons each other variant was not chosen)."""
-    rs = rows(report)
-    limit = budget(report)
-    base = next((r for r in rs if r.name == report.baseline), None)
-    if base is None or base.status != "ok":
-        return "No recommendation: the baseline did not finish, so nothing can be compared.", []
-    if len(rs) == 1:  # optkit eval / bench of one checkpoint: nothing to choose between
-        return f"One model measured ({base.name}); add variants to a recipe to compare and get a recommendation.", []
-    if base.tps is None:
-        return _accuracy_only(rs, base, limit)
-    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat]
-    within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
-    best = max(within, key=lambda r: r.speedup, default=None)
-    chosen = best if best is not None and best.speedup > 1 else base
-    rejected = []
-    for r in rs:
-        if r is chosen or r is base:
-            continue
-        if r.status != "ok":
-            rejected.append(f"{r.name}: {r.status} ({r.error or 'no reason recorded'})")
-        elif r.ppl_delta is not None and r.ppl_delta > limit:
-            rejected.append(f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget")
-        elif r.speed_caveat:
-            kept = f"perplexity {r.ppl_delta:+.1%}, within budget; " if r.ppl_delta is not None else ""
-            rejected.append(f"{r.name}: not ranked on speed ({kept}{r.speed_caveat}); judge it by its accuracy "
-                            "and time it in the engine it ships to")
-        elif r.speedup is not None:
-            rejected.append(f"{r.name}: slower than {chosen.name} ({speed_text(r)} vs "
-                            f"{speed_text(chosen) if chosen is not base else '1.00x'} decode)")
-    unranked = [r.name for r in rs if r.status == "ok" and r.speed_caveat and r is not base
-                and (r.ppl_delta is None or r.ppl_delta <= limit)]
-    aside = (f" Within budget but not ranked on speed (measured outside the engine they ship to): "
-             f"{', '.join(unranked)}." if unranked else "")
-    if chosen is base:
-        return (f"Keep the baseline ({base.name}): no variant decoded faster while staying within "
-                f"{limit:.0%} perplexity.{aside}", rejected)
-    parts = [f"{speed_text(best)} decode speed"]
-    if best.size_ratio:
-        parts.append(f"{best.size_ratio:.1f}x smaller" if best.size_ratio >= 1 else
-                     f"{1 / best.size_ratio:.1f}x larger")
-    if best.ppl_delta is not None:
-        ci = best.ppl_delta_ci
-        parts.append(f"perplexity {best.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci else ""))
-    noisy = (f" The speed-up is uncertain ({best.speedup_noisy}); rerun on a quiet machine before deciding."
-             if best.speedup_noisy else "")
-    return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{deploy_text(best)}{noisy}{aside}", rejected
+    """-> (headline sentence, reasons each other variant was not chosen): report/recommend.py."""
+    from optkit.report.recommend import recommend as headline
+
+    return headline(report)
+
+
+def noisy_figures(report: Report) -> list[str]:
+    from optkit.report.recommend import noisy_figures as figures
+
+    return figures(report)
 
 
 def engine_label(engine: str | None) -> str | None:
@@ -262,44 +240,6 @@ def engine_label(engine: str | None) -> str | None:
 
 def engines(rs: list[Row]) -> set[str]:
     return {r.engine for r in rs if r.engine}
-
-
-def deploy_text(r: Row) -> str:
-    """What to run the chosen variant in, and the file, where it is one."""
-    if r.engine is None:
-        return ""
-    return f" Deploy it in {engine_label(r.engine)}" + (f": {r.file}." if r.file else ".")
-
-
-def noisy_figures(report: Report) -> list[str]:
-    """Why figures the recommendation rests on are uncertain: the chosen variant's speed-up, or, when it keeps
-    the baseline, the speed-ups of the variants within budget that it turned down."""
-    headline, _ = recommend(report)
-    within = [r for r in rows(report) if r.name != report.baseline and r.status == "ok" and r.speedup_noisy
-              and (r.ppl_delta is None or r.ppl_delta <= budget(report))]
-    if headline.startswith("Ship "):
-        within = [r for r in within if headline.startswith(f"Ship {r.name}:")]
-    return [f"{r.name}: decode speed-up {speed_text(r)} ({r.speedup_noisy})" for r in within]
-
-
-def speed_text(r: Row) -> str:
-    """A speed-up as people should read it: a plain number only when the timing held up, else the range."""
-    if not r.speedup_noisy or r.speedup_range is None:
-        return f"{r.speedup:.2f}x"
-    lo, hi = r.speedup_range
-    return f"uncertain {lo:.2f}x-{hi:.2f}x (noisy)"
-
-
-def _accuracy_only(rs: list[Row], base: Row, limit: float) -> tuple[str, list[str]]:
-    """Without a benchmark, say which variants keep accuracy; speed cannot be judged."""
-    within = [r.name for r in rs if r is not base and r.status == "ok" and r.ppl_delta is not None
-              and r.ppl_delta <= limit]
-    rejected = [f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget" for r in rs
-                if r is not base and r.ppl_delta is not None and r.ppl_delta > limit]
-    rejected += [f"{r.name}: {r.status} ({r.error or 'no reason recorded'})" for r in rs if r.status != "ok"]
-    keep = ", ".join(within) if within else "none"
-    return (f"No speed was measured (bench disabled), so no variant is recommended; within {limit:.0%} "
-            f"perplexity of {base.name}: {keep}.", rejected)
 
 
 # Display names: optkit's token perplexity and lm-eval's word perplexity / bits per byte are different

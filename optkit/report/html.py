@@ -18,6 +18,7 @@ from optkit.report.analysis import (
     speedup_legend,
     task_deltas,
 )
+from optkit.report.search import search_html
 from optkit.report.served import served_html
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
@@ -256,6 +257,7 @@ baseline, with the 95% CI of the paired perplexity change (same tokens, per-bloc
 median of repeated runs; * marks the Pareto frontier; (noisy) marks timings taken on a busy machine.</small></p>
 {f"<p><small>{escape(legend)}.</small></p>" if legend else ""}
 {hardware.legend_html(report)}
+{search_html(report.search)}
 {_accuracy_story(report)}
 {served_html(report)}
 {_speed_story(report)}

@@ -5,6 +5,7 @@ before any model loads. The layout is GGUF v2/v3 (ggml's gguf.md); type sizes co
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,11 @@ class GgufHeader:
     tensor_types: dict = field(default_factory=dict)  # tensor name -> ggml type name ("F32", "Q4_K", ...)
     row_widths: dict = field(default_factory=dict)  # tensor name -> its first dimension (weights per row)
     shapes: dict = field(default_factory=dict)  # tensor name -> its dimensions, ggml order (row width first)
+
+    @property
+    def sizes(self) -> dict:
+        """tensor name -> its number of elements (weights)."""
+        return {name: math.prod(dims) for name, dims in self.shapes.items()}
 
 
 class _Reader:

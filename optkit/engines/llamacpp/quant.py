@@ -43,7 +43,33 @@ def tensor_type_names() -> list[str]:
 
 def compute_imatrix(lm, spec) -> tuple[dict, dict]:
     """Mean squared activation per input column of every layer weight, over the calibration windows run through
-    llama.cpp (the file being quantized, as llama-imatrix does)."""
+    llama.cpp (the file being quantized, as llama-imatrix does). Kept under $OPTKIT_CACHE/imatrix, keyed by the
+    file (path, size, mtime) and the calibration spec: optkit search quantizes one source with it dozens of times."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from optkit.checkpoints import cache_dir
+
+    st = lm.path.stat()
+    key = hashlib.sha256(json.dumps([str(lm.path.resolve()), st.st_size, st.st_mtime_ns, spec.model_dump()],
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / "imatrix" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            data = {k: saved[k] for k in saved.files if k != "__facts__"}
+            facts = json.loads(str(saved["__facts__"]))
+        return data, {**facts, "cached": True}
+    data, facts = _collect_imatrix(lm, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez(tmp, __facts__=np.array(json.dumps(facts)), **data)
+    os.replace(tmp, path)
+    return data, facts
+
+
+def _collect_imatrix(lm, spec) -> tuple[dict, dict]:
     from optkit.calibration import calibration_batch
     from optkit.engines.llamacpp.tools import Imatrix
 

@@ -1,0 +1,126 @@
+"""Decisions that hold under noise (issue 26). Variants whose speed-ups against the baseline overlap the best one's
+are contenders; the pipeline times the best against each of them directly (report.duels, optkit/duel.py), and
+the recommendation reads those duels: a difference inside its 95% interval, or under TIE, is a tie, broken by
+size (smaller wins when they differ by more than SAME_SIZE), then by perplexity, and the headline says so.
+A variant the duel shows faster beyond its interval takes the place of the best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from optkit.results import HeadToHead, Report, Stats
+
+TIE = 0.03  # speed-ups closer than this to 1 are a tie even when the interval excludes 1: not worth a decision
+SAME_SIZE = 0.02  # sizes this close are the same size; perplexity breaks the tie
+OVERLAP = 0.10  # a variant within 10% of the best's speed-up is a contender even when their ranges do not overlap
+MAX_CONTENDERS = 3  # duels per run: the best against at most this many
+
+
+@dataclass
+class Verdict:
+    """One duel read from the best's side: its speed-up over the other, the interval, and what that means."""
+
+    other: str
+    median: float
+    low: float
+    high: float
+    outcome: str  # "faster" (the best), "slower" (the other is faster), "tie"
+    noisy: str | None = None
+
+    def text(self) -> str:
+        half = (self.high - self.low) / 2
+        return f"{self.median - 1:+.0%} ± {half:.0%}"
+
+
+@dataclass
+class Decision:
+    chosen: str
+    tied: list[str] = field(default_factory=list)  # tied on speed with the chosen one, and lost the tie break
+    why: str = ""  # the tie (or the overturn) in words, for the headline
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+
+def _oriented(duel: HeadToHead, first: str) -> Stats | None:
+    """The duel's objective speed-up of `first` over the other, whichever side first was on."""
+    st = duel.speedup
+    if st is None or duel.a == first:
+        return st
+    return Stats(median=1 / st.median, p10=1 / st.p90, p90=1 / st.p10, n=st.n, unit="x", noisy=st.noisy,
+                 ci_low=1 / st.ci_high if st.ci_high else None, ci_high=1 / st.ci_low if st.ci_low else None,
+                 noisy_reason=st.noisy_reason)
+
+
+def verdict(duels: list[HeadToHead], best: str, other: str) -> Verdict | None:
+    """What the duel between best and other says, or None when they were not timed against each other."""
+    duel = next((d for d in duels if {d.a, d.b} == {best, other} and d.speedup is not None), None)
+    if duel is None:
+        return None
+    st = _oriented(duel, best)
+    low, high = st.ci_low or st.p10, st.ci_high or st.p90
+    if low > 1 and st.median > 1 + TIE:
+        outcome = "faster"
+    elif high < 1 and st.median < 1 / (1 + TIE):
+        outcome = "slower"
+    else:
+        outcome = "tie"
+    return Verdict(other, st.median, low, high, outcome, st.noisy_reason if st.noisy else None)
+
+
+def contenders(rs: list, best) -> list:
+    """Variants whose speed-up against the baseline could be the best's: ranges overlapping, or within OVERLAP."""
+    lo_best = best.speedup_range[0] if best.speedup_range else best.speedup
+    out = []
+    for r in rs:
+        if r is best or r.speedup is None:
+            continue
+        hi = r.speedup_range[1] if r.speedup_range else r.speedup
+        if hi >= lo_best or r.speedup >= best.speedup * (1 - OVERLAP):
+            out.append(r)
+    return sorted(out, key=lambda r: -r.speedup)[:MAX_CONTENDERS]
+
+
+def decide(report: Report, ranked: list, sizes: dict, ppls: dict) -> Decision | None:
+    """ranked: rows within budget, fastest first by their speed-up against the baseline (the baseline itself
+    among them at 1.0 when it is a candidate). None when nothing is ranked."""
+    if not ranked:
+        return None
+    best = ranked[0]
+    verdicts = {v.other: v for v in (verdict(report.duels, best.name, r.name) for r in ranked[1:]) if v}
+    faster = [v for v in verdicts.values() if v.outcome == "slower"]
+    if faster:  # a direct comparison overturns the ranking against the baseline
+        win = min(faster, key=lambda v: v.median)
+        return Decision(win.other, why=f"{win.other} is faster than {best.name} timed head to head "
+                        f"({1 / win.median - 1:+.0%}, interval {1 / win.high - 1:+.0%} to {1 / win.low - 1:+.0%})",
+                        verdicts=verdicts)
+    tied = [best.name] + [n for n, v in verdicts.items() if v.outcome == "tie"]
+    if len(tied) == 1:
+        return Decision(best.name, verdicts=verdicts)
+    chosen = _break_tie(tied, sizes, ppls)
+    others = [n for n in tied if n != chosen]
+    return Decision(chosen, others, _tie_text(chosen, others, best.name, verdicts, sizes, ppls), verdicts)
+
+
+def _break_tie(names: list[str], sizes: dict, ppls: dict) -> str:
+    """The smallest file; among sizes within SAME_SIZE of the smallest, the lowest perplexity."""
+    known = [n for n in names if sizes.get(n)]
+    if not known:
+        return min(names, key=lambda n: ppls.get(n) or float("inf"))
+    smallest = min(sizes[n] for n in known)
+    close = [n for n in known if sizes[n] <= smallest * (1 + SAME_SIZE)]
+    return min(close, key=lambda n: (ppls.get(n) or float("inf"), sizes[n]))
+
+
+def _tie_text(chosen: str, others: list[str], best: str, verdicts: dict, sizes: dict, ppls: dict) -> str:
+    """'gguf-q4_1 and gguf-q8_0 tie on speed (gguf-q8_0 +2% ± 5% against gguf-q4_1, timed head to head);
+    gguf-q4_1 is 1.5x smaller.' Each duel is quoted from the side of the variant ranked first against the
+    baseline, the one every duel was run against."""
+    names = [chosen, *others]
+    duels = "; ".join(f"{best} {verdicts[n].text()} against {n}" for n in names if n in verdicts)
+    text = f"{' and '.join(names)} tie on speed ({duels}, timed head to head)"
+    runner = min(others, key=lambda n: sizes.get(n) or float("inf"))
+    if sizes.get(chosen) and sizes.get(runner) and sizes[runner] > sizes[chosen] * (1 + SAME_SIZE):
+        return text + f"; {chosen} is {sizes[runner] / sizes[chosen]:.1f}x smaller"
+    if ppls.get(chosen) and ppls.get(runner):
+        return text + f"; as small, {chosen} has the lower perplexity ({ppls[chosen]:.3f} vs {ppls[runner]:.3f})"
+    return text

@@ -1,0 +1,141 @@
+"""Per-tensor sensitivity for mixed GGUF types: each group (a tensor class over a block of layers, or the embeddings
+and output) is quantized alone to the low type, every other tensor kept as it is, and the KL of the model's next-token
+distribution from the source's is measured on calibration text (WikiText-2 validation, never the test split).
+
+It runs as one worker job (worker.VariantJob.sensitivity): one process loads the source once, computes its reference
+distributions and the importance matrix once, then writes, opens and scores one file per group, each in seconds.
+A job per group would pay a process start-up and a model load per group.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+from pydantic import BaseModel, Field
+
+from optkit.calibration import CalibrationSpec
+from optkit.results import GroupSensitivity, Sensitivity
+
+BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")
+FLOATS = ("F32", "F16", "BF16")
+
+
+class SensitivitySpec(BaseModel):
+    """A sensitivity job: the groups, the low type, how the rest is kept."""
+
+    low: str
+    groups: dict[str, str] = Field(description="group name -> regex on tensor names")
+    keep_type: str | None = Field(default=None, description="type of every other tensor (default: as in the source)")
+    calibration: CalibrationSpec
+    imatrix: CalibrationSpec | None = None
+
+
+def groups(types: dict[str, str], blocks: int) -> dict[str, str]:
+    """Group name -> regex: each quantized 2-D tensor class (attn_q, ffn_down, ...) over `blocks` contiguous blocks of
+    layers, and each tensor outside the layers (token_embd, output) on its own. 1-D tensors (norms) stay as they are
+    in llama.cpp anyway."""
+    layers: dict[str, list[int]] = {}
+    out: dict[str, str] = {}
+    for name in types:
+        m = BLOCK.match(name)
+        if "norm" in name or not name.endswith(".weight"):
+            continue
+        if m:
+            layers.setdefault(m.group(2), []).append(int(m.group(1)))
+        else:
+            out[name.removesuffix(".weight")] = f"^{re.escape(name)}$"
+    count = max((max(v) for v in layers.values()), default=-1) + 1
+    size = -(-count // max(1, min(blocks, count or 1)))
+    for cls in sorted(layers):
+        for lo in range(0, count, size):
+            ids = [i for i in sorted(set(layers[cls])) if lo <= i < lo + size]
+            if ids:
+                out[f"{cls} {ids[0]}-{ids[-1]}"] = rf"^blk\.({'|'.join(map(str, ids))})\.{re.escape(cls)}\.weight$"
+    return out
+
+
+def members(pattern: str, names: Iterable[str]) -> list[str]:
+    rx = re.compile(pattern)
+    return [n for n in names if rx.search(n)]
+
+
+def bytes_per_weight(kind: str) -> float:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
+    return size / block
+
+
+def quantize_params(low: str, patterns: list[str], keep_type: str | None, requantize: bool,
+                    imatrix: CalibrationSpec | None) -> dict:
+    """gguf.quantize parameters moving the tensors the patterns match to `low` (a tensor-type override, which wins
+    over llama.cpp's own rules: the tied embedding would otherwise stay at the output's Q6_K/Q8_0), every other
+    tensor pinned to keep_type or its type in the source."""
+    joined = "|".join(f"(?:{p})" for p in patterns)
+    params = {"type": low, "include": [joined], "tensor_types": {joined: low}, "allow_requantize": requantize}
+    if keep_type:
+        params["keep_type"] = keep_type
+    if imatrix is not None:
+        params["imatrix"] = imatrix.model_dump()
+    return params
+
+
+def _kl(ref, logits) -> tuple[float, float]:
+    """Mean and standard error over windows of KL(ref || model) per position; ref: log-probs per window."""
+    import torch
+
+    per = []
+    for r, lg in zip(ref, logits):
+        q = torch.log_softmax(lg.float(), -1)
+        per.append(float((r.exp() * (r - q)).sum(-1).mean()))
+    from optkit.stats import mean_se
+
+    return mean_se(per)
+
+
+def run_sensitivity_job(job, cand) -> None:
+    """The worker's side (VariantJob.sensitivity): the source built as the variant's steps say (a GGUF file as it
+    is, or gguf.export of a float model), then every group quantized alone and scored."""
+    import torch
+
+    from optkit import loading
+    from optkit.calibration import calibration_batch
+    from optkit.engines.llamacpp.header import read
+    from optkit.engines.llamacpp.methods import Quantize
+    from optkit.engines.llamacpp.quant import compute_imatrix
+    from optkit.engines.method import apply_steps
+    from optkit.progress import note
+
+    spec: SensitivitySpec = job.sensitivity
+    started = time.perf_counter()
+    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
+                      job.model.trust_remote_code, job.engine)
+    lm, cand.steps = apply_steps(lm, job.variant.steps)
+    header = read(lm.path)
+    types, sizes = header.tensor_types, header.sizes
+    requantize = any(t not in FLOATS for t in types.values())
+    windows = calibration_batch(lm, spec.calibration)
+    with torch.no_grad():
+        ref = [torch.log_softmax(lm.logits(w[None])[0][0].float(), -1) for w in windows]
+    if spec.imatrix is not None:
+        compute_imatrix(lm, spec.imatrix)  # once: each group's quantize finds it in the cache
+    out = []
+    for i, (name, pattern) in enumerate(spec.groups.items(), 1):
+        note(f"sensitivity: group {i}/{len(spec.groups)} ({name})")
+        params = Quantize.Params.model_validate(quantize_params(spec.low, [pattern], spec.keep_type, requantize,
+                                                                spec.imatrix))
+        model, _ = Quantize().apply(lm, params)
+        with torch.no_grad():
+            kl, se = _kl(ref, [model.logits(w[None])[0][0] for w in windows])
+        del model  # its temporary file goes with it
+        names = members(pattern, types)
+        saved = sum(sizes[n] * (bytes_per_weight(spec.keep_type or types[n]) - bytes_per_weight(spec.low))
+                    for n in names)
+        out.append(GroupSensitivity(group=name, pattern=pattern, tensors=len(names), weights=sum(sizes[n] for n in
+                                    names), bytes_saved=int(saved), kl=max(0.0, kl), kl_se=se))
+    cand.sensitivity = Sensitivity(low=spec.low, source_types=dict(Counter(types.values())),
+                                   tokens=int(windows.numel()), imatrix=spec.imatrix is not None, groups=out,
+                                   seconds=time.perf_counter() - started)

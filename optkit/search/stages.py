@@ -1,0 +1,214 @@
+"""The search's stages past the plan: the sensitivity job and the mixes it suggests, the forecast, and what each run
+stage's report says about who leaves (successive elimination: over budget, too slow to matter, dominated, out of
+time), all recorded on the candidates as it happens."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from optkit.search import candidates as cands
+
+SHARE = {"screen": 0.4, "perplexity": 0.5, "benchmark": 1.0}  # of the time left a stage may use (the rest: later)
+
+
+def source_tensors(s) -> tuple[dict, dict, dict]:
+    """(type, weights, row width) per tensor of the source as llama.cpp will quantize it: the GGUF file's header;
+    for a float checkpoint, its f32 export as the sensitivity job records it (empty until then)."""
+    if s.ckpt.kind == "gguf":
+        from optkit.engines.llamacpp.engine import gguf_file
+        from optkit.engines.llamacpp.header import read
+
+        h = read(gguf_file(s.ckpt))
+        return h.tensor_types, h.sizes, h.row_widths
+    return {}, {}, {}
+
+
+def add_mixes(s, types: dict) -> None:
+    """The sensitivity job for each low type (resumed from out/sensitivity-<low>.json), then the mixes it suggests."""
+    from optkit.executors import Work, run_all
+    from optkit.live import Board
+    from optkit.pipeline import plan as make_plan
+    from optkit.results import VariantResult, write_model
+    from optkit.search.mix import mixes
+    from optkit.search.sensitivity import SensitivitySpec, groups
+
+    spec = s.spec.mixes
+    requantize = any(t not in cands.FLOATS for t in types.values())
+    for low in spec.low:
+        out = s.out / f"sensitivity-{low.lower()}.json"
+        done = VariantResult.model_validate_json(out.read_text()) if out.is_file() else None
+        if done is None or done.status != "ok" or done.sensitivity is None:
+            started = time.perf_counter()
+            variant = cands.source_variant(s.ckpt).model_copy(update={"name": f"sensitivity-{low.lower()}",
+                                                                       "steps": cands.prefix(s.ckpt)})
+            recipe = s.recipe.model_copy(update={"variants": [variant], "baseline": variant.name, "search": None,
+                                                 "bench": None, "gates": None})
+            job = make_plan(recipe, "search sensitivity", s.base_dir, device=s.device).jobs[0]
+            job = job.model_copy(update={"eval": None, "sensitivity": SensitivitySpec(
+                low=low, groups=groups(types, spec.blocks), calibration=s.spec.calibration,
+                keep_type=spec.high or (None if requantize else "Q8_0"),
+                imatrix=s.spec.imatrix if spec.imatrix else None)})
+            board = Board({variant.name: variant.name}, s.say)
+            for _, done in run_all(s.executor, [Work(job, out, s.out / "logs" / f"{variant.name}.log",
+                                                     variant.name)], board):
+                write_model(out, done)
+            board.close()
+            s.in_runs += time.perf_counter() - started
+        if done.status != "ok" or done.sensitivity is None:
+            s.say(f"search: the sensitivity job for {low} failed ({done.error}); no {low} mixes")
+            continue
+        s.sensitivity = done.sensitivity
+        for mix in mixes(done.sensitivity.groups, low, spec.points):
+            s.add(cands.mixed(s.ckpt, s.spec, mix, low, types), "mix", predicted_kl=mix.predicted_kl,
+                  low_share=mix.low_share)
+
+
+def forecast(s, bench_report, types: dict, sizes: dict, widths: dict) -> None:
+    """Bytes per decoded token and the bound they set (memory bandwidth / bytes); with the decode objective, a
+    candidate whose bound is below the source's measured decode speed cannot beat it and leaves."""
+    from optkit.forecast import device_speed
+
+    if not types:
+        return
+    src = next((c for c in bench_report.variants if c.name == cands.SOURCE), None)
+    measured = src.bench.decode_tokens_per_s.median if src and src.status == "ok" and src.bench else None
+    bandwidth = device_speed(s.device)[0] * 1e9
+    objective = s.recipe.workload.objective if s.recipe.workload else "decode"
+    for name in s.alive():
+        moved = cands.tensor_types(s.variants[name], types, widths)
+        r = s.records[name]
+        r.bytes_per_token = cands.bytes_per_token(moved, sizes)
+        r.bound_tokens_per_s = bandwidth / r.bytes_per_token
+        if objective == "decode" and measured and r.bound_tokens_per_s < measured:
+            s.leave(name, "forecast", f"reads {r.bytes_per_token / 1e6:.0f} MB per token: at most "
+                    f"{r.bound_tokens_per_s:.0f} tokens/s at {bandwidth / 1e9:.1f} GB/s, and the source decodes "
+                    f"{measured:.0f}")
+
+
+def _score(s, report, name):
+    from optkit.report.analysis import fidelity, rows
+
+    r = next((x for x in rows(report) if x.name == name), None)
+    c = next((x for x in report.variants if x.name == name), None)
+    rec = s.records[name]
+    if r is None or r.status != "ok":
+        s.leave(name, rec.stage, f"failed: {(c.error if c else None) or 'no result'}")
+        return None
+    rec.ppl_delta, rec.ppl_ci = r.ppl_delta, r.ppl_delta_ci
+    rec.ppl_tokens = next((a.n for a in c.accuracy if a.metric == "token_perplexity"), None)
+    rec.kl = fidelity(c).get("kl_mean", rec.kl)
+    step = next((st for st in reversed(c.steps) if st.method == "gguf.quantize"), None)
+    if step is not None and step.details.get("size_bytes"):
+        rec.size_mb = step.details["size_bytes"] / 2**20
+    return r
+
+
+def screen(s, report) -> None:
+    """Out when the paired 95% CI of the perplexity change is all above the budget (few tokens: wide CIs, so only
+    the clearly bad leave here)."""
+    budget = s.spec.max_ppl_increase
+    for name in [n for n in s.alive() if s.records[n].stage == "screen"]:
+        r = _score(s, report, name)
+        if r is not None and r.ppl_delta_ci and r.ppl_delta_ci[0] > budget:
+            s.leave(name, "screen", f"perplexity {r.ppl_delta:+.1%} [{r.ppl_delta_ci[0]:+.1%}, "
+                    f"{r.ppl_delta_ci[1]:+.1%}] on {s.records[name].ppl_tokens} tokens: all over the "
+                    f"{budget:.0%} budget")
+
+
+def perplexity(s, report) -> None:
+    budget = s.spec.max_ppl_increase
+    for name in [n for n in s.alive() if s.records[n].stage == "perplexity"]:
+        r = _score(s, report, name)
+        if r is not None and r.ppl_delta is not None and r.ppl_delta > budget:
+            ci = f" [{r.ppl_delta_ci[0]:+.1%}, {r.ppl_delta_ci[1]:+.1%}]" if r.ppl_delta_ci else ""
+            s.leave(name, "perplexity", f"perplexity {r.ppl_delta:+.1%}{ci} on {s.records[name].ppl_tokens} tokens: "
+                    f"over the {budget:.0%} budget")
+
+
+def priority(s, name: str) -> tuple:
+    """Who goes first when time runs short: the likely fastest (fewest bytes per token, most weights in the low
+    type), then the most accurate."""
+    r = s.records[name]
+    return (-(r.low_share or 0.0), r.bytes_per_token or float("inf"), r.ppl_delta or 0.0)
+
+
+def fit_time(s, stage: str, names: list[str]) -> list[str]:
+    """The candidates the time left allows at this stage, by priority; the rest leave, said so. Costs per candidate
+    come from the stages already run (the source's benchmark, the screen); a stage may use its SHARE of the time
+    left, the rest is kept for the stages after it."""
+    names = sorted(names, key=lambda n: priority(s, n))
+    if stage == "benchmark":
+        names, extra = names[:s.spec.max_benchmarked], names[s.spec.max_benchmarked:]
+        for n in extra:
+            s.leave(n, "perplexity", f"not benchmarked: {s.spec.max_benchmarked} candidates with a better forecast "
+                    "were (search.max_benchmarked)")
+    per = _cost(s, stage)
+    room = s.left_s() * SHARE[stage]
+    fits = max(1, int(room // per)) if per else len(names)
+    for n in names[fits:]:
+        s.leave(n, s.records[n].stage, f"time budget: {stage} needs ~{per:.0f} s per candidate and "
+                f"{max(0.0, s.left_s()):.0f} s of the {s.spec.time_budget_min:g} minutes are left")
+    return names[:fits]
+
+
+def _cost(s, stage: str) -> float | None:
+    """Seconds per candidate of a stage, from what ran: the source's own benchmark for the screen (a build and a
+    short evaluation: x0.6) and for the benchmark stage (paired rounds, a share of the head-to-heads: x2.5), the
+    screen for perplexity (a longer text: x1.5)."""
+    done = {t.stage: t for t in s.stages}
+    first = next((t for t in s.stages if t.stage == "benchmark"), None)
+    if stage == "perplexity" and "screen" in done and done["screen"].candidates:
+        return 1.5 * done["screen"].wall_s / (done["screen"].candidates + 1)
+    factor = {"screen": 0.6, "benchmark": 2.5}.get(stage)
+    return factor * first.wall_s if factor and first else None
+
+
+def reuse_source(s, done: str, into: str) -> None:
+    """Put the source's result from stage `done` into stage `into`'s run folder, where a run resumes it: its
+    perplexity was scored with the same settings, so the stage need not load it again."""
+    from optkit.search.run import STAGES
+
+    src = s.out / "stages" / STAGES[done] / "variants" / f"{cands.SOURCE}.json"
+    dst = s.out / "stages" / STAGES[into] / "variants" / f"{cands.SOURCE}.json"
+    if src.is_file() and not dst.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(src.read_text())
+
+
+def benchmark(s, report) -> tuple[str | None, list[str]]:
+    """The last stage's verdicts: dominated candidates and task drops leave; the recommendation's choice is the
+    search's. Returns (chosen, notes)."""
+    from optkit.report.analysis import frontier, rows
+    from optkit.report.recommend import choose
+
+    rs = {r.name: r for r in rows(report)}
+    front = set(frontier(list(rs.values())))
+    for name in [n for n in s.alive() if s.records[n].stage == "benchmark"]:
+        r = _score(s, report, name)
+        if r is None:
+            continue
+        rec = s.records[name]
+        rec.speedup = next(c.bench.paired.objective for c in report.variants if c.name == name and c.bench
+                           and c.bench.paired) if r.paired else None
+        rec.file = next((c.file for c in report.variants if c.name == name), None)
+        drop = _task_drop(report, name)
+        if s.spec.max_acc_drop is not None and drop is not None and drop > s.spec.max_acc_drop:
+            s.leave(name, "benchmark", f"task accuracy drops {drop:.1%} (over {s.spec.max_acc_drop:.1%})")
+        elif name not in front and r.ppl_delta is not None and r.ppl_delta <= s.spec.max_ppl_increase:
+            s.leave(name, "benchmark", "dominated: a candidate at least as fast is not measurably less accurate")
+    src = next((c for c in report.variants if c.name == cands.SOURCE), None)
+    if src is not None and src.bench:
+        s.records[cands.SOURCE].size_mb, s.records[cands.SOURCE].file = src.bench.size_mb, src.file
+        s.records[cands.SOURCE].ppl_tokens = next((a.n for a in src.accuracy if a.metric == "token_perplexity"), None)
+    chosen = choose(report)
+    notes = [f"{Path(s.out, 'stages', 'benchmark')}: the last run; its report holds the paired timings and duels"]
+    return chosen, notes
+
+
+def _task_drop(report, name: str) -> float | None:
+    from optkit.report.analysis import task_deltas
+
+    drops = [-d.delta for d in task_deltas(report) if d.variant == name and d.delta is not None
+             and d.metric.startswith("acc")]
+    return max(drops) if drops else None

@@ -1,0 +1,78 @@
+"""The search's pure parts: tensor groups from GGUF names, the greedy order by sensitivity per byte saved against a
+hand computation, mixes along it, the forecast of the types a candidate gives each tensor, and candidate lists."""
+
+import re
+
+import pytest
+
+from optkit.results import GroupSensitivity
+from optkit.search.candidates import bytes_per_token, tensor_types, uniform
+from optkit.search.mix import mixes, order
+from optkit.search.sensitivity import groups, members, quantize_params
+from optkit.search.spec import SearchSpec
+
+CLASSES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+
+
+def smollm_like(layers=30, kind="Q4_1"):
+    """Tensor name -> type as in the shipped SmolLM2 file (tied embedding in Q8_0, norms F32)."""
+    types = {"token_embd.weight": "Q8_0", "output_norm.weight": "F32"}
+    for i in range(layers):
+        types.update({f"blk.{i}.{c}.weight": kind for c in CLASSES})
+        types.update({f"blk.{i}.attn_norm.weight": "F32", f"blk.{i}.ffn_norm.weight": "F32"})
+    return types
+
+
+def test_groups_cover_every_matrix_once_and_no_norm():
+    types = smollm_like()
+    g = groups(types, blocks=4)
+    assert len(g) == 7 * 4 + 1 and "token_embd" in g and "ffn_down 0-7" in g and "ffn_down 24-29" in g
+    covered = [n for p in g.values() for n in members(p, types)]
+    matrices = [n for n in types if "norm" not in n]
+    assert sorted(covered) == sorted(matrices)  # each matrix in exactly one group
+    assert members(g["attn_v 8-15"], types) == [f"blk.{i}.attn_v.weight" for i in range(8, 16)]
+    assert not re.search(g["ffn_down 0-7"], "blk.10.ffn_down.weight")  # 1 and 0 must not match 10
+
+
+def test_greedy_order_is_kl_per_byte_saved():
+    rows = [GroupSensitivity(group=n, pattern=n, tensors=1, weights=w, bytes_saved=b, kl=kl)
+            for n, w, b, kl in [("a", 100, 1000, 0.010), ("b", 100, 4000, 0.020), ("c", 100, 500, 0.001),
+                                ("d", 100, 0, 0.001)]]
+    # by hand: a 1e-5, b 5e-6, c 2e-6; d saves no bytes: its weights stand in (100 * 1e-3 -> floor 1): 1e-3
+    assert [r.group for r in order(rows)] == ["c", "b", "a", "d"] and [r.rank for r in order(rows)] == [1, 2, 3, 4]
+    made = mixes(rows, "Q4_0", points=3)  # cuts at 1/4, 2/4, 3/4 of the total KL 0.032
+    assert [m.groups for m in made] == [["c"], ["c", "b"]]  # 3/4 (0.024) still stops before a: 0.021 + 0.010
+    assert made[0].predicted_kl == pytest.approx(0.001) and made[1].low_share == pytest.approx(0.5)
+    assert len({m.name for m in made}) == len(made)
+
+
+def test_forecast_types_and_bytes_match_the_formats():
+    types = smollm_like(layers=2)
+    sizes = {n: (28_311_552 if n == "token_embd.weight" else 576 if "norm" in n else 331_776) for n in types}
+    widths = {n: 576 for n in types}
+    params = quantize_params("Q4_0", [groups(types, 1)["ffn_down 0-1"]], None, True, None)
+    from optkit.recipe import Step, Variant
+
+    mix = Variant(name="m", engine="llamacpp", steps=[Step(method="gguf.quantize", params=params)])
+    moved = tensor_types(mix, types, widths)
+    assert moved["blk.1.ffn_down.weight"] == "Q4_0" and moved["blk.1.ffn_up.weight"] == "Q4_1"
+    assert moved["token_embd.weight"] == "Q8_0"
+    # Q4_0 is 18 bytes per 32 weights, Q4_1 20, Q8_0 34; the tied embedding is read whole for the output
+    expected = 28_311_552 * 34 / 32 + 331_776 * (2 * 18 + 12 * 20) / 32
+    assert bytes_per_token(moved, sizes) == pytest.approx(expected)
+    q4k = Variant(name="k", engine="llamacpp", steps=[Step(method="gguf.quantize", params={"type": "Q4_K_M"})])
+    fell = tensor_types(q4k, types, widths)  # 576-wide rows do not fit 256-weight K blocks: llama.cpp's fallback
+    assert fell["blk.0.ffn_up.weight"] == "Q5_0" and fell["token_embd.weight"] == "Q8_0"
+
+
+def test_uniform_candidates_skip_the_sources_own_type_and_need_imatrix_where_llamacpp_does(tmp_path):
+    from optkit import checkpoints
+
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF")
+    ckpt = checkpoints.Checkpoint(given=str(path), kind="gguf", format="gguf", location=str(path))
+    spec = SearchSpec(types=["Q4_1", "Q4_0", "IQ2_XXS"], imatrix_types=["Q4_0"])
+    names = [v.name for v in uniform(ckpt, spec, smollm_like())]
+    assert names == ["q4_0", "q4_0-imatrix", "iq2_xxs-imatrix"]
+    v = uniform(ckpt, spec, smollm_like())[0]
+    assert v.engine == "llamacpp" and v.steps[0].params == {"type": "Q4_0", "allow_requantize": True}

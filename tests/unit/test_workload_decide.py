@@ -1,0 +1,74 @@
+"""Decisions that hold under noise: contenders are picked for a head-to-head, a duel inside its interval is a tie
+broken by size then perplexity and said so, a duel beyond its interval overturns the ranking against the baseline,
+and the headline names the workload it ranked for."""
+
+from optkit.report.analysis import recommend
+from optkit.report.recommend import runoff_pairs
+from optkit.results import HeadToHead, Stats
+from tests.unit.test_gate import cand, make_report
+
+
+def duel(a, b, median, low, high):
+    return HeadToHead(a=a, b=b, objective="decode", unit="tokens/s",
+                      speedup=Stats(median=median, p10=low, p90=high, n=6, ci_low=low, ci_high=high))
+
+
+def sized(c, mb):
+    c.bench.size_mb = mb
+    return c
+
+
+def demo_like():
+    """The issue's case: Q4_1 and Q8_0 files within budget at about the same speed against the fp32 baseline."""
+    return make_report(sized(cand("q8", 20.1, 121.2), 137.5), sized(cand("q4_1", 20.1, 118.0), 93.8),
+                       cand("slowish", 20.1, 60.0), cand("over", 25.0, 200.0))
+
+
+def test_contenders_are_the_overlapping_ones_within_budget():
+    assert runoff_pairs(demo_like()) == [("q8", "q4_1")]  # 'over' is over budget, 'slowish' cannot be the best
+
+
+def test_a_tie_goes_to_the_smaller_file_and_is_said():
+    report = demo_like()
+    report.duels = [duel("q8", "q4_1", 1.02, 0.97, 1.07)]
+    headline, rejected = recommend(report)
+    assert headline.startswith("Ship q4_1:"), headline
+    assert "q4_1 and q8 tie on speed (q8 +2% ± 5% against q4_1, timed head to head); q4_1 is 1.5x smaller" in headline
+    assert any(r.startswith("q8: ties with q4_1 on speed") for r in rejected)
+    assert "Ranked for decode tokens/s for prompt/output tokens 128/64, 1 request at a time (the default" in headline
+
+
+def test_equal_sizes_fall_back_to_perplexity():
+    report = make_report(sized(cand("a", 20.4, 50.0), 90.0), sized(cand("b", 20.2, 49.0), 90.5))
+    report.duels = [duel("a", "b", 1.01, 0.96, 1.06)]
+    headline, _ = recommend(report)
+    assert headline.startswith("Ship b:") and "as small, b has the lower perplexity" in headline
+
+
+def test_a_clear_head_to_head_win_overturns_the_baseline_ranking():
+    report = demo_like()
+    report.duels = [duel("q8", "q4_1", 0.85, 0.80, 0.90)]  # timed together, q4_1 is faster beyond the noise
+    headline, _ = recommend(report)
+    assert headline.startswith("Ship q4_1:") and "q4_1 is faster than q8 timed head to head" in headline
+
+
+def test_a_clear_loss_keeps_the_best_and_says_by_how_much():
+    report = demo_like()
+    report.duels = [duel("q8", "q4_1", 1.25, 1.20, 1.30)]
+    headline, rejected = recommend(report)
+    assert headline.startswith("Ship q8:")
+    assert any("q4_1: slower than q8 timed head to head (q8 +25% ± 5%)" in r for r in rejected)
+
+
+def test_a_latency_workload_is_ranked_and_named():
+    report = demo_like()
+    report.recipe["workload"] = {"requests": [{"prompt": 2000, "output": 100}], "objective": "latency"}
+    for c in report.variants:  # a workload benchmark: end-to-end ms (lower is better), q4_1 the fastest here
+        from optkit.results import WorkloadFigures
+
+        ms = {"base": 9000.0, "q8": 3000.0, "q4_1": 2000.0, "slowish": 4000.0, "over": 1000.0}[c.name]
+        c.bench.workload = WorkloadFigures(objective="latency", unit="ms", value=Stats(median=ms, p10=ms, p90=ms,
+                                                                                       n=5))
+    headline, _ = recommend(report)
+    assert headline.startswith("Ship q4_1: 4.50x faster end to end"), headline
+    assert "Ranked for end-to-end latency per request for prompt/output tokens 2000/100" in headline
