@@ -70,8 +70,8 @@ search:
   mixes: {{blocks: 1, points: 1, imatrix: false}}
   calibration: {{samples: 2, seq_len: 32, path: {text}}}
   screen_tokens: 64
-  ppl_tokens: 128
-  max_benchmarked: 2
+  ppl_tokens: 256
+  max_benchmarked: 1
 """
 
 
