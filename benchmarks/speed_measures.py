@@ -48,13 +48,12 @@ def child(args) -> dict:
         from optkit.engines.llamacpp.bare import bare
 
         return {"tps": bare(args.files[0], args.threads, 5)["decode_tokens_per_s"]}
-    base = _like()
-    files = [LlamaCppLM(f, base.tokenizer, base.config, threads=args.threads) for f in args.files]
+    files = [LlamaCppLM(f, threads=args.threads) for f in args.files]
     spec = _spec(args)
     if args.child == "paired":
         from optkit.bench import paired_speedup
 
-        paired = paired_speedup(files[0], base, "fp32", spec)
+        paired = paired_speedup(files[0], _like(), "fp32", spec)
         return {"ratio": paired.decode_speedup.median, "rounds": paired.decode_speedup.n}
     if args.child == "own":
         from optkit.bench import run_bench
