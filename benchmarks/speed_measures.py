@@ -51,10 +51,7 @@ def child(args) -> dict:
     files = [LlamaCppLM(f, threads=args.threads) for f in args.files]
     spec = _spec(args)
     if args.child == "paired":
-        from optkit.bench import paired_speedup
-
-        paired = paired_speedup(files[0], _like(), "fp32", spec)
-        return {"ratio": paired.decode_speedup.median, "rounds": paired.decode_speedup.n}
+        return legacy_paired(files[0], _like(), spec)
     if args.child == "own":
         from optkit.bench import run_bench
 
@@ -66,6 +63,26 @@ def child(args) -> dict:
     st = duel.speedup  # A over B; printed as B/A like the other measures
     return {"ratio": 1 / st.median, "low": 1 / st.ci_high, "high": 1 / st.ci_low, "rounds": st.n,
             "retried": duel.retried}
+
+
+def legacy_paired(lm, base, spec) -> dict:
+    """bench.paired_speedup as it was before issue 26: paired_rounds single repetitions of gen_len tokens per side,
+    order swapped every round, the median per-round ratio; also each side's own tokens/s per round, so the
+    baseline's speed can be compared between the processes whose ratios the report compared."""
+    from optkit.bench import _one_rep, _Samples, prompts
+    from optkit.meters.energy import EnergyCounter
+
+    for m in (lm, base):
+        m.set_threads(spec.threads)
+    prompt, energy = prompts(lm, 1, spec.prompt_len), EnergyCounter("cpu")
+    mine, theirs = _Samples(), _Samples()
+    for model in (lm, base):
+        _one_rep(model, prompt, spec.gen_len, energy, _Samples())
+    for i in range(spec.paired_rounds):
+        for model, into in ((lm, mine), (base, theirs))[:: 1 if i % 2 == 0 else -1]:
+            _one_rep(model, prompt, spec.gen_len, energy, into)
+    return {"ratio": statistics.median(v / b for v, b in zip(mine.tps, theirs.tps)), "rounds": spec.paired_rounds,
+            "variant": mine.tps, "fp32": theirs.tps}
 
 
 def _run(args, kind: str, files: list[str]) -> dict:
@@ -110,6 +127,9 @@ def main() -> None:
             ratios[kind].append(per[1][key] / per[0][key])
             what = "vs fp32" if kind == "paired" else "tok/s"
             line.append(f"{kind} A {per[0][key]:.2f} B {per[1][key]:.2f} {what} -> B/A {ratios[kind][-1]:.3f}")
+            if kind == "paired":  # the baseline is another object in each file's process: how far apart were they?
+                fp32 = [statistics.median(p["fp32"]) for p in per]
+                line[-1] += f" (fp32 in A's process {fp32[0]:.1f}, in B's {fp32[1]:.1f} tok/s)"
         print(f"cycle {cycle + 1}: " + "; ".join(line), flush=True)
     for kind, rs in ratios.items():
         print(f"{kind:8s} B/A decode: median {statistics.median(rs):.3f} (range {min(rs):.3f}-{max(rs):.3f}, "

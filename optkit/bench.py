@@ -166,13 +166,15 @@ def _limit(lm, spec: BenchSpec) -> float:
 
 def paired_speedup(lm, base, baseline: str, spec: BenchSpec, workload: WorkloadSpec | None = None):
     """The variant against the baseline in one process: duel.head_to_head on the workload, `paired_rounds` clean
-    interleaved rounds of at least a second each (order swapped every round, a contended or collapsed round run
-    again); per round a speed-up on the workload's objective, on decode and on time to first token."""
-    from optkit.duel import head_to_head
+    interleaved rounds of at least a second each (half of min_seconds where that is less: tests ask for none), order
+    swapped every round, a contended or collapsed round run again; per round a speed-up on the workload's objective,
+    on decode and on time to first token."""
+    from optkit.duel import MIN_ROUND_S, head_to_head
     from optkit.results import PairedSpeed
     from optkit.workload import resolve
 
-    duel = head_to_head(lm, base, ("variant", baseline), resolve(workload, spec), spec, rounds=spec.paired_rounds)
+    duel = head_to_head(lm, base, ("variant", baseline), resolve(workload, spec), spec,
+                        min_round_s=min(MIN_ROUND_S, spec.min_seconds / 2), rounds=spec.paired_rounds)
     return PairedSpeed(baseline=baseline, rounds=spec.paired_rounds, decode_speedup=duel.decode_speedup,
                        prefill_speedup=duel.ttft_speedup, objective=duel.speedup, objective_name=duel.objective,
                        run=duel.rounds, retried=duel.retried, round_s=duel.round_s)
