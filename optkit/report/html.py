@@ -66,7 +66,7 @@ def chart(report: Report) -> str:
     parts = [f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#000"/>',
              f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{H - PAD}" stroke="#000"/>',
              f'<text x="{(W + PAD) / 2}" y="{H - 20}" text-anchor="middle">'
-             f'{escape(f"decode speed-up vs {report.baseline}" if by_speedup else "decode tokens/s")} '
+             f'{escape(f"{rs[0].objective} speed-up vs {report.baseline}" if by_speedup else "decode tokens/s")} '
              '(higher is better) →</text>',
              f'<text transform="translate(16,{H / 2}) rotate(-90)" text-anchor="middle">'
              f'← perplexity{" (log scale)" if log_y else ""} (lower is better)</text>']

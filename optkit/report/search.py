@@ -52,7 +52,8 @@ def search_lines(res: SearchResult | None) -> list[str]:
     order = {"source": 0, "benchmark": 1, "perplexity": 2, "screen": 3, "forecast": 4}
     rows = sorted(res.candidates, key=lambda c: (c.name != res.chosen, order.get(c.stage, 5), c.ppl_delta or 9))
     out += columns(HEAD, [_row(c, res.chosen) for c in rows])
-    out += [f"  {t.stage}: {t.candidates} candidates, {t.wall_s:.0f} s" for t in res.stages]
+    out += [f"  {t.stage}: {t.candidates} candidates, {t.wall_s:.0f} s (inside the workers {t.worker_s:.0f} s; the "
+            "rest: worker start-up, loading the source again, reports)" for t in res.stages]
     sens = res.sensitivity
     if sens and sens.groups:
         ranked = sorted(sens.groups, key=lambda g: g.rank)
