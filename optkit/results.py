@@ -183,6 +183,8 @@ class GroupSensitivity(BaseModel):
     bytes_saved: int = Field(description="file bytes the low type saves on these tensors (negative: it costs)")
     kl: float = Field(description="mean KL(source || group quantized) per token, nats")
     kl_se: float | None = None
+    ms_saved: float | None = Field(default=None, description="decode ms per token the move saves: its weights times "
+                                   "the per-weight saving measured for its tensors' type (Sensitivity.type_ms_saved)")
     rank: int = Field(default=0, description="position in the greedy order (1: moved to the low type first)")
 
 
@@ -193,6 +195,10 @@ class Sensitivity(BaseModel):
     source_types: dict[str, int] = Field(default_factory=dict, description="the source's tensor types, counted")
     tokens: int = Field(default=0, description="calibration tokens the KL was measured on")
     imatrix: bool = False
+    source_ms: float | None = Field(default=None, description="the source's decode ms per token, timed against each "
+                                    "type's move below")
+    type_ms_saved: dict[str, float] = Field(default_factory=dict, description="source tensor type -> decode ms per "
+                                            "token saved when every tensor of it moves to the low type (head to head)")
     groups: list[GroupSensitivity] = Field(default_factory=list)
     seconds: float = 0.0
 

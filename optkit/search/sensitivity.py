@@ -136,6 +136,52 @@ def run_sensitivity_job(job, cand) -> None:
                     for n in names)
         out.append(GroupSensitivity(group=name, pattern=pattern, tensors=len(names), weights=sum(sizes[n] for n in
                                     names), bytes_saved=int(saved), kl=max(0.0, kl), kl_se=se))
+    source_ms, saved = type_savings(lm, spec, types, sizes, requantize, job.bench)
+    for g in out:
+        per = [saved.get(spec.keep_type or types[n]) for n in members(g.pattern, types)]
+        if per and all(p is not None for p in per):
+            g.ms_saved = sum(sizes[n] * p for n, p in zip(members(g.pattern, types), per))
     cand.sensitivity = Sensitivity(low=spec.low, source_types=dict(Counter(types.values())),
                                    tokens=int(windows.numel()), imatrix=spec.imatrix is not None, groups=out,
+                                   source_ms=source_ms, type_ms_saved={k: v * _of_type(k, types, sizes, spec)[1]
+                                                                       for k, v in saved.items()},
                                    seconds=time.perf_counter() - started)
+
+
+def _of_type(kind: str, types: dict, sizes: dict, spec: SensitivitySpec) -> tuple[list[str], int]:
+    """The grouped tensors a mix would keep in `kind` (their type in the source, or keep_type), and their weights."""
+    names = [n for p in spec.groups.values() for n in members(p, types) if (spec.keep_type or types[n]) == kind]
+    return names, sum(sizes[n] for n in names)
+
+
+def type_savings(lm, spec: SensitivitySpec, types: dict, sizes: dict, requantize: bool,
+                 bench) -> tuple[float | None, dict]:
+    """(the source's decode ms per token, {type: ms saved per token per weight}): for each type the groups' tensors
+    are kept in, every such tensor moved to the low type at once and timed head to head against the source on this
+    machine. The low type's gain is mostly its kernel here (Q4_1 -> Q4_0 saves a tenth of the bytes, its AVX2
+    kernel far more time), so this, not bytes, is what a mix buys with each group."""
+    from optkit.duel import head_to_head
+    from optkit.engines.llamacpp.methods import Quantize
+    from optkit.progress import note
+    from optkit.recipe import BenchSpec, WorkloadPoint, WorkloadSpec
+
+    bench = bench or BenchSpec()
+    w = WorkloadSpec(requests=[WorkloadPoint(prompt=bench.prompt_len, output=bench.gen_len)])
+    kinds = sorted({spec.keep_type or types[n] for p in spec.groups.values() for n in members(p, types)})
+    per_weight, source_ms = {}, None
+    if spec.keep_type:  # a float source: what a mix keeps is keep_type, so that is what the low type is timed against
+        every = [f"^{re.escape(n)}$" for p in spec.groups.values() for n in members(p, types)]
+        lm, _ = Quantize().apply(lm, Quantize.Params.model_validate(quantize_params(spec.keep_type, every, None,
+                                                                                    requantize, None)))
+        requantize = True
+    for kind in [k for k in kinds if k != spec.low]:
+        names, weights = _of_type(kind, types, sizes, spec)
+        note(f"sensitivity: timing every {kind} tensor in {spec.low}, head to head with the source")
+        params = Quantize.Params.model_validate(quantize_params(
+            spec.low, [f"^{re.escape(n)}$" for n in names], None, requantize, spec.imatrix))
+        other, _ = Quantize().apply(lm, params)
+        duel = head_to_head(lm, other, ("source", kind), w, bench, min_round_s=0.5, rounds=3)
+        src, new = (1000 / side.decode_tokens_per_s for side in duel.sides)
+        per_weight[kind], source_ms = (src - new) / max(1, weights), source_ms or src
+        del other
+    return source_ms, per_weight

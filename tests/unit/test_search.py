@@ -37,6 +37,10 @@ def test_sensitivity_job_matches_a_plain_kl(tiny_gguf, text_file, family):
     matrices = [n for n in header.tensor_types if "norm" not in n]
     assert sum(g.weights for g in sens.groups) == sum(header.sizes[n] for n in matrices)
     assert sens.tokens == 64 and all(g.kl >= 0 for g in sens.groups) and max(g.kl for g in sens.groups) > 0
+    # a float source's mixes keep Q8_0: moving all of it to Q4_0 was timed against it, each group gets its share
+    assert list(sens.type_ms_saved) == ["Q8_0"] and sens.source_ms > 0
+    assert all(g.ms_saved == pytest.approx(sens.type_ms_saved["Q8_0"] * g.weights / sum(x.weights for x in
+               sens.groups)) for g in sens.groups)
     worst = max(sens.groups, key=lambda g: g.kl)
     # kept in Q8_0 (34 bytes per 32 weights) or moved to Q4_0 (18 per 32): 0.5 bytes per weight saved
     assert worst.bytes_saved == sum(header.sizes[n] for n in members(worst.pattern, header.tensor_types)) // 2

@@ -34,15 +34,23 @@ def test_groups_cover_every_matrix_once_and_no_norm():
     assert not re.search(g["ffn_down 0-7"], "blk.10.ffn_down.weight")  # 1 and 0 must not match 10
 
 
-def test_greedy_order_is_kl_per_byte_saved():
+def test_greedy_order_is_kl_per_byte_saved_without_timings():
     rows = [GroupSensitivity(group=n, pattern=n, tensors=1, weights=w, bytes_saved=b, kl=kl)
             for n, w, b, kl in [("a", 100, 1000, 0.010), ("b", 100, 4000, 0.020), ("c", 100, 500, 0.001),
                                 ("d", 100, 0, 0.001)]]
-    # by hand: a 1e-5, b 5e-6, c 2e-6; d saves no bytes: its weights stand in (100 * 1e-3 -> floor 1): 1e-3
+    # by hand: a 1e-5, b 5e-6, c 2e-6; d saves no bytes: its weights stand in (100 * 1e-3): 1e-2
     assert [r.group for r in order(rows)] == ["c", "b", "a", "d"] and [r.rank for r in order(rows)] == [1, 2, 3, 4]
-    made = mixes(rows, "Q4_0", points=3)  # cuts at 1/4, 2/4, 3/4 of the total KL 0.032
-    assert [m.groups for m in made] == [["c"], ["c", "b"]]  # 3/4 (0.024) still stops before a: 0.021 + 0.010
-    assert made[0].predicted_kl == pytest.approx(0.001) and made[1].low_share == pytest.approx(0.5)
+
+
+def test_timed_order_and_mixes_at_halvings_of_the_kl():
+    rows = [GroupSensitivity(group=n, pattern=n, tensors=1, weights=100, bytes_saved=b, kl=kl, ms_saved=ms)
+            for n, b, kl, ms in [("e", 10, 0.002, 0.1), ("f", 9000, 0.001, 0.0), ("g", 10, 0.004, 0.4),
+                                 ("h", 10, 0.030, 0.5)]]
+    # KL per ms saved by hand: g 0.01, e 0.02, h 0.06; f saves no time (whatever its bytes): last, never moved
+    assert [r.group for r in order(rows)] == ["g", "e", "h", "f"]
+    made = mixes(rows, "Q4_0", points=3)  # cuts at 1/8, 1/4, 1/2 of the movable KL 0.036
+    assert [m.groups for m in made] == [["g"], ["g", "e"]]  # 1/2 (0.018) still stops before h: 0.006 + 0.030
+    assert made[0].predicted_kl == pytest.approx(0.004) and made[1].low_share == pytest.approx(0.5)
     assert len({m.name for m in made}) == len(made)
 
 
