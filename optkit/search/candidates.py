@@ -19,6 +19,16 @@ from optkit.search.sensitivity import FLOATS, bytes_per_weight, members, quantiz
 from optkit.search.spec import SearchSpec
 
 SOURCE = "source"
+# uniform formats of the other engines, as recipe steps from a float (PyTorch) model; llm-compressor's schemes are
+# left out: no engine here runs compressed-tensors at its serving speed (transformers dequantizes on CPU)
+ENGINE_FORMATS = {
+    "torch": [("torch-bf16", [{"method": "cast", "params": {"dtype": "bfloat16"}}]),
+              ("torch-int4-g32", [{"method": "cast", "params": {"dtype": "bfloat16"}},
+                                  {"method": "torchao.int4_weight_only", "params": {"group_size": 32}}]),
+              ("torch-dynamic-int8", [{"method": "torch.dynamic_int8"}])],
+    "onnxruntime": [("ort-int4", [{"method": "onnx.export"}, {"method": "ort.int4", "params": {"block_size": 32}}]),
+                    ("ort-dynamic-int8", [{"method": "onnx.export"}, {"method": "ort.dynamic_int8"}])],
+}
 
 
 def source_variant(ckpt) -> Variant:
@@ -56,6 +66,13 @@ def uniform(ckpt, spec: SearchSpec, source_types: dict[str, str]) -> list[Varian
         if kind in [t.upper() for t in spec.imatrix_types] or kind in NEEDS_IMATRIX:
             out.append(_variant(ckpt, f"{kind.lower()}-imatrix", {**base, "imatrix": spec.imatrix.model_dump()}))
     return out
+
+
+def other_engines(spec: SearchSpec) -> list[Variant]:
+    """The uniform formats of the engines besides llama.cpp the search may use (PyTorch, ONNX Runtime), each from
+    the source as PyTorch loads it (a GGUF file: its dequantized copy)."""
+    return [Variant(name=name, steps=[Step.model_validate(st) for st in steps])
+            for engine in spec.engines if engine != "llamacpp" for name, steps in ENGINE_FORMATS[engine]]
 
 
 def mixed(ckpt, spec: SearchSpec, mix: Mix, low: str, source_types: dict[str, str]) -> Variant:

@@ -133,11 +133,13 @@ def _search(s: Search) -> Report:
     types, sizes, widths = stages.source_tensors(s)
     s.records[cands.SOURCE] = SearchCandidate(name=cands.SOURCE, kind="source", stage="benchmark",
                                               engine=cands.source_variant(s.ckpt).engine)
-    for v in cands.uniform(s.ckpt, s.spec, types):
+    for v in cands.uniform(s.ckpt, s.spec, types) if "llamacpp" in s.spec.engines else []:
+        s.add(v, "uniform")
+    for v in cands.other_engines(s.spec):
         s.add(v, "uniform")
     for v in s.recipe.variants if s.recipe.search is not None else []:
         s.add(v, "recipe")
-    if s.spec.mixes is not None:
+    if s.spec.mixes is not None and "llamacpp" in s.spec.engines:
         stages.add_mixes(s, types)
     bench = s.stage("benchmark", [], ppl_eval(s.spec.ppl_tokens), s.recipe.bench)  # the source alone, first
     stages.forecast(s, bench, types, sizes, widths)

@@ -44,8 +44,9 @@ class SearchSpec(BaseModel):
                                        "accuracy against the source, e.g. '2%' (tasks run on benchmarked ones)")
     time_budget_min: float = Field(default=30.0, gt=0, description="wall-clock minutes; candidates that would not fit "
                                    "leave, said so")
-    engines: list[Literal["llamacpp"]] = Field(default_factory=lambda: ["llamacpp"], min_length=1,
-                                                description="engines whose formats to explore (llamacpp for now)")
+    engines: list[Literal["llamacpp", "torch", "onnxruntime"]] = Field(
+        default_factory=lambda: ["llamacpp"], min_length=1, description="engines whose formats to explore: llamacpp "
+        "(types and mixes), torch (bf16, torchao int4, dynamic int8), onnxruntime (int4, dynamic int8)")
     types: list[str] = Field(default_factory=lambda: list(GGUF_TYPES), description="uniform llama.cpp types to try")
     imatrix_types: list[str] = Field(default_factory=lambda: list(WITH_IMATRIX), description="of those, also tried "
                                      "with an importance matrix")

@@ -66,24 +66,44 @@ def add_mixes(s, types: dict) -> None:
 
 def forecast(s, bench_report, types: dict, sizes: dict, widths: dict) -> None:
     """Bytes per decoded token and the bound they set (memory bandwidth / bytes); with the decode objective, a
-    candidate whose bound is below the source's measured decode speed cannot beat it and leaves."""
+    candidate whose bound is below the source's measured decode speed cannot beat it and leaves. GGUF candidates
+    are priced tensor by tensor from the source's header, the other engines' by optkit plan's forecast."""
     from optkit.forecast import device_speed
 
-    if not types:
-        return
     src = next((c for c in bench_report.variants if c.name == cands.SOURCE), None)
     measured = src.bench.decode_tokens_per_s.median if src and src.status == "ok" and src.bench else None
     bandwidth = device_speed(s.device)[0] * 1e9
     objective = s.recipe.workload.objective if s.recipe.workload else "decode"
+    others = {e.name: e for e in _plan_forecast(s)}
+    if types:
+        s.records[cands.SOURCE].bytes_per_token = cands.bytes_per_token(types, sizes)
+        s.records[cands.SOURCE].bound_tokens_per_s = bandwidth / s.records[cands.SOURCE].bytes_per_token
     for name in s.alive():
-        moved = cands.tensor_types(s.variants[name], types, widths)
-        r = s.records[name]
-        r.bytes_per_token = cands.bytes_per_token(moved, sizes)
+        r, variant = s.records[name], s.variants[name]
+        if any(st.method == "gguf.quantize" for st in variant.steps) and types:
+            r.bytes_per_token = cands.bytes_per_token(cands.tensor_types(variant, types, widths), sizes)
+        elif name in others:
+            r.bytes_per_token = others[name].bytes_per_token
+        if not r.bytes_per_token:
+            continue
         r.bound_tokens_per_s = bandwidth / r.bytes_per_token
         if objective == "decode" and measured and r.bound_tokens_per_s < measured:
             s.leave(name, "forecast", f"reads {r.bytes_per_token / 1e6:.0f} MB per token: at most "
                     f"{r.bound_tokens_per_s:.0f} tokens/s at {bandwidth / 1e9:.1f} GB/s, and the source decodes "
                     f"{measured:.0f}")
+
+
+def _plan_forecast(s) -> list:
+    """optkit plan's forecast (optkit/forecast.py) of the candidates that are not GGUF files."""
+    from optkit.forecast import forecast
+    from optkit.pipeline import plan
+
+    names = [n for n in s.alive() if not any(st.method.startswith("gguf.") for st in s.variants[n].steps)]
+    if not names:
+        return []
+    recipe = s.recipe.model_copy(update={"variants": [cands.source_variant(s.ckpt), *(s.variants[n] for n in names)],
+                                         "baseline": cands.SOURCE, "search": None, "gates": None})
+    return forecast(plan(recipe, "search forecast", s.base_dir, device=s.device)).variants
 
 
 def _score(s, report, name):
