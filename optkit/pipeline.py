@@ -13,12 +13,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from optkit import checkpoints, preflight
-from optkit.executors import Work, run_all
+from optkit.executors import Executor
+from optkit.job import VariantJob
 from optkit.live import Board
 from optkit.recipe import Recipe
 from optkit.report import hardware
 from optkit.results import Report, VariantResult, write_model
-from optkit.worker import VariantJob
 
 # the names tests and the first wave used
 resolve_device, model_info = preflight.resolve_device, preflight.model_info
@@ -86,7 +86,7 @@ def _resumed(out: Path) -> VariantResult | None:
     return previous if previous.status == "ok" and previous.bench is not None else None
 
 
-def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor, board: Board,
+def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor: Executor, board: Board,
                      resume: bool) -> list[VariantResult]:
     """Speed-ups compare like with like: when the variants were benchmarked on more than one hardware class,
     the baseline is benchmarked again (no evaluation) on a node of each class it did not run on."""
@@ -97,7 +97,7 @@ def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, 
     for c in done.values():
         if c.bench is not None and c.node is not None:
             nodes.setdefault(c.node.hardware_class, []).extend([c.node.node_id] if c.node.node_id else [])
-    kept, works = [], []
+    kept, jobs = [], []
     job = _bench_only(plan, base.name)
     for cls, ids in nodes.items():
         if cls == base.node.hardware_class:
@@ -110,15 +110,15 @@ def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, 
             continue
         key = f"{base.name}@{cls}"
         board.add(key, f"[+] {base.name} on {cls}")
-        works.append(Work(job, out, run_dir / "logs" / f"{base.name}@{slug}.log", key, nodes=list(dict.fromkeys(ids))))
-    for work, cand in run_all(executor, works, board):
-        board.say(f"baseline {base.name} benchmarked on {work.key.partition('@')[2]}: {cand.status}"
+        jobs.append(job.placed(out, run_dir / "logs" / f"{base.name}@{slug}.log", key, list(dict.fromkeys(ids))))
+    for placed, cand in executor.run_all(jobs, board):
+        board.say(f"baseline {base.name} benchmarked on {placed.where.key.partition('@')[2]}: {cand.status}"
                   + (f" ({cand.error})" if cand.error else ""))
         kept.append(cand)
     return kept
 
 
-def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor, board: Board,
+def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor: Executor, board: Board,
                     resume: bool) -> VariantResult | None:
     """When some variant's speed-up cannot be paired (no room for two models, an older result), the baseline is
     benchmarked once more after the last variant: if the machine drifted between the two, the report says so."""
@@ -135,15 +135,14 @@ def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, e
     key = f"{base.name} again"
     board.add(key, f"[+] {base.name} again (drift check for {', '.join(c.name for c in unpaired)})")
     nodes = [base.node.node_id] if base.node and base.node.node_id else None
-    for _, cand in run_all(executor, [Work(job, out, run_dir / "logs" / f"{base.name}@again.log", key, nodes=nodes)],
-                           board):
+    for _, cand in executor.run_all([job.placed(out, run_dir / "logs" / f"{base.name}@again.log", key, nodes)], board):
         board.say(f"baseline {base.name} benchmarked again: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
         return cand if cand.status == "ok" else None
     return None
 
 
 def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print,
-        executor=None, live: bool = False) -> Report:
+        executor: Executor | None = None, live: bool = False) -> Report:
     """executor: executors.create(spec)'s (default: local); live: redraw a line per variant (a terminal)."""
     from optkit.environment import environment
     from optkit.executors.local import LocalExecutor
@@ -170,12 +169,12 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
         todo.append(job)
     executor = executor or LocalExecutor()
     board = Board({j.variant.name: label(j) for j in todo}, say, live)
-    works = [Work(j, run_dir / "variants" / f"{j.variant.name}.json", run_dir / "logs" / f"{j.variant.name}.log",
-                  j.variant.name) for j in todo]
+    placed = [j.placed(run_dir / "variants" / f"{j.variant.name}.json", run_dir / "logs" / f"{j.variant.name}.log")
+              for j in todo]
     try:
-        for work, cand in run_all(executor, works, board):
+        for job, cand in executor.run_all(placed, board):
             done[cand.name] = cand
-            board.say(f"{label(work.job)}: {cand.status} in {cand.seconds:.0f}s"
+            board.say(f"{label(job)}: {cand.status} in {cand.seconds:.0f}s"
                       + (f" ({cand.error})" if cand.error else ""))
         extra = _class_baselines(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else []
         again = _baseline_again(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else None

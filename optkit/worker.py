@@ -1,7 +1,7 @@
-"""One variant in its own process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult.
+"""The child's side of the worker protocol: `python -m optkit.worker JOB OUT` builds one variant in its own
+process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult, written to OUT.
 
-`run_job` is the parent's side (job file in, VariantResult file out, through isolate.py); `python -m optkit.worker
-JOB OUT` is the child's. Executors call run_job; nothing here knows how variants are scheduled.
+The parent's side (VariantJob, run_job) is job.py; nothing here knows how variants are scheduled.
 """
 
 from __future__ import annotations
@@ -12,66 +12,15 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from optkit import node
-from optkit.checkpoints import Checkpoint
-from optkit.evaluators.fidelity import Reference
 from optkit.executors import nodelock
+from optkit.job import VariantJob
 from optkit.progress import phase
-from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
 from optkit.results import PhaseTime, VariantResult, write_model
-
-
-class VariantJob(BaseModel):
-    variant: Variant
-    checkpoint: Checkpoint
-    model: ModelSpec
-    device: str
-    eval: EvalSpec | None = None
-    bench: BenchSpec | None = None
-    reference: Reference | None = None  # fidelity: save the baseline's log-probs, or compare to them
-    pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
-    save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
-    keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
-
-    @property
-    def engine(self) -> str:
-        """The engine the variant starts in."""
-        from optkit.loading import engine_name
-
-        return engine_name(self.checkpoint, self.variant.engine, self.variant.steps)
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.reference is not None and self.reference.role == "save"
 
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
-            shown_log: Path | None = None) -> VariantResult:
-    """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
-    and where the log is (shown_log: where the caller will keep it, if not at `log`)."""
-    from optkit.isolate import last_line, run_module
-
-    out.unlink(missing_ok=True)
-    job_file = out.with_suffix(".job.json")
-    write_model(job_file, job)
-    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env)
-    job_file.unlink(missing_ok=True)
-    if not outcome.timed_out and out.is_file():
-        return VariantResult.model_validate_json(out.read_text())
-    error = outcome.describe(job.variant.timeout_s)
-    if not outcome.timed_out:
-        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
-    killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
-    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
-                     node=node.facts(job.device))
-    write_model(out, cand)
-    return cand
 
 
 @contextmanager
