@@ -7,20 +7,11 @@ import math
 from html import escape
 
 from optkit.report import analysis, hardware
-from optkit.report.analysis import (
-    budget,
-    fidelity,
-    frontier,
-    label,
-    noisy_figures,
-    recommend,
-    rows,
-    speedup_legend,
-    task_deltas,
-)
+from optkit.report.analysis import budget, fidelity, frontier, rows, task_deltas
 from optkit.report.served import served_html
 from optkit.report.speed import energy_text
 from optkit.report.summary import HEADERS, table_rows
+from optkit.report.wording import engine_label, label, noisy_figures, recommend, speedup_legend
 from optkit.results import Report
 
 CSS = """
@@ -97,7 +88,7 @@ def chart(report: Report) -> str:
                  if r.name == report.baseline else
                  f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{"#000" if on else "#fff"}" stroke="#000"/>')
         size = f", {r.size_mb:.0f} MB" if r.size_mb else ""
-        size = (f" [{analysis.engine_label(r.engine)}]" if mixed and r.engine else "") + size
+        size = (f" [{engine_label(r.engine)}]" if mixed and r.engine else "") + size
         joules = energy.get(r.name)
         size += f", {joules:.3g} J/token" if joules else ""
         text = r.name + size

@@ -2,9 +2,10 @@
 
 import json
 
-from optkit.report.analysis import frontier, recommend, rows
+from optkit.report.analysis import frontier, rows
 from optkit.report.html import render_html
 from optkit.report.summary import markdown, text_table
+from optkit.report.wording import recommend
 from optkit.results import json_schema
 from tests.unit.test_gate import cand, make_report
 
