@@ -145,6 +145,7 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
         executor: Executor | None = None, live: bool = False) -> Report:
     """executor: executors.create(spec)'s (default: local); live: redraw a line per variant (a terminal)."""
     from optkit.environment import environment
+    from optkit.eta import Eta, guesses
     from optkit.executors.local import LocalExecutor
     from optkit.report import write_all
 
@@ -168,14 +169,14 @@ def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], Non
                 continue
         todo.append(job)
     executor = executor or LocalExecutor()
-    board = Board({j.variant.name: label(j) for j in todo}, say, live)
+    board = Board({j.variant.name: label(j) for j in todo}, say, live, eta=Eta(guesses(plan) if todo else {}))
     placed = [j.placed(run_dir / "variants" / f"{j.variant.name}.json", run_dir / "logs" / f"{j.variant.name}.log")
               for j in todo]
     try:
         for job, cand in executor.run_all(placed, board):
             done[cand.name] = cand
             board.say(f"{label(job)}: {cand.status} in {cand.seconds:.0f}s"
-                      + (f" ({cand.error})" if cand.error else ""))
+                      + (f" ({cand.error})" if cand.error else "") + board.left())
         extra = _class_baselines(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else []
         again = _baseline_again(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else None
     finally:
