@@ -43,11 +43,17 @@ ifeq ($(origin OPTKIT_DATA),undefined)
   endif
 endif
 
-.PHONY: setup browser demo test lint clean llamacpp-wheel
+.PHONY: setup check-tools browser demo test lint clean llamacpp-wheel
+
+# What a fresh machine needs besides the package registry (build-support/check-tools.sh): Python 3.10+ with venv,
+# and a C and a C++ compiler while the llama.cpp wheel is not built yet; one line per missing tool with the command
+# that installs it. CMake and Ninja come from PyPI when missing; chromium (the HTML test) is installed by `browser`.
+check-tools:
+	@bash build-support/check-tools.sh $(if $(wildcard $(LLAMA_WHEELS)/.built),--wheel-cached)
 
 # The llama.cpp wheel (download + build, minutes) and everything else (torch, extras, the demo model) are
 # independent until the last step: set-up runs them side by side (-j), then installs the wheel.
-setup:
+setup: check-tools
 	@$(MAKE) --no-print-directory -j3 $(STAMP)
 
 $(PY):
@@ -106,7 +112,7 @@ browser:
 # Two test processes (files kept whole, so a file's fixtures and its Ray cluster stay in one): most tests spend
 # their time in one-threaded Python (imports, worker processes), so two keep both cores of a small machine busy.
 TEST_WORKERS ?= 2
-test:
+test: check-tools
 	@$(MAKE) --no-print-directory -j3 $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
