@@ -18,12 +18,17 @@ import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optkit.errors import BadInput, RunError
 from optkit.executors import Executor
 from optkit.recipe import ExecutorSpec, GateSpec, Recipe, Step, load_recipe, parse_recipe
-from optkit.results import Report, read_report
+from optkit.results import Report as ReportData
+from optkit.results import VariantResult, read_report
+
+if TYPE_CHECKING:
+    from optkit.gate import Verdict
+    from optkit.report.wording import Recommendation
 
 __all__ = ["Report", "bench", "evaluate", "export", "gate", "gate_rules", "prune", "quantize", "run"]
 
@@ -32,6 +37,36 @@ Say = Callable[[str], None]
 
 def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+class Report(ReportData):
+    """report.json as the API returns it: the data (results.Report, whose fields it has) and its views, computed
+    as the report's own tables compute them."""
+
+    @classmethod
+    def of(cls, data: ReportData) -> Report:
+        """The API's view of a report the pipeline wrote (no copy, no validation again)."""
+        return data if isinstance(data, cls) else cls.model_construct(_fields_set=data.model_fields_set, **dict(data))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        """A report.json, or the run folder holding one; BadInput when it is neither."""
+        return cls.of(read_report(path))
+
+    def frontier(self) -> list[VariantResult]:
+        """The variants on the perplexity / decode-speed Pareto frontier (the report's stars), in report order."""
+        from optkit.report.analysis import frontier, rows
+
+        names = set(frontier(rows(self)))
+        return [v for v in self.variants if v.name in names]
+
+    @property
+    def recommendation(self) -> Recommendation:
+        """The variant to ship (.variant), the sentence saying why (.text, also str()), why not the others
+        (.not_chosen)."""
+        from optkit.report.wording import recommendation
+
+        return recommendation(self)
 
 
 def run(recipe: Recipe | dict | str | Path, out: str | Path | None = None, *, fresh: bool = False,
@@ -102,7 +137,7 @@ def prune(checkpoint: str | Path, method: str, out: str | Path, *, params: dict 
     return _transform("prune", checkpoint, method, out, params, auto_exclude, dtype, device, say, live)
 
 
-def export(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", opset: int | None = None,  # noqa: A002
+def export(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", opset: int | None = None,
            params: dict | None = None, dtype: str = "float32", device: str = "cpu", say: Say | None = None,
            live: bool = False) -> Report:
     """Export to another engine's format (a method <format>.export exists for each: onnx, gguf), checked against
@@ -123,8 +158,8 @@ def export(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", ops
                     work / "run", None, None, say=say, live=live, save_to=work, check=True)
 
 
-def gate_rules(report: Report, rules: GateSpec | dict | None = None,
-               against: Report | None = None) -> tuple[GateSpec, str]:
+def gate_rules(report: ReportData, rules: GateSpec | dict | None = None,
+               against: ReportData | None = None) -> tuple[GateSpec, str]:
     """The rules a gate applies, and where they come from: `rules` when given, else with `against` "no regression
     beyond noise", else the recipe's `gates:`."""
     from pydantic import ValidationError
@@ -144,16 +179,16 @@ def gate_rules(report: Report, rules: GateSpec | dict | None = None,
         raise BadInput(f"bad gate option: {exc.errors()[0]['msg']}; write e.g. --max-ppl-increase 5%") from None
 
 
-def gate(report: Report | str | Path, rules: GateSpec | dict | None = None, *, strict: bool = False,
-         variants: Iterable[str] | None = None, against: Report | str | Path | None = None) -> list:
+def gate(report: ReportData | str | Path, rules: GateSpec | dict | None = None, *, strict: bool = False,
+         variants: Iterable[str] | None = None, against: ReportData | str | Path | None = None) -> list[Verdict]:
     """One Verdict per gated variant (.variant, .passed, .reasons; .line() in words): against the baseline, or
     with `against` (an older report) against each variant's namesake there. rules: a GateSpec or a dict of its
     fields ({"max_ppl_increase": "5%", "min_speedup": 1.2}); default: see gate_rules. Noise-aware unless
     strict: an accuracy rule fails only when its paired 95% CI lies beyond the limit."""
     from optkit.gate import evaluate as judge
 
-    report = report if isinstance(report, Report) else read_report(report)
-    old = against if against is None or isinstance(against, Report) else read_report(against)
+    report = report if isinstance(report, ReportData) else read_report(report)
+    old = against if against is None or isinstance(against, ReportData) else read_report(against)
     spec, _ = gate_rules(report, rules, old)
     if variants:
         spec = spec.model_copy(update={"variants": list(variants)})
@@ -165,7 +200,7 @@ def out_dir(name: str, out: str | Path | None) -> Path:
     return Path(out) if out is not None else Path("reports") / name
 
 
-def check_failed(report: Report, run_dir: Path) -> None:
+def check_failed(report: ReportData, run_dir: Path) -> None:
     """RunError naming the failed variants, if any: the CLI's exit 3, after the report was written."""
     failed = [v.name for v in report.variants if v.status == "failed"]
     if failed:
@@ -216,7 +251,7 @@ def _execute(recipe: Recipe, source: str, out: str | Path | None, fresh: bool, b
             ex.close()
     if check:
         check_failed(report, run_dir)
-    return report
+    return Report.of(report)
 
 
 def _one(name: str, checkpoint: str | Path, dtype: str, device: str, steps: list, out: str | Path | None,

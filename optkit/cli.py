@@ -237,9 +237,9 @@ def report(run_dir: Path, fmt: str, versus: str | None) -> None:
     from optkit.report.html import render_html
     from optkit.report.summary import markdown, text_table
     from optkit.report.summary import versus as versus_table
-    from optkit.results import Report
+    from optkit.results import read_report
 
-    rep = Report.load(run_dir)
+    rep = read_report(run_dir)
     if versus is not None:
         if fmt != "text":
             raise BadInput(f"--vs prints a text table, not {fmt}; drop --format {fmt}")
@@ -273,10 +273,10 @@ def gate(report_path: Path, variants: tuple[str, ...], against: Path | None, str
     --strict gates on point estimates."""
     from optkit import api
     from optkit.gate import describe
-    from optkit.results import Report
+    from optkit.results import read_report
 
-    rep = Report.load(report_path)
-    old = Report.load(against) if against else None
+    rep = read_report(report_path)
+    old = read_report(against) if against else None
     spec, origin = api.gate_rules(rep, rules, old)
     if origin.startswith("no regression"):
         origin = f"no regression beyond noise vs {against}"

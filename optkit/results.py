@@ -6,14 +6,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from optkit.meters.roofline import Roofline
-
-if TYPE_CHECKING:
-    from optkit.report.wording import Recommendation
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -224,26 +221,6 @@ class Report(BaseModel):
     baseline_again: VariantResult | None = Field(
         default=None, description="the baseline benchmarked once more after the last variant, when some speed-up had "
         "to come from separate runs: drift of the machine beyond its spread flags those speed-ups noisy")
-
-    # the Python API's view (optkit.Report); the analysis lives in report/, imported on use
-    @classmethod
-    def load(cls, path: str | Path) -> Report:
-        """A report.json, or the run folder holding one."""
-        return read_report(path)
-
-    def frontier(self) -> list[VariantResult]:
-        """The variants on the perplexity / decode-speed Pareto frontier (the report's stars), in report order."""
-        from optkit.report.analysis import frontier, rows
-
-        names = set(frontier(rows(self)))
-        return [v for v in self.variants if v.name in names]
-
-    @property
-    def recommendation(self) -> Recommendation:
-        """The variant to ship (.variant), the sentence saying why (.text, also str()), why not the others."""
-        from optkit.report.wording import recommendation
-
-        return recommendation(self)
 
 
 def atomic_write(path: Path, text: str) -> None:
