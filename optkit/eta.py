@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 STARTUP_S = 8.0  # a worker's start before its first step: Python, torch and transformers imported, the model loaded
+# (half of it again where the baseline is rebuilt in the variant's process for the paired rounds)
 EFFICIENCY = 0.5  # the share of the roofline bound (decode) and of peak matmul FLOP/s (prefill) real kernels reach
 
 
@@ -81,12 +82,13 @@ def clock_text(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def variant_seconds(tokens_per_s: float, params: int, gflops: float, recipe, paired: bool) -> float:
+def variant_seconds(tokens_per_s: float, params: int, gflops: float, bandwidth_gb_s: float, recipe,
+                    paired: bool) -> float:
     """A variant's time from its forecast batch-1 decode bound and the model's weight count: start-up, perplexity
-    (its sliding windows' forward passes), fidelity, and the benchmark (warm-up and repeats of prefill + decode
-    at each batch size, at least min_seconds of decode each; a decode step at batch b taken as long as at batch 1,
-    memory-bound), then the paired rounds against the baseline. lm-eval tasks are not counted: their cost depends
-    on the task."""
+    (its sliding windows' forward passes), fidelity, and the benchmark (the roofline's own measurement of the
+    device, then warm-up and repeats of prefill + decode at each batch size, at least min_seconds of decode each; a
+    decode step at batch b taken as long as at batch 1, memory-bound), then the paired rounds against the baseline,
+    rebuilt first. lm-eval tasks are not counted: their cost depends on the task."""
     flops = gflops * 1e9 * EFFICIENCY
 
     def prefill(tokens: int) -> float:
@@ -100,13 +102,16 @@ def variant_seconds(tokens_per_s: float, params: int, gflops: float, recipe, pai
         seconds += prefill(ev.fidelity.samples * ev.fidelity.seq_len)
     bench = recipe.bench
     if bench:
+        if bench.roofline:  # meters/roofline.device_peaks: 6 timed copies of 2 x 512 MiB and 6 1024^3 matmuls
+            seconds += 6 * 2 * 2**29 / (bandwidth_gb_s * 1e9) + 6 * 2 * 1024**3 / (gflops * 1e9)
         decode = tokens_per_s * EFFICIENCY
         for b in bench.batch_sizes:
             one = prefill(b * bench.prompt_len) + bench.gen_len / decode  # b sequences, one step at a time
             seconds += bench.warmup * one + max(bench.repeats * one, bench.min_seconds)
         seconds += sum(bench.repeats * prefill(n) for n in (bench.prompt_lens or []))
-        if paired and bench.paired_rounds:  # both models, each round, plus a warm-up round
-            seconds += 2 * (bench.paired_rounds + 1) * (prefill(bench.prompt_len) + bench.gen_len / decode)
+        if paired and bench.paired_rounds:  # the baseline rebuilt, then both models each round, and a warm-up
+            seconds += STARTUP_S / 2 + 2 * (bench.paired_rounds + 1) * (prefill(bench.prompt_len)
+                                                                         + bench.gen_len / decode)
     return seconds
 
 
@@ -123,5 +128,5 @@ def guesses(plan) -> dict[str, float]:
         return {}
     if not f.variants or not f.params:
         return {}
-    return {e.name: variant_seconds(e.bound_tokens_per_s, f.params, f.matmul_gflop_s, plan.recipe,
+    return {e.name: variant_seconds(e.bound_tokens_per_s, f.params, f.matmul_gflop_s, f.bandwidth_gb_s, plan.recipe,
                                     paired=e.name != plan.recipe.baseline) for e in f.variants}

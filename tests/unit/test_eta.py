@@ -84,20 +84,21 @@ def test_variant_seconds_is_the_sum_of_its_parts():
                                     "fidelity": {"samples": 8, "seq_len": 128}},
                            "bench": {"prompt_len": 16, "gen_len": 4, "warmup": 1, "repeats": 2, "min_seconds": 0,
                                      "paired_rounds": 4, "batch_sizes": [1, 4]}})
-    params, gflops, bound = 1e6, 10.0, 100.0
+    params, gflops, bandwidth, bound = 1e6, 10.0, 5.0, 100.0
     flops = gflops * 1e9 * 0.5  # half the peak
+    roofline = 6 * 2**30 / 5e9 + 6 * 2 * 1024**3 / 10e9  # the worker measures the device: 6 copies, 6 matmuls
     decode = bound * 0.5  # half the roofline bound, tokens/s at batch 1
     ppl = 2 * params * 1000 * (100 / 50) / flops  # every token in two overlapping windows
     fid = 2 * params * 8 * 128 / flops
     per_rep = {b: 2 * params * 16 * b / flops + 4 / decode for b in (1, 4)}
-    benchmark = sum(1 * per_rep[b] + 2 * per_rep[b] for b in (1, 4))  # a warm-up and two repeats per batch size
-    pairs = 2 * (4 + 1) * (2 * params * 16 / flops + 4 / decode)
-    alone = variant_seconds(bound, int(params), gflops, recipe, paired=False)
+    benchmark = roofline + sum(1 * per_rep[b] + 2 * per_rep[b] for b in (1, 4))  # a warm-up and two repeats each
+    pairs = STARTUP_S / 2 + 2 * (4 + 1) * (2 * params * 16 / flops + 4 / decode)  # the baseline rebuilt, 5 rounds
+    alone = variant_seconds(bound, int(params), gflops, bandwidth, recipe, paired=False)
     assert alone == pytest.approx(STARTUP_S + ppl + fid + benchmark)
-    assert variant_seconds(bound, int(params), gflops, recipe, paired=True) == pytest.approx(alone + pairs)
+    assert variant_seconds(bound, int(params), gflops, bandwidth, recipe, paired=True) == pytest.approx(alone + pairs)
     slow = recipe.model_copy(update={"bench": recipe.bench.model_copy(update={"min_seconds": 5.0})})
-    assert variant_seconds(bound, int(params), gflops, slow, paired=False) == pytest.approx(
-        STARTUP_S + ppl + fid + 2 * 5.0 + per_rep[1] + per_rep[4])  # at least min_seconds of decode per batch
+    assert variant_seconds(bound, int(params), gflops, bandwidth, slow, paired=False) == pytest.approx(
+        STARTUP_S + ppl + fid + roofline + 2 * 5.0 + per_rep[1] + per_rep[4])  # at least min_seconds of decode
 
 
 def test_guesses_from_the_forecast_of_a_plan(tiny_model, tmp_path, monkeypatch):
