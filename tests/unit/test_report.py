@@ -293,3 +293,20 @@ def test_search_block_renders_report_search_when_a_template_for_it_exists(monkey
     assert '<section id="search"><i>q4_1</i><i>&lt;q8_0&gt;</i></section>' in page
     assert 'id="search"' not in render_html(base)
     env.cache.clear()  # the test's search template must not outlive it
+
+
+def test_served_model_checks_render_through_the_template():
+    from optkit.results import LogitAgreement, TokenizerCheck
+
+    report = make_report(cand("q4", 20.5, 40.0))
+    check = TokenizerCheck(model="<m>.gguf", scored_with="built from the GGUF", reference="llama.cpp", samples=12,
+                           mismatches=1, round_trip_failures=0, result="disagrees", detail="id 5 vs <6>")
+    for c in report.variants:
+        c.tokenizer_checks = [check]
+    report.variants[1].logit_agreement = LogitAgreement(model="<m>.gguf", engines=["llamacpp", "torch"], tokens=64,
+                                                        kl_mean=0.0123, top1_agreement=0.984, result="agrees")
+    page = render_html(report)
+    assert '<tr class="disagrees"><td>&lt;m&gt;.gguf</td><td>built from the GGUF</td><td>llama.cpp</td><td>12</td>' \
+           "<td>disagrees</td><td>id 5 vs &lt;6&gt;</td><td>base, q4</td></tr>" in page  # one row for both variants
+    assert "<td>llamacpp vs torch</td><td>0.0123</td><td>98.4%</td><td>64</td><td>agrees</td>" in page
+    assert 'id="served"' not in render_html(make_report(cand("q4", 20.5, 40.0)))
