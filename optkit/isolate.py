@@ -36,13 +36,15 @@ def _die_with_parent() -> None:
 
 
 def run_module(module: str, args: list[str], log: Path, timeout: float | None = None,
-               env: dict | None = None) -> Outcome:
-    """`python -m module args...` with stdout and stderr into log; killed after timeout seconds."""
+               env: dict | None = None, python: str | None = None, append: bool = False) -> Outcome:
+    """`python -m module args...` with stdout and stderr into log (added to it with append); killed after timeout
+    seconds. python: another interpreter than this one (an engine's own environment, envs.py)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(log, "w") as log_fh:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log_fh, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    with open(log, "a" if append else "w") as log_fh:
+        proc = subprocess.Popen([python or sys.executable, "-m", module, *args], stdout=log_fh,
+                                stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         try:
             code, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:

@@ -66,15 +66,20 @@ class VariantJob(BaseModel):
 
 
 def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
-            shown_log: Path | None = None) -> VariantResult:
+            shown_log: Path | None = None, python: str | None = None, append: bool = False) -> VariantResult:
     """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
-    and where the log is (shown_log: where the caller will keep it, if not at `log`)."""
+    and where the log is (shown_log: where the caller will keep it, if not at `log`). A variant whose engine has
+    an environment of its own runs there (handoff.py: python is then that interpreter, append adds to the log)."""
+    from optkit import handoff
     from optkit.isolate import last_line, run_module
 
+    if python is None and handoff.engine_of(job):
+        return handoff.run(job, out, log, env, shown_log)
     out.unlink(missing_ok=True)
     job_file = out.with_suffix(".job.json")
     write_model(job_file, job)
-    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env)
+    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env,
+                         python=python, append=append)
     job_file.unlink(missing_ok=True)
     if not outcome.timed_out and out.is_file():
         return VariantResult.model_validate_json(out.read_text())

@@ -75,6 +75,7 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
     variant = recipe.variants[index]
     info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, format=info.format)
     made_by = None  # the step that gave the model its current format
+    chain = []  # (method, params) of every step, for the engine's own check of what they make
     for n, step in enumerate(variant.steps, 1):
         where = f"{source}: variants[{index}] ({variant.name}) step {n} ({step.method})"
         try:
@@ -82,6 +83,7 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
         except BadInput as exc:
             raise BadInput(f"{where}: {exc}") from None
         params = _params(method, step, where)
+        chain.append((method, params))
         if step.auto_exclude is not None and not method.supports_auto_exclude:
             raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
                            "remove auto_exclude from this step")
@@ -113,6 +115,10 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
                 raise BadInput(f"{where}: produces {formats.get(fmt).label}, which the {engine} engine runs: {exc}") \
                     from None
             info.format, made_by = fmt, f"after step {n}, {step.method}"
+    engine = variant.engine or formats.get(info.format).engine
+    problems = registry.engines.cls(engine)().check_served(info, chain) if engine in registry.engines.table() else []
+    if problems:
+        raise BadInput(f"{source}: variants[{index}] ({variant.name}) engine {engine}: {problems[0]}")
 
 
 def check_eval(recipe: Recipe, source: str) -> None:

@@ -165,6 +165,16 @@ class LogitAgreement(BaseModel):
     seconds: float = 0.0
 
 
+class EngineRun(BaseModel):
+    """Facts of the engine run apart from its steady-state speed (vLLM: start-up and compilation take minutes)."""
+
+    environment: str | None = Field(default=None, description="the engine's own virtual environment (envs.py)")
+    versions: dict[str, str] = Field(default_factory=dict, description="key package versions in that environment")
+    startup_seconds: dict[str, float] = Field(default_factory=dict, description="starting the engine: total, and "
+                                              "the parts the engine reports (compile, engine_init); eager=1: "
+                                              "no compilation")
+
+
 class VariantResult(BaseModel):
     name: str
     status: Literal["ok", "failed", "skipped"]
@@ -188,6 +198,8 @@ class VariantResult(BaseModel):
         "engine's on a fixed sample, at load and after each conversion")
     logit_agreement: LogitAgreement | None = Field(
         default=None, description="for a GGUF source: the file in llama.cpp vs its dequantized copy in PyTorch")
+    engine_run: EngineRun | None = Field(default=None, description="an engine with a costly start or an "
+                                         "environment of its own: what starting it cost and what it ran in")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)

@@ -158,6 +158,10 @@ def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
     skip = _room_for(lm.params, job.device)
     if any(s.auto_exclude is not None for s in job.pair_with.steps):
         skip = "the baseline's own steps search (auto_exclude) and are not rebuilt here"
+    from optkit import handoff
+
+    if handoff.engine_of(job.model_copy(update={"variant": job.pair_with})):
+        skip = f"the baseline runs in {job.pair_with.engine}, in an environment of its own, not rebuilt here"
     if skip:
         cand.bench.paired = PairedSpeed(baseline=name, skipped=skip)
         say(f"paired speed-up: skipped ({skip})")
@@ -176,6 +180,10 @@ def _deployable(lm, job: VariantJob, cand: VariantResult) -> None:
     """What the variant runs in, and the file to deploy where the model is one file (kept out of a step's
     temporary folder, so the report can name it)."""
     cand.engine, cand.format = lm.engine, lm.format
+    if lm.startup_seconds:  # an engine with a costly start (vLLM): reported apart from its speed
+        from optkit.results import EngineRun
+
+        cand.engine_run = EngineRun(startup_seconds=dict(lm.startup_seconds))
     if job.keep_in and not job.save_to:
         path = lm.keep(Path(job.keep_in), job.variant.name)
         cand.file = str(path) if path else None

@@ -67,17 +67,20 @@ def row(c: VariantResult) -> Row:
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
         paired=b.paired.decode_speedup if b and b.paired else None, engine=c.engine, file=c.file,
-        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format),
+        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format, c.engine),
     )
 
 
-def speed_caveat(fmt: str | None) -> str | None:
-    """Why a variant's timing is not its format's serving speed, or None when it is."""
+def speed_caveat(fmt: str | None, engine: str | None = None) -> str | None:
+    """Why a variant's timing is not its format's serving speed, or None when it is. The note speaks of the
+    engine the format names (compressed-tensors: PyTorch dequantizing): measured in another engine (vLLM,
+    which serves it), it does not apply."""
     if not fmt:
         return None
     from optkit import formats
 
-    return formats.get(fmt).speed_note or None
+    f = formats.get(fmt)
+    return f.speed_note or None if engine in (None, f.engine) else None
 
 
 def compare(ref: Row, r: Row, paired: bool = False) -> Row:

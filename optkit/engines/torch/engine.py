@@ -205,6 +205,15 @@ class TorchEngine(Engine):
         fmt = "hf" if ckpt.format == "gguf" else ckpt.format
         return ModelInfo(linears=linears, dtype=dtype, device=device, format=fmt)
 
+    def check_served(self, info: ModelInfo, steps: list) -> list[str]:
+        # FP8 here: transformers only dequantizes it on a CPU, so neither its speed nor its numerics are FP8's
+        if info.format == "compressed-tensors" and not info.device.startswith("cuda") and any(
+                getattr(params, "scheme", None) == "FP8_DYNAMIC" for _, params in steps):
+            return ["FP8 (FP8_DYNAMIC) cannot be evaluated as it ships on a CPU-only run in PyTorch (no fp8 kernels; "
+                    "transformers would only dequantize it); run with device: cuda on an sm_89+ GPU, serve it with "
+                    "engine: vllm on a CPU with AMX, or use scheme W8A8 (int8) or W4A16 on CPU"]
+        return []
+
     def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
              trust_remote_code: bool = False) -> TorchLM:
         import torch
