@@ -113,7 +113,8 @@ $(VOCABS)/.extracted: $(LLAMA_SDIST) | $(PY)
 	  'llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/models/ggml-vocab-*'
 	touch $@
 
-demo: setup
+demo: check-tools
+	@$(MAKE) --no-print-directory -j3 $(STAMP)
 	$(VENV)/bin/optkit run recipes/demo.yaml --out reports/demo
 
 # The report test renders report.html in headless Chromium (Debian's package); install it where missing.
