@@ -60,7 +60,8 @@ def _comparable(report: dict) -> dict:
             return {k: shape(v) for k, v in value.items()}
         if isinstance(value, list):
             return [shape(v) for v in value[:1]]
-        return type(value).__name__
+        # a reason that is there only when the machine was busy: optional either way
+        return "str|None" if value is None or isinstance(value, str) else type(value).__name__
 
     out = {k: v for k, v in report.items() if k not in ("created", "run")}
     for v in out["variants"]:
@@ -73,6 +74,16 @@ def _comparable(report: dict) -> dict:
     return out
 
 
+def _differences(a, b, path="") -> list[str]:
+    """The paths at which two JSON values differ, with both sides: a readable failure, not pytest's truncated dict."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k, "<missing>"), b.get(k, "<missing>"),
+                                                                         f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
 def test_api_and_cli_write_the_same_report(api_run, tmp_path):
     folder, _ = api_run
     api = json.loads((folder / "reports" / "api-demo" / "report.json").read_text())
@@ -82,7 +93,8 @@ def test_api_and_cli_write_the_same_report(api_run, tmp_path):
     result = optkit_cli("run", str(recipe), "--out", "reports/api-demo", cwd=tmp_path, env={"OPTKIT_NO_CACHE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     cli = json.loads((tmp_path / "reports" / "api-demo" / "report.json").read_text())
-    assert _comparable(cli) == _comparable(api)
+    differences = _differences(_comparable(cli), _comparable(api))
+    assert differences == [], "\n".join(differences)
     assert cli["variants"][1]["accuracy"][0]["value"] == api["variants"][1]["accuracy"][0]["value"]  # bit for bit
 
 
