@@ -8,6 +8,7 @@ from optkit.errors import BadInput
 from optkit.recipe import GateSpec
 from optkit.report.analysis import Row, compare, row, rows, task_delta
 from optkit.results import Report, VariantResult
+from optkit.stats import t95
 
 
 @dataclass
@@ -94,7 +95,8 @@ def _fidelity(cand: VariantResult, spec: GateSpec, strict: bool) -> list[tuple[b
         if res is None:
             out.append((False, f"no fidelity {metric} measured (eval.fidelity runs when a baseline is compared)"))
             continue
-        half = 0.0 if strict or res.stderr is None else 1.96 * res.stderr
+        df = (res.details.get("prompts") or res.n) - 1  # the stderr is over prompts: t with prompts - 1 df
+        half = 0.0 if strict or res.stderr is None else t95(df) * res.stderr
         best = res.value - worse * half  # the most favourable end of the interval
         good = best <= limit if worse > 0 else best >= limit
         ci = f" (95% CI {res.value - half:.4g} to {res.value + half:.4g})" if half else ""
