@@ -33,15 +33,42 @@ def _params(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def _trust(allow_pickle: bool, trust_remote_code: bool):
+    from optkit.trust import Trust
+
+    return Trust(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+
+
+def trust_options(command):
+    """--allow-pickle, --trust-remote-code and --revision: on every command that loads a model. Trust is granted
+    here, per invocation, and nowhere else (a recipe or an artifact cannot grant it)."""
+    command = click.option("--revision", help="a hub id's branch, tag or commit (default: main); the commit it "
+                           "resolves to is recorded in the report and in every cache key")(command)
+    command = click.option("--trust-remote-code", is_flag=True, help="run the model's own Python code (config "
+                           "auto_map) from its folder or the hub: only for a source you trust")(command)
+    command = click.option("--trust-pickle", "allow_pickle", is_flag=True, hidden=True)(command)  # the old name
+    return click.option("--allow-pickle", "allow_pickle", is_flag=True, help="load pickle weights (.bin/.pt), "
+                        "which can run code when loaded: only for a source you trust")(command)
+
+
+def _sigterm_exits() -> None:
+    """SIGTERM (a CI cancel, `timeout`) unwinds like Ctrl-C: the worker's process group is killed, the run folder's
+    lock released, instead of the orchestrator vanishing mid-write."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None, show=None,
-             save_to: Path | None = None):
+             save_to: Path | None = None, trust=None):
     from optkit import executors, pipeline
     from optkit.recipe import ExecutorSpec
     from optkit.report.summary import text_table
 
+    _sigterm_exits()
     executor = executors.create(recipe.executor or ExecutorSpec())  # a missing library, a dead address: here
     try:
-        plan = pipeline.plan(recipe, source, base_dir, save_to, device=executor.device(recipe.device))
+        plan = pipeline.plan(recipe, source, base_dir, save_to, device=executor.device(recipe.device), trust=trust)
         run_dir = out or Path("reports") / recipe.name
         report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True),
                               executor=executor, live=sys.stderr.isatty())
@@ -59,14 +86,15 @@ def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path 
 
 def _single(name: str, checkpoint: str, dtype: str, device: str, steps: list, out: Path | None,
             evaluate: dict | None, bench: dict | None, show=None, save_to: Path | None = None,
-            engine: str | None = None):
+            engine: str | None = None, trust=None, revision: str | None = None):
     from optkit.recipe import parse_recipe
 
-    data = {"name": name, "model": {"checkpoint": checkpoint, "dtype": dtype}, "device": device,
+    model = {"checkpoint": checkpoint, "dtype": dtype} | ({"revision": revision} if revision else {})
+    data = {"name": name, "model": model, "device": device,
             "variants": [{"name": name, "steps": steps, "engine": engine}], "eval": evaluate or {"perplexity": None},
             "bench": bench}
     return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, show=show,
-                    save_to=save_to)
+                    save_to=save_to, trust=trust)
 
 
 @contextmanager
@@ -94,6 +122,14 @@ class Group(click.Group):
             return super().invoke(ctx)
         except OptkitError as exc:
             _fail(exc)
+        except OSError as exc:  # a path the file system refuses (too long, a file where a folder goes, no room)
+            import errno
+
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+                                 errno.ENOSPC, errno.EROFS):
+                raise
+            where = exc.filename or "a file"
+            _fail(BadInput(f"cannot write {where}: {exc.strerror}; pass another path (or free the space)"))
 
 
 @click.group(cls=Group)
@@ -112,14 +148,17 @@ def main() -> None:
               help="where variants run: one after another here (local), or spread over a Ray cluster (ray)")
 @click.option("--address", help="ray: the cluster to use (host:6379, or auto); default: start Ray on this machine")
 @click.option("--retries", type=click.IntRange(0, 5), help="run a variant again when its worker or node died")
+@trust_options
 def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: str | None, address: str | None,
-        retries: int | None) -> None:
+        retries: int | None, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Build, evaluate and benchmark every variant of RECIPE; write report.json and report.html."""
     from optkit.recipe import ExecutorSpec, load_recipe
 
     r = load_recipe(recipe)
     if device:
         r.device = device
+    if revision:
+        r.model.revision = revision
     given = {k: v for k, v in (("kind", kind), ("address", address), ("retries", retries)) if v is not None}
     if given:
         spec = (r.executor or ExecutorSpec()).model_dump() | given
@@ -128,14 +167,16 @@ def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: s
         if spec["address"] and spec["kind"] != "ray":
             raise BadInput("--address is for the ray executor; add --executor ray")
         r.executor = ExecutorSpec(**spec)
-    _execute(r, str(recipe), out, fresh, base_dir=recipe.parent)
+    _execute(r, str(recipe), out, fresh, base_dir=recipe.parent, trust=_trust(allow_pickle, trust_remote_code))
 
 
 @main.command("plan")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="override the recipe's device")
 @click.option("--remeasure", is_flag=True, help="measure memory bandwidth again instead of reusing the cached value")
-def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
+@trust_options
+def plan_(recipe: Path, device: str | None, remeasure: bool, allow_pickle: bool, trust_remote_code: bool,
+          revision: str | None) -> None:
     """Check RECIPE and forecast each variant's batch-1 decode speed-up from the roofline; builds nothing."""
     from optkit import pipeline
     from optkit.forecast import forecast, render
@@ -144,7 +185,10 @@ def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
     r = load_recipe(recipe)
     if device:
         r.device = device
-    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent)  # the preflight: a bad recipe fails here
+    if revision:
+        r.model.revision = revision
+    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent,  # the preflight: a bad recipe fails here
+                      trust=_trust(allow_pickle, trust_remote_code))
     click.echo(f"{recipe}: {len(p.jobs)} variant(s) pass preflight on {p.device}")
     click.echo(render(forecast(p, remeasure)))
 
@@ -168,8 +212,9 @@ def _transform_command(name: str, doc: str):
     @dtype_opt
     @device_opt
     @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
+    @trust_options
     def command(checkpoint: str, method: str, params: tuple[str, ...], auto_exclude: str | None, dtype: str,
-                device: str, out: Path) -> None:
+                device: str, out: Path, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
         from pydantic import ValidationError
 
         from optkit.recipe import Step
@@ -185,7 +230,7 @@ def _transform_command(name: str, doc: str):
             raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
         with _new_folder(out) as work:
             _single(name, checkpoint, dtype, device, [step.model_dump()], work / "run", None, None, show=False,
-                    save_to=work)
+                    save_to=work, trust=_trust(allow_pickle, trust_remote_code), revision=revision)
             fmt = json.loads((work / "optkit.json").read_text())["format"]
         how = "replays its steps on the source checkpoint" if fmt == "replay" else f"format {fmt}"
         click.echo(f"wrote {out} ({how}); use it as a checkpoint for optkit eval / bench / run")
@@ -209,8 +254,9 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="folder to write (new or empty)")
+@trust_options
 def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...], dtype: str, device: str,
-           out: Path) -> None:
+           out: Path, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Export CHECKPOINT (to ONNX or GGUF, checked against PyTorch logits); the result is a checkpoint for eval /
     bench / run, and loads in its engine without optkit."""
     from optkit import registry
@@ -225,7 +271,8 @@ def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...]
     step = {k: v for k, v in given.items() if k in fields and v is not None} | _params(params)
     with _new_folder(out) as work:
         report = _single("export", checkpoint, dtype, device, [{"method": f"{fmt}.export", "params": step}],
-                         work / "run", None, None, show=False, save_to=work)
+                         work / "run", None, None, show=False, save_to=work,
+                         trust=_trust(allow_pickle, trust_remote_code), revision=revision)
     record = report.variants[0].steps[0]
     v, size = record.details["validation"], record.details["size_bytes"] / 2**20
     written = next((p for p in sorted(out.iterdir()) if p.suffix in (".onnx", ".gguf")), out)
@@ -246,8 +293,10 @@ def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...]
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
+@trust_options
 def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None, limit: int | None,
-          engine: str | None, dtype: str, device: str, out: Path | None) -> None:
+          engine: str | None, dtype: str, device: str, out: Path | None, allow_pickle: bool, trust_remote_code: bool,
+          revision: str | None) -> None:
     """Measure token perplexity of CHECKPOINT, and lm-eval task accuracy with --tasks."""
     ppl = {"max_tokens": max_tokens, "path": text}
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
@@ -257,7 +306,8 @@ def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None,
         for name in names:  # missing offline data is bad input: say so before loading any model
             resolve(name)
     specs = [{"name": n, "limit": limit} for n in names] or None
-    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None, engine=engine)
+    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None, engine=engine,
+            trust=_trust(allow_pickle, trust_remote_code), revision=revision)
 
 
 def _ints(option: str, text: str | None) -> list[int] | None:
@@ -282,9 +332,10 @@ def _ints(option: str, text: str | None) -> list[int] | None:
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
+@trust_options
 def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: int, batch_sizes: str, repeats: int,
           min_seconds: float, threads: int | None, engine: str | None, dtype: str, device: str,
-          out: Path | None) -> None:
+          out: Path | None, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Benchmark CHECKPOINT: decode tokens/s per batch size, prefill latency, end-to-end latency, peak memory,
     size, energy."""
     from optkit.report.speed import bench_table
@@ -293,7 +344,8 @@ def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: in
             "batch_sizes": _ints("--batch-sizes", batch_sizes), "prompt_lens": _ints("--prompt-lens", prompt_lens),
             "threads": threads}
     spec["max_repeats"] = max(repeats, 15)
-    _single("bench", checkpoint, dtype, device, [], out, None, spec, show=bench_table, engine=engine)
+    _single("bench", checkpoint, dtype, device, [], out, None, spec, show=bench_table, engine=engine,
+            trust=_trust(allow_pickle, trust_remote_code), revision=revision)
 
 
 @main.command()

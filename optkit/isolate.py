@@ -1,9 +1,10 @@
-"""Process isolation and nothing else: run a Python module in a fresh process with its output in a log,
-a timeout, and death with the parent (so no orphan keeps the CPU busy). What the process computes is the
-caller's business (worker.py for variants)."""
+"""Process isolation and nothing else: run a Python module in a fresh process (and process group) with its
+output in a log, a timeout that kills the whole group, and death with the parent (so no orphan keeps the CPU
+busy). What the process computes is the caller's business (worker.py for variants)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,8 +26,9 @@ class Outcome:
             else f"exited with code {self.code}"
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL when its parent dies."""
+def die_with_parent() -> None:
+    """Linux: the calling process (a preexec_fn: the child) gets SIGKILL when its parent dies, so a worker and
+    the converters it starts never outlive an orchestrator killed with kill -9."""
     try:
         import ctypes
 
@@ -35,19 +37,35 @@ def _die_with_parent() -> None:
         pass
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the child's whole process group (the worker and whatever it started: a converter, a quantizer,
+    a probe), also after a normal exit, for anything it left running."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is empty already
+
+
 def run_module(module: str, args: list[str], log: Path, timeout: float | None = None,
                env: dict | None = None) -> Outcome:
-    """`python -m module args...` with stdout and stderr into log; killed after timeout seconds."""
+    """`python -m module args...` with stdout and stderr into log, in a process group of its own; the group is
+    killed after timeout seconds, on Ctrl-C or any other exception here, and when the child exits."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log, "w") as log_fh:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log_fh, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                env=env, start_new_session=True,  # its own group: Ctrl-C reaches us, not it
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
         try:
             code, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc)
             code, timed_out = proc.wait(), True
+        except BaseException:  # Ctrl-C, SystemExit (SIGTERM): nothing of the variant lives on
+            _kill_group(proc)
+            proc.wait()
+            raise
+        _kill_group(proc)
     return Outcome(code, time.perf_counter() - started, timed_out)
 
 

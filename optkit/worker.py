@@ -14,13 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from optkit import node
+from optkit import faults, node
 from optkit.checkpoints import Checkpoint
 from optkit.evaluators.fidelity import Reference
 from optkit.executors import nodelock
 from optkit.progress import phase
-from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
+from optkit.recipe import DEFAULT_TIMEOUT_S, BenchSpec, EvalSpec, ModelSpec, Variant
 from optkit.results import PhaseTime, VariantResult, write_model
+from optkit.trust import Trust
 
 
 class VariantJob(BaseModel):
@@ -34,6 +35,14 @@ class VariantJob(BaseModel):
     pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
     save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
     keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
+    trust: Trust = Trust()  # from the command line only (trust.py)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # the recipe's; the variant's own timeout_s wins
+    key: str | None = None  # reuse.py: what the result depends on, stamped into it
+    key_parts: dict[str, str | None] = {}
+
+    @property
+    def timeout(self) -> float:
+        return self.variant.timeout_s or self.timeout_s
 
     @property
     def engine(self) -> str:
@@ -58,18 +67,27 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
     from optkit.isolate import last_line, run_module
 
     out.unlink(missing_ok=True)
-    job_file = out.with_suffix(".job.json")
+    job_file = out.with_name(f".{out.stem}.job.json")
     write_model(job_file, job)
-    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env)
-    job_file.unlink(missing_ok=True)
-    if not outcome.timed_out and out.is_file():
-        return VariantResult.model_validate_json(out.read_text())
-    error = outcome.describe(job.variant.timeout_s)
-    if not outcome.timed_out:
-        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
+    try:
+        outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.timeout, env=env)
+    finally:
+        job_file.unlink(missing_ok=True)
     killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
-    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
-                     node=node.facts(job.device))
+    unreadable = None
+    if not outcome.timed_out and out.is_file():
+        try:
+            return VariantResult.model_validate_json(out.read_text())
+        except (OSError, ValueError) as exc:  # cut short or damaged: the worker died writing it, or disk trouble
+            unreadable = " ".join(str(exc).split())[:200]
+    error = outcome.describe(job.timeout)
+    if unreadable is not None:
+        error = f"worker {error} and left an unreadable result ({unreadable}); see {shown_log or log}"
+    elif not outcome.timed_out:
+        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
+    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds,
+                         crashed=killed or (unreadable is not None and outcome.code != 0), node=node.facts(job.device),
+                         key=job.key, key_parts=job.key_parts)
     write_model(out, cand)
     return cand
 
@@ -195,9 +213,9 @@ def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
         cand.bench.paired = PairedSpeed(baseline=name, skipped=skip)
         say(f"paired speed-up: skipped ({skip})")
         return
-    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                        job.model.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
-                                                                          job.pair_with.steps))
+    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                        job.trust.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
+                                                                         job.pair_with.steps))
     base, _ = apply_steps(base, job.pair_with.steps)
     cand.bench.paired = paired_speedup(lm, base, name, job.bench)
     st = cand.bench.paired.decode_speedup
@@ -244,18 +262,18 @@ def build_and_measure(job: VariantJob) -> VariantResult:
     from optkit.errors import OptkitError
 
     started = time.perf_counter()
-    cand = VariantResult(name=job.variant.name, status="ok")
+    cand = VariantResult(name=job.variant.name, status="ok", key=job.key, key_parts=job.key_parts)
     try:
         with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
             with _span(cand, "building"):
-                lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                                  job.model.trust_remote_code, job.engine)
+                lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                                  job.trust.trust_remote_code, job.engine)
                 lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
                 _deployable(lm, job, cand)
                 cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
                 if job.save_to:
                     path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
-                                           cand.steps)
+                                           cand.steps, job.trust)
                     say(f"artifact: wrote {path}")
             if job.eval:
                 with _span(cand, "evaluating"):
@@ -284,7 +302,9 @@ def main(argv: list[str]) -> int:
     quiet_libraries()
     job = VariantJob.model_validate_json(Path(argv[0]).read_text())
     _environment(job)
-    write_model(Path(argv[1]), build_and_measure(job))
+    cand = build_and_measure(job)
+    faults.inject(cand, Path(argv[1]))
+    write_model(Path(argv[1]), cand)
     return 0
 
 
