@@ -21,6 +21,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_MAX = 100  # a variant's files are <name>.json, .<name>.job.json.XXXXXXXX, <name>@<class>.log: under 255 bytes
 DEFAULT_TIMEOUT_S = 3 * 3600.0  # a variant still running after 3 hours is stuck, not slow (recipe: timeout_s)
 MAX_VALUES = 20_000  # YAML values a recipe may expand to through aliases (a hand-written one has a few hundred)
+TRUST_REFUSED = "cannot be set in a recipe"
 TRUST_FLAGS = {"trust_pickle": "--allow-pickle", "allow_pickle": "--allow-pickle",
                "trust_remote_code": "--trust-remote-code"}
 
@@ -61,8 +62,8 @@ class ModelSpec(Strict):
         if isinstance(data, dict):
             for key, flag in TRUST_FLAGS.items():
                 if key in data:
-                    raise ValueError(f"model.{key} cannot be set in a recipe (a file must not grant itself trust); "
-                                     f"remove it and pass {flag} on the command line if you trust the checkpoint")
+                    raise ValueError(f"{TRUST_REFUSED} (a file must not grant itself trust); remove it and pass "
+                                     f"{flag} on the command line if you trust the checkpoint")
         return data
 
 
@@ -303,6 +304,8 @@ def parse_recipe(data: Any, source: str = "<recipe>", root: yaml.Node | None = N
         # a misspelt key also shows up as a missing one: name the misspelling, it carries the fix
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
+        if loc == ("model",) and TRUST_REFUSED in err["msg"]:  # point at the key itself, not its section
+            loc += (next(k for k in TRUST_FLAGS if k in data["model"]),)
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(root, loc)
         where = f"{source}:{line}" if line else source

@@ -97,11 +97,12 @@ def build_family_model(family: str, folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def private_caches(tmp_path_factory):
     """No test writes into the user's caches: optkit's (hash memo, converted GGUF folders, eval results, device
-    speeds), Hugging Face's (lm-eval's dataset builds) and XDG's go to a temporary folder of this session. Worker
-    and CLI subprocesses inherit the variables."""
+    speeds), Hugging Face's (lm-eval's dataset builds) and XDG's go to a temporary folder of this session, and the
+    hub is offline. Worker and CLI subprocesses inherit the variables."""
     root = tmp_path_factory.mktemp("caches")
-    saved = {k: os.environ.get(k) for k in ("OPTKIT_CACHE", "HF_HOME", "XDG_CACHE_HOME")}
-    os.environ.update(OPTKIT_CACHE=str(root / "optkit"), HF_HOME=str(root / "hf"), XDG_CACHE_HOME=str(root / "xdg"))
+    saved = {k: os.environ.get(k) for k in ("OPTKIT_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")}
+    os.environ.update(OPTKIT_CACHE=str(root / "optkit"), HF_HOME=str(root / "hf"), XDG_CACHE_HOME=str(root / "xdg"),
+                      HF_HUB_OFFLINE="1")  # nothing from the hub (and no 20 s wait for it) in a test
     yield root
     for key, value in saved.items():
         if value is None:

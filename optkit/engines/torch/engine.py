@@ -151,8 +151,10 @@ def _config(ckpt, trust_remote_code: bool):
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
-        text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        if "trust_remote_code" in text:
+        full = " ".join(str(exc).split())
+        text = full[:300] or type(exc).__name__
+        if "trust_remote_code" in full:
+            text = "it names its own Python code (auto_map), which optkit runs only when asked"
             fix = "pass --trust-remote-code only if you trust the model's code"
         elif "model_type" in text or "model type" in text or isinstance(exc, (KeyError, ValueError)):
             fix = "check model_type and the fields there, or upgrade transformers if the architecture is new"
