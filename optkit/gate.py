@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from optkit.errors import BadInput
+from optkit.finite import nonfinite
 from optkit.recipe import GateSpec
 from optkit.report.analysis import Row, compare, row, rows, task_delta
 from optkit.results import Report, VariantResult
@@ -190,5 +191,8 @@ def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Repo
             ref_name = name if against is not None else report.baseline
             checks += _tasks(cands[name], ref_cands[ref_name], spec, strict)
         checks += _limits(r, spec) + _fidelity(cands[name], spec, strict)
+        bad = nonfinite(cands[name])
+        if bad:  # NaN compares false both ways: without this a NaN could slip through a rule
+            checks.append((False, f"non-finite result ({'; '.join(bad[:3])}): not a measurement"))
         verdicts.append(Verdict(name, all(ok for ok, _ in checks), [text for _, text in checks]))
     return verdicts

@@ -79,7 +79,8 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
         try:
             return VariantResult.model_validate_json(out.read_text())
         except (OSError, ValueError) as exc:  # cut short or damaged: the worker died writing it, or disk trouble
-            unreadable = " ".join(str(exc).split())[:200]
+            errors = getattr(exc, "errors", None)
+            unreadable = errors()[0]["msg"] if callable(errors) else " ".join(str(exc).split())[:200]
     error = outcome.describe(job.timeout)
     if unreadable is not None:
         error = f"worker {error} and left an unreadable result ({unreadable}); see {shown_log or log}"
