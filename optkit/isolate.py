@@ -26,15 +26,46 @@ class Outcome:
             else f"exited with code {self.code}"
 
 
-def die_with_parent() -> None:
-    """Linux: the calling process (a preexec_fn: the child) gets SIGKILL when its parent dies, so a worker and
-    the converters it starts never outlive an orchestrator killed with kill -9."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: the calling process (a preexec_fn: the child) gets `sig` when its parent dies, so nothing it runs
+    outlives an orchestrator killed with kill -9."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _orphan_signal() -> None:
+    """preexec_fn of run_module's child: SIGTERM when the parent dies, which guard_group turns into the end of the
+    child's whole process group (a plain SIGKILL would leave the child's own children running)."""
+    die_with_parent(signal.SIGTERM)
+
+
+def guard_group(poll: float = 0.5) -> None:
+    """Called first by a child run_module started (worker.py): when its parent dies (SIGTERM from the kernel, or
+    a parent pid that changed, noticed by a thread even while the main thread is busy in a library), SIGKILL its
+    whole process group, itself and whatever it started included."""
+    import threading
+
+    if os.getpgrp() != os.getpid():  # not the leader of a group of its own: killing "its group" would hit others
+        return
+    parent = os.getppid()
+
+    def end_group(*_) -> None:
+        os.killpg(0, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, end_group)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        end_group()
+
+    threading.Thread(target=watch, name="optkit guard", daemon=True).start()
+    if os.getppid() != parent or parent == 1:  # orphaned before the guard stood
+        end_group()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -55,7 +86,7 @@ def run_module(module: str, args: list[str], log: Path, timeout: float | None = 
     with open(log, "w") as log_fh:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log_fh, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True,  # its own group: Ctrl-C reaches us, not it
-                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
+                                preexec_fn=_orphan_signal if sys.platform == "linux" else None)
         try:
             code, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:

@@ -19,9 +19,9 @@ NAME = ".optkit.lock"
 
 def prepare(run_dir: Path) -> None:
     """The run folder, created; BadInput when the path is a file, too long or not writable."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInput(f"run folder {run_dir} is an existing file; pass a folder with --out (or remove the file)")
     try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise BadInput(f"run folder {run_dir} is an existing file; pass a folder with --out (or remove the file)")
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         why = {errno.ENAMETOOLONG: "its name is too long for the file system",

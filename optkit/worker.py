@@ -299,7 +299,9 @@ def build_and_measure(job: VariantJob) -> VariantResult:
 
 def main(argv: list[str]) -> int:
     from optkit.errors import quiet_libraries
+    from optkit.isolate import guard_group
 
+    guard_group()  # the orchestrator gone (kill -9): this worker and the converters it started go too
     quiet_libraries()
     job = VariantJob.model_validate_json(Path(argv[0]).read_text())
     _environment(job)
