@@ -133,7 +133,7 @@ def _folder_format(path: Path) -> str:
     packed, so float-only methods refuse it and the report flags its timing; anything else is taken as float."""
     try:
         quant = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return "hf"
     return "compressed-tensors" if isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors" \
         else "hf"
@@ -142,7 +142,7 @@ def _folder_format(path: Path) -> str:
 def _manifest_format(folder: Path) -> str:
     try:
         fmt = json.loads((folder / MANIFEST).read_text()).get("format", "replay")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         raise BadInput(f"{folder / MANIFEST} is not a valid optkit manifest; re-create the artifact") from None
     return fmt if isinstance(fmt, str) else "replay"
 

@@ -111,6 +111,12 @@ def _count(fh, start: int, length: int, kind: tuple[int, str, int]) -> int:
     return bad
 
 
+def _finding(hit) -> bool:
+    """A remembered finding: [tensor name, count of non-finite values]."""
+    return isinstance(hit, list) and len(hit) == 2 and isinstance(hit[0], str) and isinstance(hit[1], int) \
+        and not isinstance(hit[1], bool) and hit[1] > 0
+
+
 def check_weights(location: str) -> None:
     """BadInput naming the file and tensor when a local checkpoint's safetensors hold NaN or infinite weights.
     Each file is read once per (path, size, mtime): the answer is remembered in the cache (finite.json)."""
@@ -129,7 +135,7 @@ def check_weights(location: str) -> None:
             st = f.stat()
             key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
             hit = memo.get(key)
-            if not (hit is None and key in memo) and not (isinstance(hit, list) and len(hit) == 2):
+            if not (hit is None and key in memo) and not _finding(hit):  # not remembered, or not in our shape
                 found = nonfinite_weights(f)
                 memo[key], changed = (list(found) if found else None), True
                 hit = memo[key]

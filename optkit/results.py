@@ -234,8 +234,8 @@ def read_report(path: str | Path) -> Report:
         raise BadInput(f"report not found: {path}; pass a run directory or its report.json (optkit run writes them)")
     try:
         return Report.model_validate(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0]
+    except (ValueError, TypeError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"{path}: not an optkit report ({first}); regenerate it with optkit run") from None
 
 
