@@ -99,9 +99,11 @@ def check_paths(jobs, shared: list[str], nodes: list[dict], here: str) -> None:
 
 def _paths(job) -> list[tuple[str, str]]:
     """(what, path) of every local file or folder a job reads on its node."""
+    from optkit.checkpoints import ALIASES
     from optkit.reuse import data_files
 
-    out = [] if job.checkpoint.kind == "hub" else [("model.checkpoint", job.checkpoint.location)]
+    node_resolved = job.checkpoint.kind == "hub" or job.checkpoint.given in ALIASES  # ray_task resolves it there
+    out = [] if node_resolved else [("model.checkpoint", job.checkpoint.location)]
     out += [("data file", f) for f in data_files(job)]
     return out
 

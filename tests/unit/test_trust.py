@@ -249,7 +249,8 @@ ex._connect()
 import ray
 gcs = ray.get_runtime_context().gcs_address
 token = os.environ.get("RAY_AUTH_TOKEN", "")
-code = "import ray\\ntry:\\n ray.init(address=%r, logging_level='error')\\n print('CONNECTED')\\nexcept Exception as e:\\n print('REFUSED', type(e).__name__)\\n" % gcs
+code = ("import ray\\ntry:\\n ray.init(address=%r, logging_level='error')\\n print('CONNECTED')\\n"
+        "except Exception as e:\\n print('REFUSED', type(e).__name__)\\n") % gcs
 env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"RAY_AUTH_MODE": "disabled"}
 out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
 print("MODE", os.environ.get("RAY_AUTH_MODE"), "TOKEN", len(token), "STRANGER", out.stdout.strip().splitlines()[-1:])
