@@ -69,25 +69,32 @@ def remote_code_folder(root: Path, tiny_model: Path, marker: Path) -> Path:
     return folder
 
 
-def claiming_artifacts(root: Path, source: Path) -> list[Path]:
-    """Folders claiming trust in their optkit.json: a replay artifact of the pickle folder whose model section
-    grants trust_pickle / trust_remote_code and whose `needs` lies, and an 'hf' artifact holding the pickle."""
+def replay_of(root: Path, name: str, source: Path, grants: dict) -> Path:
+    """A replay artifact of `source` whose model section grants trust (as optkit.json could before) and whose
+    `needs` lies."""
     from optkit.checkpoints import content_hash
 
-    replay = root / "replay-art"
+    replay = root / name
     replay.mkdir()
     (replay / "optkit.json").write_text(json.dumps({
         "optkit": "0.1.0", "format": "replay", "model_format": "hf", "engine": "torch", "dtype": "float32",
         "needs": [], "source": {"given": str(source), "kind": "folder", "format": "hf",
                                 "sha256": content_hash(str(source)), "last_seen": str(source)},
-        "model": {"checkpoint": str(source), "trust_pickle": True, "trust_remote_code": True},
-        "steps": [], "records": []}))
+        "model": {"checkpoint": str(source), **grants}, "steps": [], "records": []}))
+    return replay
+
+
+def claiming_artifacts(root: Path, source: Path, remote: Path) -> list[Path]:
+    """Folders claiming trust in their optkit.json: replay artifacts of the pickle folder and of the remote-code
+    folder, and an 'hf' artifact holding the pickle."""
+    replay = replay_of(root, "replay-art", source, {"trust_pickle": True})
+    replay_remote = replay_of(root, "replay-remote", remote, {"trust_remote_code": True})
     hf = root / "hf-art"
     shutil.copytree(source, hf)
     (hf / "optkit.json").write_text(json.dumps({
         "optkit": "0.1.0", "format": "hf", "needs": [], "model": {"checkpoint": "x", "trust_pickle": True},
         "source": {"given": "x", "kind": "folder", "sha256": None}, "steps": [], "records": []}))
-    return [replay, hf]
+    return [replay, replay_remote, hf]
 
 
 def invoke(name: str, ckpt: Path, tmp: Path, *flags: str):
@@ -111,13 +118,14 @@ def invoke(name: str, ckpt: Path, tmp: Path, *flags: str):
 def test_a_malicious_folder_never_runs_its_payload_without_the_flag(tmp_path, tiny_model):
     marker = tmp_path / "marker"
     pickled = pickle_folder(tmp_path, tiny_model, marker)
-    folders = [pickled, remote_code_folder(tmp_path, tiny_model, marker), *claiming_artifacts(tmp_path, pickled)]
+    remote = remote_code_folder(tmp_path, tiny_model, marker)
+    folders = [pickled, remote, *claiming_artifacts(tmp_path, pickled, remote)]
     for name in COMMANDS:
         for folder in folders:
             result = invoke(name, folder, tmp_path)
             assert result.exit_code == 2, (name, folder.name, result.output[-1500:])
             [line] = [ln for ln in result.output.splitlines() if ln.startswith("optkit: error")]
-            flag = "--trust-remote-code" if folder.name == "remote" else "--allow-pickle"
+            flag = "--trust-remote-code" if "remote" in folder.name else "--allow-pickle"
             assert flag in line, (name, folder.name, line)
             assert not marker.exists(), f"{name} on {folder.name} ran the payload without {flag}"
     # the advice can be followed: with the flag, the remote code is the caller's choice and it does run
