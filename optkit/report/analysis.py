@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from optkit.report import hardware
@@ -42,6 +43,12 @@ class Row:
     engine: str | None = None  # what it was measured in (registry name); None in reports before engines
     file: str | None = None  # the file to deploy, where the model is one file (a GGUF)
     speed_caveat: str | None = None  # the timing is not the format's serving speed (formats.Format.speed_note)
+
+    @property
+    def finite(self) -> bool:
+        """Every figure it ranks by is a number: a NaN or infinite one (finite.py) is shown, never ranked."""
+        return all(v is None or math.isfinite(v) for v in (self.ppl, self.tps, self.speedup, self.prefill_ms,
+                                                            self.size_mb, self.peak_mb, self.ppl_delta))
 
     @property
     def noisy(self) -> bool:
@@ -168,7 +175,8 @@ def frontier(rs: list[Row]) -> list[str]:
     place only by a lower perplexity than every faster variant on it, told apart by the paired 95% CI where both
     were scored on the same tokens (by the figures alone where not). A lower perplexity within the noise earns
     none: the demo's Q8_0 file, 0.002% below the Q4_1 file and 25% slower, was starred by the figures alone."""
-    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat]
+    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat
+           and r.finite]
     fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
 
     def lower(r: Row, k: Row) -> bool:
@@ -199,7 +207,8 @@ def recommend(report: Report) -> tuple[str, list[str]]:
         return f"One model measured ({base.name}); add variants to a recipe to compare and get a recommendation.", []
     if base.tps is None:
         return _accuracy_only(rs, base, limit)
-    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat]
+    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat
+          and r.finite]
     within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
     best = max(within, key=lambda r: r.speedup, default=None)
     chosen = best if best is not None and best.speedup > 1 else base
@@ -209,6 +218,8 @@ def recommend(report: Report) -> tuple[str, list[str]]:
             continue
         if r.status != "ok":
             rejected.append(f"{r.name}: {r.status} ({r.error or 'no reason recorded'})")
+        elif not r.finite:
+            rejected.append(f"{r.name}: a non-finite result (NaN or infinite), not a measurement")
         elif r.ppl_delta is not None and r.ppl_delta > limit:
             rejected.append(f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget")
         elif r.speed_caveat:

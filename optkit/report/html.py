@@ -44,7 +44,7 @@ def _scale(lo: float, hi: float, a: float, b: float, log: bool):
 
 
 def chart(report: Report) -> str:
-    rs = [r for r in rows(report) if r.status == "ok" and r.ppl and r.tps]
+    rs = [r for r in rows(report) if r.status == "ok" and r.ppl and r.tps and r.finite]  # NaN has no place
     if not rs:
         return "<p>No variant has both perplexity and decode speed, so there is no chart.</p>"
     front = set(frontier(rs))

@@ -31,24 +31,34 @@ def holder(run_dir: Path) -> subprocess.Popen:
 
 
 def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, tiny_model, text_file):
+    """Two `optkit run` on one folder: the second stops at once, naming the folder and the first one's pid."""
     from click.testing import CliRunner
 
     from optkit.cli import main
+    from tests.conftest import optkit_cli
 
     run_dir = tmp_path / "run"
-    other = holder(run_dir)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: t\nmodel: {{checkpoint: {tiny_model}}}\nvariants: [{{name: base}}, {{name: slow}}]\n"
+                      f"eval: {{perplexity: {{path: {text_file}, max_tokens: 32}}, fidelity: null}}\nbench: null\n")
+    first = subprocess.Popen([sys.executable, "-m", "optkit", "run", str(recipe), "-o", str(run_dir)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        recipe = tmp_path / "r.yaml"
-        recipe.write_text(f"name: t\nmodel: {{checkpoint: {tiny_model}}}\nvariants: [{{name: base}}]\n"
-                          f"eval: {{perplexity: {{path: {text_file}, max_tokens: 32}}, fidelity: null}}\nbench: null\n")
+        end = time.time() + 300
+        while not (run_dir / "plan.json").exists() and time.time() < end:  # the first run is under way
+            time.sleep(0.1)
+        assert first.poll() is None, "the first run ended before the second could meet it"
+        before = sorted(p.name for p in run_dir.rglob("*"))
         result = CliRunner().invoke(main, ["run", str(recipe), "-o", str(run_dir)])
         assert result.exit_code == 2, result.output[-2000:]
         [line] = [ln for ln in result.output.splitlines() if ln.startswith("optkit: error")]
-        assert f"run folder {run_dir} is in use by another optkit run (pid {other.pid})" in line and "--out" in line
-        assert not (run_dir / "variants").exists() and not (run_dir / "plan.json").exists()  # nothing written
+        assert f"run folder {run_dir} is in use by another optkit run (pid {first.pid})" in line and "--out" in line
+        assert first.poll() is None  # the first run goes on, its folder untouched by the second
+        assert set(before) <= set(p.name for p in run_dir.rglob("*"))
     finally:
-        other.kill()
-        other.wait()
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert optkit_cli("report", str(run_dir)).returncode == 2  # killed before its report: nothing half-written
 
 
 def test_the_lock_of_a_killed_run_is_never_stale(tmp_path):

@@ -15,9 +15,9 @@ name: faults
 model: {{checkpoint: {model}}}
 variants:
   - name: base
-  - name: nanppl
+  - name: diverged
     steps: [{{method: cast, params: {{dtype: bfloat16}}}}]
-  - name: infl
+  - name: zerotime
     steps: [{{method: prune.magnitude, params: {{sparsity: 0.25}}}}]
   - name: dies
     steps: [{{method: prune.magnitude, params: {{sparsity: 0.5}}}}]
@@ -29,7 +29,7 @@ bench: {{prompt_len: 8, gen_len: 2, warmup: 0, repeats: 1, max_repeats: 1, min_s
         paired_rounds: 0}}
 gates: {{max_ppl_increase: 50%, max_prefill_ms: 100000}}
 """
-FAULTS = "nanppl=nan_ppl,infl=inf_latency,dies=die_mid_write"
+FAULTS = "diverged=nan_ppl,zerotime=inf_latency,dies=die_mid_write"
 
 
 def test_nonfinite_values_round_trip_as_schema_valid_json():
@@ -75,24 +75,31 @@ def _check(report, run_dir):
 
     saved = read_report(run_dir)  # the parent reads its own report back
     status = {v.name: v for v in saved.variants}
-    assert [v.name for v in saved.variants] == ["base", "nanppl", "infl", "dies"]
+    assert [v.name for v in saved.variants] == ["base", "diverged", "zerotime", "dies"]
     base = status["base"]
     assert base.status == "ok" and math.isfinite(base.accuracy[0].value) and base.bench.prefill_ms.median > 0
-    nan = status["nanppl"]
+    nan = status["diverged"]
     assert nan.status == "ok" and math.isnan(nan.accuracy[0].value)
     assert any("non-finite result" in w and "nan" in w for w in nan.warnings)
-    inf = status["infl"]
+    inf = status["zerotime"]
     assert inf.status == "ok" and inf.bench.prefill_ms.median == math.inf and math.isfinite(inf.accuracy[0].value)
     dies = status["dies"]
     assert dies.status == "failed" and dies.crashed and "unreadable result" in dies.error
     raw = (run_dir / "report.json").read_text()
     assert '"NaN"' in raw and '"Infinity"' in raw
     verdicts = {v.variant: v for v in evaluate(saved, GateSpec(max_ppl_increase=0.5, max_prefill_ms=1e5))}
-    assert not verdicts["nanppl"].passed and not verdicts["infl"].passed and not verdicts["dies"].passed
-    assert any("non-finite" in r for r in verdicts["nanppl"].reasons), verdicts["nanppl"].reasons
+    assert not verdicts["diverged"].passed and not verdicts["zerotime"].passed and not verdicts["dies"].passed
+    assert any("non-finite" in r for r in verdicts["diverged"].reasons), verdicts["diverged"].reasons
     table, html = text_table(saved), render_html(saved)
-    assert "nan" in table.lower() and "nanppl" in markdown(saved)
-    assert "nanppl" in html and ("nan" in html.lower())
+    assert " nan " in table and " inf " in table and "diverged" in markdown(saved)
+    assert ">nan" in html and ">inf" in html  # shown as such
+    chart = html[html.index("<svg"):html.index("</svg>")]
+    assert "nan" not in chart and "inf" not in chart  # never plotted: the chart stays drawable
+    from optkit.report.analysis import recommend
+
+    headline, reasons = recommend(saved)
+    assert "diverged" not in headline and "zerotime" not in headline
+    assert any("diverged: a non-finite result" in r for r in reasons), reasons
 
 
 def test_local_executor_survives_nan_inf_and_a_worker_dying_mid_write(tmp_path, tiny_model, text_file,
