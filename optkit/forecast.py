@@ -37,6 +37,7 @@ class Forecast:
     baseline: str
     variants: list[Expected]
     note: str = ""
+    params: int = 0  # the linear layers' weights (eta.py prices evaluation and prefill from them)
 
 
 def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, context: int,
@@ -124,7 +125,7 @@ def forecast(plan, remeasure: bool = False) -> Forecast:
     for r in rows:
         r.speedup = base.bytes_per_token / r.bytes_per_token
         r.compute_bound_from = compute_bound_from(params, r.bytes_per_weight * params, r.kv_bytes, ridge)
-    return Forecast(bandwidth, gflops, measured, context, base.name, rows)
+    return Forecast(bandwidth, gflops, measured, context, base.name, rows, params=params)
 
 
 def render(f: Forecast) -> str:

@@ -13,13 +13,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from optkit import checkpoints, preflight, reuse, runlock
-from optkit.executors import Work, run_all
+from optkit.executors import Executor
+from optkit.job import VariantJob
 from optkit.live import Board
 from optkit.recipe import Recipe
 from optkit.report import hardware
 from optkit.results import Report, SourceRecord, VariantResult, write_model
 from optkit.trust import Trust
-from optkit.worker import VariantJob
 
 # the names tests and the first wave used
 resolve_device, model_info = preflight.resolve_device, preflight.model_info
@@ -101,7 +101,7 @@ def _resumed(out: Path, job: VariantJob) -> VariantResult | None:
     return previous if reuse.why_not(previous, job) is None and previous.bench is not None else None
 
 
-def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor, board: Board,
+def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor: Executor, board: Board,
                      resume: bool) -> list[VariantResult]:
     """Speed-ups compare like with like: when the variants were benchmarked on more than one hardware class,
     the baseline is benchmarked again (no evaluation) on a node of each class it did not run on."""
@@ -112,7 +112,7 @@ def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, 
     for c in done.values():
         if c.bench is not None and c.node is not None:
             nodes.setdefault(c.node.hardware_class, []).extend([c.node.node_id] if c.node.node_id else [])
-    kept, works = [], []
+    kept, jobs = [], []
     job = _bench_only(plan, base.name)
     for cls, ids in nodes.items():
         if cls == base.node.hardware_class:
@@ -125,15 +125,15 @@ def _class_baselines(plan: Plan, done: dict[str, VariantResult], run_dir: Path, 
             continue
         key = f"{base.name}@{cls}"
         board.add(key, f"[+] {base.name} on {cls}")
-        works.append(Work(job, out, run_dir / "logs" / f"{base.name}@{slug}.log", key, nodes=list(dict.fromkeys(ids))))
-    for work, cand in run_all(executor, works, board):
-        board.say(f"baseline {base.name} benchmarked on {work.key.partition('@')[2]}: {cand.status}"
+        jobs.append(job.placed(out, run_dir / "logs" / f"{base.name}@{slug}.log", key, list(dict.fromkeys(ids))))
+    for placed, cand in executor.run_all(jobs, board):
+        board.say(f"baseline {base.name} benchmarked on {placed.where.key.partition('@')[2]}: {cand.status}"
                   + (f" ({cand.error})" if cand.error else ""))
         kept.append(cand)
     return kept
 
 
-def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor, board: Board,
+def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, executor: Executor, board: Board,
                     resume: bool) -> VariantResult | None:
     """When some variant's speed-up cannot be paired (no room for two models, an older result), the baseline is
     benchmarked once more after the last variant: if the machine drifted between the two, the report says so."""
@@ -150,15 +150,14 @@ def _baseline_again(plan: Plan, done: dict[str, VariantResult], run_dir: Path, e
     key = f"{base.name} again"
     board.add(key, f"[+] {base.name} again (drift check for {', '.join(c.name for c in unpaired)})")
     nodes = [base.node.node_id] if base.node and base.node.node_id else None
-    for _, cand in run_all(executor, [Work(job, out, run_dir / "logs" / f"{base.name}@again.log", key, nodes=nodes)],
-                           board):
+    for _, cand in executor.run_all([job.placed(out, run_dir / "logs" / f"{base.name}@again.log", key, nodes)], board):
         board.say(f"baseline {base.name} benchmarked again: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
         return cand if cand.status == "ok" else None
     return None
 
 
 def run(plan: Plan, run_dir: Path, resume: bool = True, say: Callable[[str], None] = print,
-        executor=None, live: bool = False) -> Report:
+        executor: Executor | None = None, live: bool = False) -> Report:
     """executor: executors.create(spec)'s (default: local); live: redraw a line per variant (a terminal). The run
     folder is this process's alone while it runs (runlock.py)."""
     run_dir = Path(run_dir)
@@ -183,6 +182,7 @@ def _source(ckpt: checkpoints.Checkpoint) -> SourceRecord:
 
 def _run(plan: Plan, run_dir: Path, resume: bool, say: Callable[[str], None], executor, live: bool) -> Report:
     from optkit.environment import environment
+    from optkit.eta import Eta, guesses
     from optkit.executors.local import LocalExecutor
     from optkit.finite import nonfinite
     from optkit.report import write_all
@@ -210,19 +210,19 @@ def _run(plan: Plan, run_dir: Path, resume: bool, say: Callable[[str], None], ex
             say(f"{label(job)}: computing again: {why}")
         todo.append(job)
     executor = executor or LocalExecutor()
-    board = Board({j.variant.name: label(j) for j in todo}, say, live)
-    works = [Work(j, run_dir / "variants" / f"{j.variant.name}.json", run_dir / "logs" / f"{j.variant.name}.log",
-                  j.variant.name) for j in todo]
+    board = Board({j.variant.name: label(j) for j in todo}, say, live, eta=Eta(guesses(plan) if todo else {}))
+    placed = [j.placed(run_dir / "variants" / f"{j.variant.name}.json", run_dir / "logs" / f"{j.variant.name}.log")
+              for j in todo]
     try:
-        for work, cand in run_all(executor, works, board):
+        for job, cand in executor.run_all(placed, board):
             bad = nonfinite(cand)
             if bad:  # data, not a crash: recorded, shown, and the gate fails it
                 cand.warnings.append(f"non-finite result: {'; '.join(bad[:4])} (a diverged model, a zero-time sample "
                                      "or non-finite weights): not a measurement, and it fails every gate")
-                write_model(work.out, cand)
+                write_model(job.where.out, cand)
             done[cand.name] = cand
-            board.say(f"{label(work.job)}: {cand.status} in {cand.seconds:.0f}s"
-                      + (f" ({cand.error})" if cand.error else "") + (f" ({bad[0]})" if bad else ""))
+            board.say(f"{label(job)}: {cand.status} in {cand.seconds:.0f}s"
+                      + (f" ({cand.error})" if cand.error else "") + (f" ({bad[0]})" if bad else "") + board.left())
         extra = _class_baselines(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else []
         again = _baseline_again(plan, done, run_dir, executor, board, resume) if plan.recipe.bench else None
     finally:

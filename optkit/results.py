@@ -134,6 +134,39 @@ class PhaseTime(Data):
     end: Num
 
 
+class TokenizerCheck(Data):
+    """The tokenizer a model is scored with, held against the one it is served with (llama.cpp's for a GGUF) on a
+    fixed sample: ids with and without special tokens, and decode(encode(text))."""
+
+    model: str = Field(description="the model (file or folder) whose tokenizer was checked")
+    scored_with: str = Field(description="the tokenizer optkit scores it with")
+    reference: str = Field(description="the tokenizer it was held against")
+    samples: int
+    mismatches: int
+    round_trip_failures: int
+    result: Literal["agrees", "disagrees", "skipped", "native"] = Field(
+        description="native: scored with the serving engine's own tokenizer, nothing to compare")
+    detail: str = Field(default="", description="the first difference, or why the check was skipped")
+    seconds: Num = 0.0
+
+
+class LogitAgreement(Data):
+    """One GGUF file's weights in two engines (llama.cpp, and PyTorch on the dequantized copy) on the same ids:
+    they are the same weights, so their next-token distributions must nearly agree."""
+
+    model: str
+    engines: list[str]
+    prompts: int = 0
+    tokens: int = 0
+    kl_mean: Num | None = Field(default=None, description="mean KL(llama.cpp || PyTorch) per position, nats")
+    kl_max: Num | None = None
+    top1_agreement: Num | None = None
+    bound: str = Field(default="", description="what counts as agreeing")
+    result: Literal["agrees", "disagrees", "skipped"] = "skipped"
+    detail: str = ""
+    seconds: Num = 0.0
+
+
 class VariantResult(Data):
     name: str
     status: Literal["ok", "failed", "skipped"]
@@ -156,6 +189,11 @@ class VariantResult(Data):
                             "without --fresh keeps the result only when it is unchanged")
     key_parts: dict[str, str | None] = Field(default_factory=dict, description="the key's parts: recipe, source, "
                                              "eval, bench, data, versions")
+    tokenizer_checks: list[TokenizerCheck] = Field(
+        default_factory=list, description="the tokenizer the variant was scored with, checked against the serving "
+        "engine's on a fixed sample, at load and after each conversion")
+    logit_agreement: LogitAgreement | None = Field(
+        default=None, description="for a GGUF source: the file in llama.cpp vs its dequantized copy in PyTorch")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from optkit.job import VariantJob
     from optkit.results import VariantResult
-    from optkit.worker import VariantJob
 
 REASONS = {"recipe": "recipe entry changed", "source": "source changed", "eval": "eval settings changed",
            "bench": "bench settings changed", "data": "data files changed", "versions": "optkit or library "

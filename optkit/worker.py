@@ -1,7 +1,7 @@
-"""One variant in its own process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult.
+"""The child's side of the worker protocol: `python -m optkit.worker JOB OUT` builds one variant in its own
+process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult, written to OUT.
 
-`run_job` is the parent's side (job file in, VariantResult file out, through isolate.py); `python -m optkit.worker
-JOB OUT` is the child's. Executors call run_job; nothing here knows how variants are scheduled.
+The parent's side (VariantJob, run_job) is job.py; nothing here knows how variants are scheduled.
 """
 
 from __future__ import annotations
@@ -12,85 +12,15 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from optkit import faults, node
-from optkit.checkpoints import Checkpoint
-from optkit.evaluators.fidelity import Reference
 from optkit.executors import nodelock
+from optkit.job import VariantJob
 from optkit.progress import phase
-from optkit.recipe import DEFAULT_TIMEOUT_S, BenchSpec, EvalSpec, ModelSpec, Variant
 from optkit.results import PhaseTime, VariantResult, write_model
-from optkit.trust import Trust
-
-
-class VariantJob(BaseModel):
-    variant: Variant
-    checkpoint: Checkpoint
-    model: ModelSpec
-    device: str
-    eval: EvalSpec | None = None
-    bench: BenchSpec | None = None
-    reference: Reference | None = None  # fidelity: save the baseline's log-probs, or compare to them
-    pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
-    save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
-    keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
-    trust: Trust = Trust()  # from the command line only (trust.py)
-    timeout_s: float = DEFAULT_TIMEOUT_S  # the recipe's; the variant's own timeout_s wins
-    key: str | None = None  # reuse.py: what the result depends on, stamped into it
-    key_parts: dict[str, str | None] = {}
-
-    @property
-    def timeout(self) -> float:
-        return self.variant.timeout_s or self.timeout_s
-
-    @property
-    def engine(self) -> str:
-        """The engine the variant starts in."""
-        from optkit.loading import engine_name
-
-        return engine_name(self.checkpoint, self.variant.engine, self.variant.steps)
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.reference is not None and self.reference.role == "save"
 
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
-            shown_log: Path | None = None) -> VariantResult:
-    """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
-    and where the log is (shown_log: where the caller will keep it, if not at `log`)."""
-    from optkit.isolate import last_line, run_module
-
-    out.unlink(missing_ok=True)
-    job_file = out.with_name(f".{out.stem}.job.json")
-    write_model(job_file, job)
-    try:
-        outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.timeout, env=env)
-    finally:
-        job_file.unlink(missing_ok=True)
-    killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
-    unreadable = None
-    if not outcome.timed_out and out.is_file():
-        try:
-            return VariantResult.model_validate_json(out.read_text())
-        except (OSError, ValueError) as exc:  # cut short or damaged: the worker died writing it, or disk trouble
-            errors = getattr(exc, "errors", None)
-            unreadable = errors()[0]["msg"] if callable(errors) else " ".join(str(exc).split())[:200]
-    error = outcome.describe(job.timeout)
-    if unreadable is not None:
-        error = f"worker {error} and left an unreadable result ({unreadable}); see {shown_log or log}"
-    elif not outcome.timed_out:
-        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
-    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds,
-                         crashed=killed or (unreadable is not None and outcome.code != 0), node=node.facts(job.device),
-                         key=job.key, key_parts=job.key_parts)
-    write_model(out, cand)
-    return cand
 
 
 @contextmanager
@@ -125,6 +55,8 @@ def evaluate(lm, job: VariantJob, cand: VariantResult) -> None:
     from optkit.evaluators import cache
 
     spec = job.eval
+    if job.checkpoint.kind == "gguf":
+        _agreement(job, cand)
     model = cache.model_key(job.checkpoint, job.model.dtype, job.device, job.variant.steps, cand.steps,
                             job.variant.engine) if cache.enabled(spec.cache) else None
     if spec.perplexity:
@@ -143,6 +75,22 @@ def evaluate(lm, job: VariantJob, cand: VariantResult) -> None:
             cand.accuracy.append(res)
             say(f"{res.task} {res.metric}: {res.value:.4f} ±{res.stderr or 0:.4f} (n={res.n})"
                 + (" (cached)" if res.details.get("cached") else ""))
+
+
+def _agreement(job: VariantJob, cand: VariantResult) -> None:
+    """A GGUF source in llama.cpp and in PyTorch (its dequantized copy) on the same ids: measured once per file,
+    cached, recorded on every variant of it; a disagreement is a warning on the variant and in the report."""
+    from optkit.engines.llamacpp import agreement
+
+    cand.logit_agreement = agreement.for_source(Path(job.checkpoint.location))
+    found = cand.logit_agreement
+    if found.result == "disagrees":
+        cand.warnings.append(f"logit agreement: {found.model} in llama.cpp and in PyTorch differ (KL "
+                             f"{found.kl_mean:.3g} nats, top-1 {found.top1_agreement:.1%}; bound: {found.bound}): "
+                             f"{found.detail}")
+    say(f"logit agreement of the source (llama.cpp vs PyTorch): {found.result}"
+        + (f", KL {found.kl_mean:.3g} nats, top-1 {found.top1_agreement:.1%}" if found.kl_mean is not None
+           else f" ({found.detail})"))
 
 
 def _fidelity(lm, job: VariantJob, cand: VariantResult) -> None:
@@ -270,6 +218,7 @@ def build_and_measure(job: VariantJob) -> VariantResult:
                 lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
                                   job.trust.trust_remote_code, job.engine)
                 lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
+                cand.tokenizer_checks = list(getattr(lm, "tokenizer_checks", []))
                 _deployable(lm, job, cand)
                 cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
                 if job.save_to:

@@ -26,8 +26,10 @@ class LoadedModel(ABC):
     """A causal LM ready to score and generate, with its tokenizer.
 
     Attributes every engine sets: engine (its registry name), format (formats.py), device ("cpu", "cuda"),
-    tokenizer (a Hugging Face tokenizer: lm-eval's adapter needs encode/decode and the special token ids),
-    config (the HF config: sizes for the roofline, context length), params (logical weight count).
+    tokenizer (the one the model is served with, with the part of the Hugging Face tokenizer interface optkit uses:
+    __call__ / encode with add_special_tokens and split_special_tokens, decode, convert_ids_to_tokens, the special
+    token ids; a llama.cpp model's is llama.cpp's own), config (sizes for the roofline, context length), params
+    (logical weight count), tokenizer_checks (results.TokenizerCheck: what the tokenizer was held against).
     """
 
     engine: str = "?"
@@ -36,6 +38,7 @@ class LoadedModel(ABC):
     tokenizer = None
     config = None
     params: int = 0
+    tokenizer_checks: list = []  # set per model; read-only default
 
     @property
     @abstractmethod
@@ -47,8 +50,10 @@ class LoadedModel(ABC):
         return self.config.vocab_size
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a text, without special tokens (callers put `prefix` before each sequence they score)."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Token ids of a text as text: no special tokens added, and none parsed out of it (a document that writes
+        "<unk>" or "<s>" is scored on those characters, as llama.cpp scores it; callers put `prefix` before each
+        sequence they score)."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     @property
     def prefix(self) -> list[int]:

@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from optkit.common.sample import SAMPLE
 from optkit.errors import BadInput
 from optkit.recipe import FidelitySpec
 from optkit.results import EvalResult
@@ -74,7 +75,8 @@ def save_reference(lm, spec: FidelitySpec, path: Path) -> Path:
     full = [_logprobs(lm, x) for x in ids]
     tops = [x.topk(min(TOP_K, x.shape[-1]), dim=-1) for x in full]  # sorted: index 0 is the top-1 token
     ref = {"ids": torch.tensor(ids), "logp": torch.stack([t.values for t in tops]),
-           "index": torch.stack([t.indices.int() for t in tops]), "spec": spec.model_dump()}
+           "index": torch.stack([t.indices.int() for t in tops]), "spec": spec.model_dump(),
+           "sample_ids": [lm.prefix + lm.encode(t) for t in SAMPLE]}  # how the baseline tokenizes (see compare)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -105,6 +107,12 @@ def compare(lm, path: Path) -> list[EvalResult]:
     import torch
 
     ref = torch.load(path, weights_only=True)
+    if "sample_ids" in ref:  # the prompts are the baseline's ids: another tokenizer would read other text from them
+        ours = [lm.prefix + lm.encode(t) for t in SAMPLE]
+        differ = sum(a != b for a, b in zip(ours, ref["sample_ids"]))
+        if differ:
+            raise BadInput(f"not compared: the variant tokenizes {differ} of {len(SAMPLE)} fixed texts differently "
+                           "from the baseline, so its distributions would be compared on other ids")
     kls: list[float] = []
     per_kl: list[float] = []
     per_agree: list[float] = []

@@ -11,6 +11,8 @@ texts), carried to perplexity by the delta method.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from optkit.errors import BadInput
@@ -70,6 +72,7 @@ def evaluate(lm, spec: PerplexitySpec) -> list[EvalResult]:
     if len(tokens) < 2:
         raise BadInput(f"perplexity text {source} has fewer than 2 tokens; give a longer text")
     nlls = token_nlls(lm, tokens, spec.window, spec.stride, lm.prefix)
+    scored = hashlib.sha256(json.dumps([lm.prefix, tokens]).encode()).hexdigest()[:16]
     ppl, se, mean = summarize(nlls)
     block = block_size(len(nlls))
     blocks = [sum(nlls[i:i + block]) / block for i in range(0, len(nlls) - block + 1, block)]
@@ -78,6 +81,8 @@ def evaluate(lm, spec: PerplexitySpec) -> list[EvalResult]:
         metric="token_perplexity", value=ppl, stderr=se, n=len(nlls), higher_is_better=False,
         details={"source": source, "mean_nll": mean, "window": spec.window, "stride": spec.stride,
                  "special_tokens": lm.special_tokens_rule(),
+                 # which ids were scored: perplexities of two variants compare only when these are equal
+                 "tokens": scored,
                  "stderr_block_tokens": block,
                  # per-block mean NLL on the same tokens for every variant: paired comparisons need them
                  "block_nll": [round(b, 6) for b in blocks]},

@@ -39,8 +39,8 @@ def run_variant(job_json: str, reference: bytes | None, forwarded: dict, version
                 shown_log: str):
     from optkit import __version__, node, progress
     from optkit.checkpoints import ALIASES
+    from optkit.job import VariantJob, run_job
     from optkit.results import VariantResult
-    from optkit.worker import VariantJob, run_job
 
     node_id = ray.get_runtime_context().get_node_id()
     job = VariantJob.model_validate_json(job_json)

@@ -1,4 +1,6 @@
-"""Derived views of a report: per-variant deltas to the baseline, the Pareto frontier, a recommendation."""
+"""Derived views of a report, numbers only: per-variant deltas to the baseline (Row), the Pareto frontier, the
+accuracy budget, drift, per-task paired deltas. The sentences people read about them (the recommendation,
+labels, legends) are in wording.py."""
 
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ class Row:
     tps_noisy: bool = False
     prefill_noisy: bool = False
     block_nll: list[float] | None = None
+    tokens: str | None = None  # which token ids the perplexity was scored on (a hash); None in older reports
     tps_p10: float | None = None
     tps_p90: float | None = None
     ppl_delta: float | None = None  # relative to the reference (the baseline unless told otherwise)
     ppl_delta_ci: tuple[float, float] | None = None  # 95% paired CI of ppl_delta
+    ppl_note: str | None = None  # why there is no ppl_delta (scored on other token ids than the reference)
     tps_reason: str | None = None
     paired: Stats | None = None  # decode speed-up vs the run's baseline, alternating rounds in one process
     speedup: float | None = None
@@ -62,7 +66,7 @@ def row(c: VariantResult) -> Row:
     return Row(
         name=c.name, status=c.status, error=c.error,
         ppl=acc.value if acc else None, ppl_se=acc.stderr if acc else None,
-        block_nll=acc.details.get("block_nll") if acc else None,
+        block_nll=acc.details.get("block_nll") if acc else None, tokens=acc.details.get("tokens") if acc else None,
         tps=b.decode_tokens_per_s.median if b else None,
         tps_p10=b.decode_tokens_per_s.p10 if b else None, tps_p90=b.decode_tokens_per_s.p90 if b else None,
         prefill_ms=b.prefill_ms.median if b else None,
@@ -87,7 +91,9 @@ def compare(ref: Row, r: Row, paired: bool = False) -> Row:
     """Fill r's deltas relative to ref. With paired (ref is the run's baseline), the speed-up measured in
     alternating rounds in r's process is used where it exists: drift of the machine between variants cancels
     there. Otherwise the ratio of two separate runs, uncertain when either was noisy."""
-    if ref.ppl and r.ppl:
+    if ref.ppl and r.ppl and not same_tokens(ref, r):
+        r.ppl_note = f"not compared with {ref.name}: scored on other token ids (another tokenizer)"
+    elif ref.ppl and r.ppl:
         r.ppl_delta = r.ppl / ref.ppl - 1
         r.ppl_delta_ci = paired_ratio_ci(ref.block_nll, r.block_nll)
     if paired and r.paired is not None and r is not ref:
@@ -99,6 +105,11 @@ def compare(ref: Row, r: Row, paired: bool = False) -> Row:
     if ref.size_mb and r.size_mb:
         r.size_ratio = ref.size_mb / r.size_mb
     return r
+
+
+def same_tokens(a: Row, b: Row) -> bool:
+    """Whether two perplexities were scored on the same token ids (taken as so for reports that do not say)."""
+    return a.tokens is None or b.tokens is None or a.tokens == b.tokens
 
 
 def separate(ref: Row | None, r: Row) -> Row:
@@ -137,21 +148,6 @@ def rows(report: Report) -> list[Row]:
     return out
 
 
-def speedup_legend(report: Report) -> str | None:
-    """How the speed-up column was timed, where any speed-up is paired: a paired one can disagree with the ratio of
-    two decode tok/s figures, which come from benchmarks run minutes apart (the demo once showed a variant at 78.2
-    tokens/s and 3.48x beside one at 75.8 and 4.40x; timed together, the first is ~11% slower). None otherwise."""
-    speeds = [r for r in rows(report) if r.name != report.baseline and r.speedup is not None]
-    paired = [r for r in speeds if r.speedup_how.startswith("paired")]
-    if not paired:
-        return None
-    apart = [r.name for r in speeds if r not in paired]
-    return ("speed-up: each variant timed against the baseline in alternating rounds in one process"
-            + (f" (from separate benchmarks: {', '.join(apart)})" if apart else "")
-            + "; decode tok/s: each variant's own benchmark, run at another moment, so on a busy machine their ratio "
-            "can differ from the speed-up: compare variants by speed-up")
-
-
 def drift(report: Report) -> str | None:
     """Why speed-ups from separate runs are uncertain, when the baseline benchmarked again after the last variant
     (report.baseline_again) moved further than the spread (p10-p90) of both of its benchmarks; else None."""
@@ -180,6 +176,8 @@ def frontier(rs: list[Row]) -> list[str]:
     fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
 
     def lower(r: Row, k: Row) -> bool:
+        if not same_tokens(r, k):  # perplexities of other token ids say nothing about each other
+            return True
         ci = paired_ratio_ci(k.block_nll, r.block_nll)  # r's perplexity relative to k's
         return r.ppl < k.ppl and (ci is None or ci[1] < 0)
 
@@ -196,121 +194,8 @@ def budget(report: Report) -> float:
     return DEFAULT_PPL_BUDGET if value is None else float(value)
 
 
-def recommend(report: Report) -> tuple[str, list[str]]:
-    """-> (headline sentence, reasons each other variant was not chosen)."""
-    rs = rows(report)
-    limit = budget(report)
-    base = next((r for r in rs if r.name == report.baseline), None)
-    if base is None or base.status != "ok":
-        return "No recommendation: the baseline did not finish, so nothing can be compared.", []
-    if len(rs) == 1:  # optkit eval / bench of one checkpoint: nothing to choose between
-        return f"One model measured ({base.name}); add variants to a recipe to compare and get a recommendation.", []
-    if base.tps is None:
-        return _accuracy_only(rs, base, limit)
-    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat
-          and r.finite]
-    within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
-    best = max(within, key=lambda r: r.speedup, default=None)
-    chosen = best if best is not None and best.speedup > 1 else base
-    rejected = []
-    for r in rs:
-        if r is chosen or r is base:
-            continue
-        if r.status != "ok":
-            rejected.append(f"{r.name}: {r.status} ({r.error or 'no reason recorded'})")
-        elif not r.finite:
-            rejected.append(f"{r.name}: a non-finite result (NaN or infinite), not a measurement")
-        elif r.ppl_delta is not None and r.ppl_delta > limit:
-            rejected.append(f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget")
-        elif r.speed_caveat:
-            kept = f"perplexity {r.ppl_delta:+.1%}, within budget; " if r.ppl_delta is not None else ""
-            rejected.append(f"{r.name}: not ranked on speed ({kept}{r.speed_caveat}); judge it by its accuracy "
-                            "and time it in the engine it ships to")
-        elif r.speedup is not None:
-            rejected.append(f"{r.name}: slower than {chosen.name} ({speed_text(r)} vs "
-                            f"{speed_text(chosen) if chosen is not base else '1.00x'} decode)")
-    unranked = [r.name for r in rs if r.status == "ok" and r.speed_caveat and r is not base
-                and (r.ppl_delta is None or r.ppl_delta <= limit)]
-    aside = (f" Within budget but not ranked on speed (measured outside the engine they ship to): "
-             f"{', '.join(unranked)}." if unranked else "")
-    if chosen is base:
-        return (f"Keep the baseline ({base.name}): no variant decoded faster while staying within "
-                f"{limit:.0%} perplexity.{aside}", rejected)
-    parts = [f"{speed_text(best)} decode speed"]
-    if best.size_ratio:
-        parts.append(f"{best.size_ratio:.1f}x smaller" if best.size_ratio >= 1 else
-                     f"{1 / best.size_ratio:.1f}x larger")
-    if best.ppl_delta is not None:
-        ci = best.ppl_delta_ci
-        parts.append(f"perplexity {best.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci else ""))
-    noisy = (f" The speed-up is uncertain ({best.speedup_noisy}); rerun on a quiet machine before deciding."
-             if best.speedup_noisy else "")
-    return f"Ship {best.name}: {', '.join(parts)} vs {base.name}.{deploy_text(best)}{noisy}{aside}", rejected
-
-
-def engine_label(engine: str | None) -> str | None:
-    """"llama.cpp", "PyTorch": the engine's own label, its registry name where it is not installed."""
-    if engine is None:
-        return None
-    from optkit import registry
-
-    try:
-        return registry.engines.cls(engine).label
-    except Exception:
-        return engine
-
-
 def engines(rs: list[Row]) -> set[str]:
     return {r.engine for r in rs if r.engine}
-
-
-def deploy_text(r: Row) -> str:
-    """What to run the chosen variant in, and the file, where it is one."""
-    if r.engine is None:
-        return ""
-    return f" Deploy it in {engine_label(r.engine)}" + (f": {r.file}." if r.file else ".")
-
-
-def noisy_figures(report: Report) -> list[str]:
-    """Why figures the recommendation rests on are uncertain: the chosen variant's speed-up, or, when it keeps
-    the baseline, the speed-ups of the variants within budget that it turned down."""
-    headline, _ = recommend(report)
-    within = [r for r in rows(report) if r.name != report.baseline and r.status == "ok" and r.speedup_noisy
-              and (r.ppl_delta is None or r.ppl_delta <= budget(report))]
-    if headline.startswith("Ship "):
-        within = [r for r in within if headline.startswith(f"Ship {r.name}:")]
-    return [f"{r.name}: decode speed-up {speed_text(r)} ({r.speedup_noisy})" for r in within]
-
-
-def speed_text(r: Row) -> str:
-    """A speed-up as people should read it: a plain number only when the timing held up, else the range."""
-    if not r.speedup_noisy or r.speedup_range is None:
-        return f"{r.speedup:.2f}x"
-    lo, hi = r.speedup_range
-    return f"uncertain {lo:.2f}x-{hi:.2f}x (noisy)"
-
-
-def _accuracy_only(rs: list[Row], base: Row, limit: float) -> tuple[str, list[str]]:
-    """Without a benchmark, say which variants keep accuracy; speed cannot be judged."""
-    within = [r.name for r in rs if r is not base and r.status == "ok" and r.ppl_delta is not None
-              and r.ppl_delta <= limit]
-    rejected = [f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget" for r in rs
-                if r is not base and r.ppl_delta is not None and r.ppl_delta > limit]
-    rejected += [f"{r.name}: {r.status} ({r.error or 'no reason recorded'})" for r in rs if r.status != "ok"]
-    keep = ", ".join(within) if within else "none"
-    return (f"No speed was measured (bench disabled), so no variant is recommended; within {limit:.0%} "
-            f"perplexity of {base.name}: {keep}.", rejected)
-
-
-# Display names: optkit's token perplexity and lm-eval's word perplexity / bits per byte are different
-# numbers on different units and must never sit under the same label.
-LABELS = {"token_perplexity": "token perplexity (optkit)", "word_perplexity": "word perplexity (lm-eval)",
-          "byte_perplexity": "byte perplexity (lm-eval)", "bits_per_byte": "bits per byte (lm-eval)",
-          "kl_mean": "KL mean (nats)", "kl_p95": "KL p95 (nats)", "top1_agreement": "top-1 agreement"}
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
 
 
 @dataclass

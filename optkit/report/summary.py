@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from optkit.errors import BadInput
 from optkit.report import hardware
-from optkit.report.analysis import (
-    compare,
-    engine_label,
-    engines,
-    fidelity,
-    frontier,
-    label,
-    recommend,
-    row,
-    rows,
-    speedup_legend,
-    task_deltas,
-)
+from optkit.report.analysis import compare, engines, fidelity, frontier, row, rows, task_deltas
+from optkit.report.wording import engine_label, label, recommend, speedup_legend
 from optkit.results import Report
 
 HEADERS = ["variant", "status", "token perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms",
@@ -42,7 +31,8 @@ def table_rows(report: Report) -> list[list[str]]:
         lo_hi = r.ppl_delta_ci if r.name != report.baseline else None
         ci = f" [{lo_hi[0]:+.1%}, {lo_hi[1]:+.1%}]" if lo_hi else ""
         caveat = f" (not its serving speed: {r.speed_caveat})" if r.speed_caveat and r.tps is not None else ""
-        out.append([name, r.status, ppl, _fmt(r.ppl_delta, "+.1%") + ci,
+        delta = "other tokens" if r.ppl_note else _fmt(r.ppl_delta, "+.1%") + ci
+        out.append([name, r.status, ppl, delta,
                     _fmt(r.tps, ".1f") + (" (noisy)" if r.tps_noisy else "") + caveat,
                     _fmt(r.speedup, ".2f", "x") + (" (noisy)" if r.speedup_noisy else "")
                     + (" (not ranked)" if caveat and r.speedup is not None else ""),
@@ -102,6 +92,10 @@ def text_table(report: Report) -> str:
 
     speed = speed_lines(report)  # TTFT by prompt length and end-to-end latency, compactly
     out += ["", *speed] if speed else []
+    from optkit.report.served import served_lines
+
+    served = served_lines(report)
+    out += ["", *served] if served else []
     return "\n".join(out)
 
 

@@ -79,8 +79,8 @@ def test_the_orchestrator_gone_takes_the_whole_group(tmp_path, how):
 
 
 def test_a_variant_has_a_default_time_limit_and_the_recipe_and_variant_override_it():
+    from optkit.job import VariantJob
     from optkit.recipe import DEFAULT_TIMEOUT_S, parse_text
-    from optkit.worker import VariantJob
 
     text = "name: r\nmodel: {checkpoint: x}\nvariants: [{name: a}, {name: b, timeout_s: 60}]\n"
     recipe = parse_text(text)

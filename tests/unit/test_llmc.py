@@ -159,8 +159,9 @@ def test_bad_llmc_input_exits_2_with_one_line(tmp_path, tiny_model, text_file, s
 
 
 def test_report_flags_compressed_tensors_timing_and_does_not_rank_it():
-    from optkit.report.analysis import frontier, recommend, rows
+    from optkit.report.analysis import frontier, rows
     from optkit.report.summary import text_table
+    from optkit.report.wording import recommend
     from tests.unit.test_gate import cand, make_report
 
     fast_ct = cand("gptq", 20.4, 80.0)

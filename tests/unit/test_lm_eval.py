@@ -44,7 +44,7 @@ def _direct_ll(lm, ids: list[int], n_cont: int) -> float:
 
 
 def test_loglikelihood_matches_direct_computation(lm):
-    from optkit.evaluators.lm_eval import wrap
+    from optkit.evaluators.lm_eval_model import wrap
 
     # two share a context (the cached multiple-choice path), the rest take the padded batch path
     pairs = [("The quick brown fox", " jumps over"), ("The quick brown fox", " sleeps."), ("Numbers like 12,", " 345"),
@@ -67,7 +67,7 @@ def test_loglikelihood_matches_direct_computation(lm):
 def test_rolling_and_generate(lm):
     import torch
 
-    from optkit.evaluators.lm_eval import wrap
+    from optkit.evaluators.lm_eval_model import wrap
 
     wrapped = wrap(lm)
     text = "The quick brown fox jumps over the lazy dog."

@@ -234,8 +234,8 @@ def test_ray_remote_nodes_never_get_a_path_of_this_machine(tmp_path, tiny_model)
     is unverified here: the test cluster's nodes are all this machine)."""
     from optkit.checkpoints import resolve
     from optkit.executors.ray import check_paths
+    from optkit.job import VariantJob
     from optkit.recipe import ModelSpec, Variant
-    from optkit.worker import VariantJob
 
     job = VariantJob(variant=Variant(name="a"), checkpoint=resolve(str(tiny_model)),
                      model=ModelSpec(checkpoint=str(tiny_model)), device="cpu")

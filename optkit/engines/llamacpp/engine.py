@@ -4,8 +4,11 @@ perplexity, fidelity, lm-eval tasks and the benchmark all read llama.cpp's own l
 
 One model and one context per LoadedModel. The context holds the KV cache of up to n_seq_max sequences (one
 llama.cpp sequence per batch row, decoded together in one llama_batch per step, as llama-server batches its
-slots); it is made again, larger, when a call needs more sequences or positions. Token ids come from the HF
-tokenizer of the model the file was made from, so PyTorch and llama.cpp variants of one model score the same ids.
+slots); it is made again, larger, when a call needs more sequences or positions. Token ids come from llama.cpp's own
+tokenizer on the file's vocabulary (vocab.NativeTokenizer: the ids llama-server feeds the model), and the sizes
+from the file's header (config.py): a GGUF as shipped needs neither transformers nor a conversion here. Where a
+file was written from a PyTorch model (gguf.export), that model's tokenizer is held against llama.cpp's first, so
+PyTorch and llama.cpp variants of one model score the same ids.
 
 Settings kept fixed, because they change what is measured: flash attention on (what llama-server and llama-cli
 pick on CPU; it changes quantized models' logits slightly) and the KV cache in llama.cpp's default f16. OpenMP's
@@ -125,19 +128,27 @@ def _free_context(ptr, batch) -> None:
 
 
 class LlamaCppLM(LoadedModel):
-    """A GGUF file in llama.cpp with the HF tokenizer and config of the model it was made from; `owner` keeps
-    the temporary folder of a file a step wrote alive exactly as long as the model."""
+    """A GGUF file in llama.cpp, tokenized by llama.cpp itself; `config` (sizes) from the header unless the model
+    it was made from gives its own; `owner` keeps the temporary folder of a file a step wrote alive exactly as long
+    as the model."""
 
     engine = "llamacpp"
 
-    def __init__(self, path, tokenizer, config, params: int | None = None, device: str = "cpu",
+    def __init__(self, path, config=None, params: int | None = None, device: str = "cpu",
                  threads: int | None = None, owner=None, fmt: str = "gguf"):
-        self.path, self.tokenizer, self.config, self.owner = Path(path), tokenizer, config, owner
+        from optkit.engines.llamacpp.config import from_header
+        from optkit.engines.llamacpp.header import read
+        from optkit.engines.llamacpp.vocab import NativeTokenizer, native
+
+        self.path, self.owner = Path(path), owner
+        self.config = config if config is not None else from_header(read(self.path))
         self.format, self.device = fmt, device
         self._threads = threads or default_threads()
         self.model = load_model(self.path, gpu=device.startswith("cuda"))
         lib = library()
         self._free = weakref.finalize(self, lib.llama_model_free, self.model)
+        self.tokenizer = NativeTokenizer(self.path, model=self.model, owner=self)
+        self.tokenizer_checks = [native(self.path.name, self.tokenizer)]
         self.params = params or int(lib.llama_model_n_params(self.model))
         self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model)))
         self._ctx: _Context | None = None
@@ -251,14 +262,12 @@ class LlamaCppLM(LoadedModel):
         return target
 
     def save(self, folder) -> str:
-        """The .gguf (llama.cpp loads it as it is), and beside it the tokenizer and config optkit scores it with."""
+        """The .gguf (llama.cpp loads it as it is: vocabulary and sizes are in it) and its parameter count."""
         import json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.path, folder / self.path.name)
-        self.config.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
         (folder / FACTS).write_text(json.dumps({"params": self.params, "file": self.path.name}, indent=2))
         return self.format
 
@@ -284,14 +293,9 @@ class LlamaCppEngine(Engine):
 
     def describe(self, ckpt, dtype: str, device: str, trust_remote_code: bool = False,
                  trust_pickle: bool = False) -> ModelInfo:
-        """The header's architecture, known to transformers (for the tokenizer and config of a file as shipped)
-        and to the installed llama.cpp (asked in a child process: a vocabulary llama.cpp cannot parse aborts
-        the process that reads it, and that must not be optkit's)."""
+        """The header's architecture and vocabulary, known to the installed llama.cpp (asked in a child process: a
+        vocabulary llama.cpp cannot parse aborts the process that reads it, and that must not be optkit's)."""
         path = gguf_file(ckpt)
-        if ckpt.kind == "gguf":
-            from optkit.engines.torch.engine import _check_gguf_architecture
-
-            _check_gguf_architecture(str(path))
         probe(path)
         if device.startswith("cuda") and not library().llama_supports_gpu_offload():
             raise BadInput("this llama-cpp-python was built without GPU support; rebuild it with "
@@ -302,20 +306,16 @@ class LlamaCppEngine(Engine):
              trust_remote_code: bool = False) -> LlamaCppLM:
         import json
 
-        from transformers import AutoConfig, AutoTokenizer
-
-        from optkit.checkpoints import hf_folder
-
         path = gguf_file(ckpt)
-        folder = Path(hf_folder(ckpt).location) if ckpt.kind == "gguf" else path.parent
-        facts = folder / FACTS
-        params = json.loads(facts.read_text()).get("params") if facts.is_file() else None
-        return LlamaCppLM(path, AutoTokenizer.from_pretrained(folder), AutoConfig.from_pretrained(folder), params,
-                          device)
+        facts = path.parent / FACTS
+        params = None
+        if ckpt.kind != "gguf" and facts.is_file():  # an artifact optkit wrote: the model's logical weight count
+            params = json.loads(facts.read_text()).get("params")
+        return LlamaCppLM(path, None, params, device)
 
     def open(self, path, like: LoadedModel, threads: int | None = None, owner=None, fmt: str = "gguf") -> LlamaCppLM:
-        return LlamaCppLM(path, like.tokenizer, like.config, like.params, like.device, threads or like.threads,
-                          owner, fmt)
+        """A file a step wrote from `like`: its sizes and logical weight count; its tokenizer is the file's own."""
+        return LlamaCppLM(path, like.config, like.params, like.device, threads or like.threads, owner, fmt)
 
 
 def probe(path: Path) -> None:
@@ -347,7 +347,7 @@ def probe(path: Path) -> None:
         from optkit.engines.llamacpp.header import read
 
         arch = read(path).architecture
-        if "unknown model architecture" in answer["error"]:
+        if "unknown model architecture" in answer["error"] or "unsupported model architecture" in answer["error"]:
             raise BadInput(f"{path}: llama.cpp {version()} cannot read GGUF architecture {arch!r}; run the file in "
                            "PyTorch (drop engine: llamacpp) or install a llama-cpp-python that knows it")
         raise BadInput(f"{path}: {answer['error']}; convert the model again with llama.cpp's converter")

@@ -30,9 +30,10 @@ class GgufHeader:
     tensors: int
     data_bytes: int  # where the last tensor's data ends, from the start of the file
     file_bytes: int
-    metadata: dict = field(default_factory=dict)  # scalar and string values (arrays are skipped)
+    metadata: dict = field(default_factory=dict)  # scalar and string values (arrays are skipped unless asked for)
     tensor_types: dict = field(default_factory=dict)  # tensor name -> ggml type name ("F32", "Q4_K", ...)
     row_widths: dict = field(default_factory=dict)  # tensor name -> its first dimension (weights per row)
+    shapes: dict = field(default_factory=dict)  # tensor name -> its dimensions, ggml order (row width first)
 
 
 class _Damaged(Exception):
@@ -83,13 +84,15 @@ class _Reader:
             raise EOFError
         self.pos = pos
 
-    def value(self, kind: int, depth: int = 0):
+    def value(self, kind: int, depth: int = 0, keep: bool = False):
         if kind == 8:
             return self.string()
-        if kind == 9:  # arrays (the tokenizer's vocabulary...) are skipped, not built
+        if kind == 9:  # arrays (the tokenizer's vocabulary...) are skipped, not built, unless kept
             if depth >= MAX_DEPTH:
                 raise _Damaged(f"arrays nested deeper than {MAX_DEPTH}")
             inner = self.take("I")
+            if keep:
+                return self.array(inner, depth)
             if inner in SCALARS:
                 width = struct.calcsize("<" + SCALARS[inner])
                 self.skip(self.count("an array's length", width) * width)
@@ -105,6 +108,20 @@ class _Reader:
             raise _Damaged(f"unknown metadata value type {kind}")
         return self.take(SCALARS[kind])
 
+    def array(self, inner: int, depth: int) -> list:
+        """An array's values (its length read here, checked against the bytes left like every count)."""
+        if inner == 8:
+            return [self.string() for _ in range(self.count("an array's length", 8))]
+        if inner in SCALARS:
+            width = struct.calcsize("<" + SCALARS[inner])
+            n = self.count("an array's length", width)
+            values = list(struct.unpack_from(f"<{n}{SCALARS[inner]}", self.buf, self.pos))
+            self.pos += n * width
+            return values
+        if inner == 9:
+            return [self.value(9, depth + 1, keep=True) for _ in range(self.count("an array's length", 12))]
+        raise _Damaged(f"unknown array element type {inner}")
+
 
 def _alignment(meta: dict) -> int:
     """general.alignment: a positive power of two stored as an integer (llama.cpp refuses anything else)."""
@@ -114,10 +131,10 @@ def _alignment(meta: dict) -> int:
     return value
 
 
-def _tensors(r: _Reader, n: int) -> tuple[int, dict, dict]:
+def _tensors(r: _Reader, n: int) -> tuple[int, dict, dict, dict]:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    end, types, widths = 0, {}, {}
+    end, types, widths, shapes = 0, {}, {}, {}
     for _ in range(n):
         name = r.string("a tensor name's length")
         n_dims = r.take("I")
@@ -132,14 +149,15 @@ def _tensors(r: _Reader, n: int) -> tuple[int, dict, dict]:
             raise _Damaged(f"tensor {name!r} has unknown type {kind}") from None
         types[name] = qtype.name
         widths[name] = dims[0] if dims else 1
+        shapes[name] = dims
         count = 1
         for d in dims:
             count *= d
         end = max(end, offset + count // block * type_size)
-    return end, types, widths
+    return end, types, widths, shapes
 
 
-def _parse(buf, size: int) -> GgufHeader:
+def _parse(buf, size: int, arrays: tuple[str, ...]) -> GgufHeader:
     r = _Reader(buf)
     r.skip(4)  # the magic, checked by the caller
     version = r.take("I")
@@ -150,15 +168,17 @@ def _parse(buf, size: int) -> GgufHeader:
     meta = {}
     for _ in range(kvs):
         key = r.string("a metadata key's length")
-        meta[key] = r.value(r.take("I"))
-    end, types, widths = _tensors(r, tensors)
+        meta[key] = r.value(r.take("I"), keep=key in arrays)
+    end, types, widths, shapes = _tensors(r, tensors)
     align = _alignment(meta)
-    start = -(-r.pos // align) * align
-    return GgufHeader(version, meta.get("general.architecture"), tensors, start + end, size, meta, types, widths)
+    start = -(-r.pos // align) * align if tensors else r.pos  # no data section to align
+    return GgufHeader(version, meta.get("general.architecture"), tensors, start + end, size, meta, types, widths,
+                      shapes)
 
 
-def read(path: str | Path) -> GgufHeader:
-    """The header of a GGUF file; BadInput (one line, with the fix) when it is not one or is cut short."""
+def read(path: str | Path, arrays: tuple[str, ...] = ()) -> GgufHeader:
+    """The header of a GGUF file; BadInput (one line, with the fix) when it is not one or is cut short. `arrays`:
+    metadata keys whose array values to keep (the tokenizer's tokens, scores, merges...; milliseconds per 100k)."""
     path = Path(path)
     bad = f"{path} is not a usable GGUF file"
     try:
@@ -170,7 +190,7 @@ def read(path: str | Path) -> GgufHeader:
                 with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                     head = bytes(buf[:4])
                     if head == b"GGUF":
-                        header = _parse(buf, size)
+                        header = _parse(buf, size, tuple(arrays))
     except EOFError:
         raise BadInput(f"{bad}: the header is cut short; download or convert it again") from None
     except _Damaged as exc:

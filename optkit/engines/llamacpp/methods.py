@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optkit.calibration import CalibrationSpec
 from optkit.engines.method import Method, ModelInfo, Params, step_record
+from optkit.errors import RunError
 from optkit.progress import note
 
 OUTTYPE = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -79,7 +80,8 @@ class Export(Method):
     def apply(self, lm, params: ExportParams, auto_exclude=None):
         from optkit import registry
         from optkit.common.validation import validate
-        from optkit.engines.llamacpp.tools import convert, faithful_tokenizer
+        from optkit.engines.llamacpp import vocab
+        from optkit.engines.llamacpp.tools import convert
 
         started = time.perf_counter()
         outtype = params.outtype or OUTTYPE[lm.dtype]
@@ -88,10 +90,15 @@ class Export(Method):
             note("gguf.export: saving the model as an HF folder")
             lm.model.save_pretrained(hf)
             lm.tokenizer.save_pretrained(hf)
-            rebuilt = faithful_tokenizer(Path(hf))
             note(f"gguf.export: llama.cpp's converter, --outtype {outtype}")
             path = convert(Path(hf), folder / f"model-{outtype}.gguf", outtype)
         new = registry.engines.get("llamacpp").open(path, like=lm, owner=owner)
+        # the vocabulary the converter wrote must tokenize as the model's own tokenizer does, or the two engines
+        # would score different ids
+        agreed = vocab.check(lm.tokenizer, new.tokenizer, path.name, "the exported model's own tokenizer")
+        if agreed.result != "agrees":
+            raise RunError(vocab.refusal(agreed, path))
+        new.tokenizer_checks = [*lm.tokenizer_checks, *new.tokenizer_checks, agreed]
         note("gguf.export: validating llama.cpp's logits against PyTorch's")
         rtol, top1 = TOLERANCE[outtype]
         tolerance = ExportTolerance(atol=0.0, rtol=params.rtol if params.rtol is not None else rtol,
@@ -99,7 +106,7 @@ class Export(Method):
         check = validate(lm, new, tolerance, what=f"GGUF export ({outtype})")
         return new, step_record(self, params, started, ["<whole model>"], details={
             "file": str(path), "outtype": outtype, "size_bytes": new.size_bytes(), "validation": check,
-            "tokenizer": "rebuilt from the GGUF's vocabulary" if rebuilt else "the model's own"})
+            "tokenizer_check": agreed.model_dump()})
 
 
 class ExportTolerance(BaseModel):

@@ -1,8 +1,7 @@
 """What the gguf.* methods borrow from llama.cpp itself: its HF -> GGUF converter (convert_hf_to_gguf.py with
-the gguf-py it ships, from the llama-cpp-python sdist, put into the venv by `make setup`), an HF tokenizer.json
-rebuilt from a GGUF's own vocabulary where transformers' reading of a GGUF would mislead that converter, and
-the importance matrix (imatrix) llama.cpp's quantizer weighs rounding errors with, collected from llama.cpp's
-own matrix multiplications as its llama-imatrix tool does.
+the gguf-py it ships, from the llama-cpp-python sdist, put into the venv by `make setup`) and the importance
+matrix (imatrix) llama.cpp's quantizer weighs rounding errors with, collected from llama.cpp's own matrix
+multiplications as its llama-imatrix tool does.
 
 The converter runs in a fresh interpreter (`python -m optkit.engines.llamacpp.tools CONVERTER MODEL OUT OUTTYPE`):
 it needs its own gguf-py first on sys.path, and a process that has imported PyPI's gguf (transformers does)
@@ -22,12 +21,6 @@ from pathlib import Path
 from optkit.errors import BadInput, RunError
 
 CONVERTER_ENV = "OPTKIT_LLAMACPP_CONVERTER"
-# HF pre-tokenizers of byte-level BPE vocabularies this module can rebuild from a GGUF, by llama.cpp's name
-_PRE = {
-    "smollm": lambda pt: pt.Sequence([pt.Digits(individual_digits=True),
-                                      pt.ByteLevel(add_prefix_space=False, use_regex=True)]),
-    "gpt-2": lambda pt: pt.ByteLevel(add_prefix_space=False, use_regex=True),
-}
 
 
 def converter_dir() -> Path:
@@ -92,53 +85,6 @@ def _run_converter(converter: str, model_dir: str, out: str, outtype: str) -> No
     text_model.get_vocab_base_pre = get_vocab_base_pre
     sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", outtype]
     cli.main()
-
-
-def faithful_tokenizer(hf_dir: Path) -> bool:
-    """Where the saved tokenizer is transformers' reading of a GGUF (its tokenizer.model is the GGUF itself), write
-    the tokenizer.json the original repository had, from the GGUF's tokens, merges and pre-tokenizer. transformers
-    reads a byte-level BPE GGUF as a byte-fallback Llama tokenizer; given that, the converter writes a
-    SentencePiece vocabulary over GPT-2 tokens, and llama.cpp aborts on the first text it tokenizes. Returns
-    whether it rewrote anything."""
-    source = hf_dir / "tokenizer.model"
-    if not source.is_file() or source.open("rb").read(4) != b"GGUF":
-        return False
-    from gguf import GGUFReader
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    fields = GGUFReader(str(source)).fields
-
-    def field(key):
-        return fields[key].contents() if key in fields else None
-
-    pre = field("tokenizer.ggml.pre")
-    if field("tokenizer.ggml.model") != "gpt2" or pre not in _PRE:
-        raise RunError(f"gguf.export cannot rebuild this GGUF's tokenizer (model {field('tokenizer.ggml.model')!r}, "
-                       f"pre-tokenizer {pre!r}; rebuilt: byte-level BPE with {', '.join(_PRE)}); export from the "
-                       "original HF folder instead")
-    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
-    merges = [tuple(m.split(" ", 1)) for m in field("tokenizer.ggml.merges")]
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, byte_fallback=False))
-    tok.pre_tokenizer = _PRE[pre](pre_tokenizers)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3])
-
-    def name(key):
-        i = field(key)
-        return tokens[i] if i is not None else None
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=name("tokenizer.ggml.bos_token_id"), clean_up_tokenization_spaces=False,
-        eos_token=name("tokenizer.ggml.eos_token_id"), unk_token=name("tokenizer.ggml.unknown_token_id"),
-        pad_token=name("tokenizer.ggml.padding_token_id"))
-    if field("tokenizer.chat_template"):
-        fast.chat_template = field("tokenizer.chat_template")
-    for stale in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                  "added_tokens.json", "chat_template.jinja"):
-        (hf_dir / stale).unlink(missing_ok=True)
-    fast.save_pretrained(hf_dir)
-    return True
 
 
 class _Tensor(ctypes.Structure):

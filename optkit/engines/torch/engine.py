@@ -177,6 +177,32 @@ def _check_gguf_architecture(path: str) -> None:
                        "give the model as an HF folder")
 
 
+def _tokenizer(ckpt, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    from optkit.engines.llamacpp.convert import load_tokenizer, source_of
+
+    if ckpt.kind != "hub" and source_of(Path(ckpt.location)) is not None:  # a folder optkit converted from a GGUF
+        return load_tokenizer(Path(ckpt.location))
+    return AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
+                                         revision=ckpt.pinned() if ckpt.kind == "hub" else None)
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def _checked_tokenizer(folder: Path, given: str) -> None:
+    """Preflight: a converted folder's tokenizer against its GGUF, so a disagreement stops the run before any
+    worker starts (the worker checks again when it loads); nothing for other folders."""
+    from optkit.engines.llamacpp.convert import check_folder, load_tokenizer, source_of
+
+    if source_of(folder) is not None:
+        check_folder(folder, load_tokenizer(folder), given)
+
+
 class TorchEngine(Engine):
     name = "torch"
     label = "PyTorch"
@@ -189,10 +215,15 @@ class TorchEngine(Engine):
         """Linear shapes from the config alone (meta tensors: no weights are read)."""
         import torch
 
+        from optkit.checkpoints import hf_folder
+
         if ckpt.kind == "gguf":
             _check_gguf_architecture(ckpt.location)
+            folder = Path(hf_folder(ckpt, say=_say).location)
+            _checked_tokenizer(folder, ckpt.given)  # a tokenizer that disagrees with llama.cpp's: exit 2 here
         elif ckpt.kind != "hub":
             _check_weights_format(Path(ckpt.location), trust_pickle)
+            _checked_tokenizer(Path(ckpt.location), ckpt.given)  # a folder optkit converted from a GGUF
         _, model = _config(ckpt, trust_remote_code)
         linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear)}
@@ -202,7 +233,7 @@ class TorchEngine(Engine):
     def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
              trust_remote_code: bool = False) -> TorchLM:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from optkit.checkpoints import hf_folder
 
@@ -213,8 +244,7 @@ class TorchEngine(Engine):
             _check_weights_format(Path(ckpt.location), trust_pickle)
         try:
             model = AutoModelForCausalLM.from_pretrained(ckpt.location, dtype=getattr(torch, dtype), **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
-                                                      revision=kwargs["revision"])
+            tokenizer = _tokenizer(ckpt, trust_remote_code)
         except OSError as exc:
             where = "the Hugging Face hub" if ckpt.kind == "hub" else ckpt.location
             raise RunError(
@@ -225,6 +255,11 @@ class TorchEngine(Engine):
         if getattr(model, "hf_quantizer", None) is None:  # quantized loads are placed by their quantizer
             model.to(device)
         lm = TorchLM(model, tokenizer, device, fmt=ckpt.format)
+        if ckpt.kind != "hub":
+            from optkit.engines.llamacpp.convert import check_folder
+
+            checked = check_folder(Path(ckpt.location), tokenizer, ckpt.given)  # a folder optkit converted
+            lm.tokenizer_checks = [checked] if checked else []
         if ckpt.format == "compressed-tensors" and ckpt.kind != "hub":
             lm.source_folder = Path(ckpt.location)  # its packed weights: what it costs on disk, what save copies
         return lm
