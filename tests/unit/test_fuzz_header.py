@@ -199,7 +199,7 @@ def test_fuzz_demo_header(tmp_path, record_property):
     f.truncations(data, [0, 3, 4, 8, 16, 24, 100, 1000, len(data) // 2, len(data) - 5000])
     record_property("fuzz", f"GGUF header (demo SmolLM2 file): {f.cases} cases, {f.refused} refused with one "
                             f"line, {f.read} read, {len(f.tracebacks)} tracebacks")
-    assert f.cases > 100 and not f.tracebacks, f.tracebacks[:10]
+    assert f.cases > 50 and not f.tracebacks, f.tracebacks[:10]
 
 
 @pytest.mark.parametrize("alignment, why", [
