@@ -6,7 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from optkit.isolate import guard_group
+try:
+    from optkit.isolate import guard_group
+except ImportError:  # an optkit without the guard (the tests show what goes wrong there)
+    def guard_group() -> None:
+        pass
 
 if __name__ == "__main__":
     guard_group()
