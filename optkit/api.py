@@ -71,25 +71,31 @@ class Report(ReportData):
 
 def run(recipe: Recipe | dict | str | Path, out: str | Path | None = None, *, fresh: bool = False,
         device: str | None = None, executor: Executor | ExecutorSpec | dict | str | None = None,
-        say: Say | None = None, live: bool = False, check: bool = False) -> Report:
+        say: Say | None = None, live: bool = False, check: bool = False, allow_pickle: bool = False,
+        trust_remote_code: bool = False, revision: str | None = None) -> Report:
     """Build, evaluate and benchmark every variant of a recipe (a YAML path, a dict of its fields or a Recipe);
     write report.json and report.html into `out` (default reports/<name>) and return the report.
 
     fresh: redo every variant instead of resuming finished ones. device: override the recipe's. executor: the
     recipe's `executor:` section by default; a kind ("local", "ray"), a dict of ExecutorSpec fields that override
     the recipe's, an ExecutorSpec, or an Executor you made (you close it). say: where progress lines go (stderr);
-    live: redraw one line per variant in place (a terminal). check: raise RunError when a variant failed."""
+    live: redraw one line per variant in place (a terminal). check: raise RunError when a variant failed.
+    allow_pickle, trust_remote_code: load pickle weights / run the model's own code (only the caller grants these,
+    never a recipe or an artifact: trust.py). revision: a hub id's branch, tag or commit."""
     spec, source, base_dir = _recipe(recipe)
     if device:
         spec = spec.model_copy(update={"device": device})
+    if revision:
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"revision": revision})})
     return _execute(spec, source, out, fresh=fresh, base_dir=base_dir, executor=executor, say=say, live=live,
-                    check=check)
+                    check=check, trust=_trust(allow_pickle, trust_remote_code))
 
 
 def evaluate(checkpoint: str | Path, *, out: str | Path | None = None, max_tokens: int = 4096,
              text: str | Path | None = None, tasks: Iterable[str] | str | None = None, limit: int | None = None,
              engine: str | None = None, dtype: str = "float32", device: str = "cpu", say: Say | None = None,
-             live: bool = False, check: bool = False) -> Report:
+             live: bool = False, check: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
+             revision: str | None = None) -> Report:
     """Token perplexity of a checkpoint (WikiText-2, or the text file `text`) and lm-eval `tasks` (names, or one
     comma-separated string; offline with OPTKIT_DATA), each limited to its first `limit` documents."""
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks or []) if t.strip()]
@@ -101,45 +107,52 @@ def evaluate(checkpoint: str | Path, *, out: str | Path | None = None, max_token
     ppl = {"max_tokens": max_tokens, "path": str(text) if text else None}
     specs = [{"name": n, "limit": limit} for n in names] or None
     return _one("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None,
-                engine=engine, say=say, live=live, check=check)
+                engine=engine, say=say, live=live, check=check, trust=_trust(allow_pickle, trust_remote_code),
+                revision=revision)
 
 
 def bench(checkpoint: str | Path, *, out: str | Path | None = None, prompt_len: int = 128,
           prompt_lens: list[int] | None = None, gen_len: int = 64, batch_sizes: list[int] | None = None,
           repeats: int = 5, min_seconds: float = 2.0, threads: int | None = None, engine: str | None = None,
           dtype: str = "float32", device: str = "cpu", say: Say | None = None, live: bool = False,
-          check: bool = False) -> Report:
+          check: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
+          revision: str | None = None) -> Report:
     """Benchmark a checkpoint: decode tokens/s per batch size (default [1]), prefill latency, time to first token
     at `prompt_lens`, end-to-end latency, peak memory, size and energy."""
     spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats, "min_seconds": min_seconds,
             "batch_sizes": list(batch_sizes or [1]), "prompt_lens": prompt_lens, "threads": threads,
             "max_repeats": max(repeats, 15)}
     return _one("bench", checkpoint, dtype, device, [], out, None, spec, engine=engine, say=say, live=live,
-                check=check)
+                check=check, trust=_trust(allow_pickle, trust_remote_code), revision=revision)
 
 
 def quantize(checkpoint: str | Path, method: str, out: str | Path, *, params: dict | None = None,
              auto_exclude: str | float | None = None, dtype: str = "float32", device: str = "cpu",
-             say: Say | None = None, live: bool = False) -> Report:
+             say: Say | None = None, live: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
+             revision: str | None = None) -> Report:
     """Apply one method and write a reloadable artifact folder `out` (new or empty) that eval, bench and recipes
     accept as a checkpoint. auto_exclude: keep the most sensitive layers in higher precision until calibration
     perplexity is within this budget ("5%"). The report is that of the one-variant run (out/run)."""
-    return _transform("quantize", checkpoint, method, out, params, auto_exclude, dtype, device, say, live)
+    return _transform("quantize", checkpoint, method, out, params, auto_exclude, dtype, device, say, live,
+                      _trust(allow_pickle, trust_remote_code), revision)
 
 
 def prune(checkpoint: str | Path, method: str, out: str | Path, *, params: dict | None = None,
           auto_exclude: str | float | None = None, dtype: str = "float32", device: str = "cpu",
-          say: Say | None = None, live: bool = False) -> Report:
+          say: Say | None = None, live: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
+          revision: str | None = None) -> Report:
     """quantize for pruning methods (prune.magnitude, prune.2to4, prune.wanda)."""
     if not method.startswith("prune."):
         raise BadInput(f"optkit prune takes a pruning method (prune.magnitude, prune.2to4, prune.wanda), "
                        f"not {method!r}; use optkit quantize for that")
-    return _transform("prune", checkpoint, method, out, params, auto_exclude, dtype, device, say, live)
+    return _transform("prune", checkpoint, method, out, params, auto_exclude, dtype, device, say, live,
+                      _trust(allow_pickle, trust_remote_code), revision)
 
 
 def export(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", opset: int | None = None,
            params: dict | None = None, dtype: str = "float32", device: str = "cpu", say: Say | None = None,
-           live: bool = False) -> Report:
+           live: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
+           revision: str | None = None) -> Report:
     """Export to another engine's format (a method <format>.export exists for each: onnx, gguf), checked against
     PyTorch logits; `out` is then a checkpoint that loads in that engine without optkit. The step's record
     (report.variants[0].steps[0].details) holds the validation figures."""
@@ -155,7 +168,8 @@ def export(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", ops
     step = {k: v for k, v in given.items() if k in fields and v is not None} | (params or {})
     with _new_folder(Path(out)) as work:
         return _one("export", checkpoint, dtype, device, [{"method": f"{format}.export", "params": step}],
-                    work / "run", None, None, say=say, live=live, save_to=work, check=True)
+                    work / "run", None, None, say=say, live=live, save_to=work, check=True,
+                    trust=_trust(allow_pickle, trust_remote_code), revision=revision)
 
 
 def gate_rules(report: ReportData, rules: GateSpec | dict | None = None,
@@ -208,6 +222,12 @@ def check_failed(report: ReportData, run_dir: Path) -> None:
                        f"variant, the logs are in {run_dir / 'logs'}, and a rerun redoes only the failed ones")
 
 
+def _trust(allow_pickle: bool, trust_remote_code: bool):
+    from optkit.trust import Trust
+
+    return Trust(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+
+
 def _recipe(recipe: Recipe | dict | str | Path) -> tuple[Recipe, str, Path | None]:
     """(recipe, where it came from for messages, the folder relative checkpoint paths start from)."""
     if isinstance(recipe, Recipe):
@@ -238,13 +258,13 @@ def _executor(recipe: Recipe, executor: Executor | ExecutorSpec | dict | str | N
 
 def _execute(recipe: Recipe, source: str, out: str | Path | None, fresh: bool, base_dir: Path | None = None,
              executor: Executor | ExecutorSpec | dict | str | None = None, say: Say | None = None,
-             live: bool = False, save_to: Path | None = None, check: bool = False) -> Report:
+             live: bool = False, save_to: Path | None = None, check: bool = False, trust=None) -> Report:
     from optkit import pipeline
 
     run_dir = out_dir(recipe.name, out)
     ex, own = _executor(recipe, executor)
     try:
-        plan = pipeline.plan(recipe, source, base_dir, save_to, device=ex.device(recipe.device))
+        plan = pipeline.plan(recipe, source, base_dir, save_to, device=ex.device(recipe.device), trust=trust)
         report = pipeline.run(plan, run_dir, resume=not fresh, say=say or _stderr, executor=ex, live=live)
     finally:
         if own:
@@ -256,18 +276,21 @@ def _execute(recipe: Recipe, source: str, out: str | Path | None, fresh: bool, b
 
 def _one(name: str, checkpoint: str | Path, dtype: str, device: str, steps: list, out: str | Path | None,
          evaluation: dict | None, bench_spec: dict | None, engine: str | None = None, say: Say | None = None,
-         live: bool = False, save_to: Path | None = None, check: bool = False) -> Report:
+         live: bool = False, save_to: Path | None = None, check: bool = False, trust=None,
+         revision: str | None = None) -> Report:
     """A one-variant recipe from a command's options, run fresh."""
+    model = {"checkpoint": str(checkpoint), "dtype": dtype} | ({"revision": revision} if revision else {})
     data: dict[str, Any] = {
-        "name": name, "model": {"checkpoint": str(checkpoint), "dtype": dtype}, "device": device,
+        "name": name, "model": model, "device": device,
         "variants": [{"name": name, "steps": steps, "engine": engine}],
         "eval": evaluation or {"perplexity": None}, "bench": bench_spec}
     return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, say=say, live=live,
-                    save_to=save_to, check=check)
+                    save_to=save_to, check=check, trust=trust)
 
 
 def _transform(name: str, checkpoint: str | Path, method: str, out: str | Path, params: dict | None,
-               auto_exclude: str | float | None, dtype: str, device: str, say: Say | None, live: bool) -> Report:
+               auto_exclude: str | float | None, dtype: str, device: str, say: Say | None, live: bool, trust=None,
+               revision: str | None = None) -> Report:
     from pydantic import ValidationError
 
     try:
@@ -278,7 +301,7 @@ def _transform(name: str, checkpoint: str | Path, method: str, out: str | Path, 
         raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
     with _new_folder(Path(out)) as work:
         return _one(name, checkpoint, dtype, device, [step.model_dump()], work / "run", None, None, say=say,
-                    live=live, save_to=work, check=True)
+                    live=live, save_to=work, check=True, trust=trust, revision=revision)
 
 
 @contextmanager

@@ -39,6 +39,32 @@ def _live() -> bool:
     return sys.stderr.isatty()
 
 
+def trust_options(command):
+    """--allow-pickle, --trust-remote-code and --revision: on every command that loads a model. Trust is granted
+    here, per invocation, and nowhere else (a recipe or an artifact cannot grant it)."""
+    command = click.option("--revision", help="a hub id's branch, tag or commit (default: main); the commit it "
+                           "resolves to is recorded in the report and in every cache key")(command)
+    command = click.option("--trust-remote-code", is_flag=True, help="run the model's own Python code (config "
+                           "auto_map) from its folder or the hub: only for a source you trust")(command)
+    command = click.option("--trust-pickle", "allow_pickle", is_flag=True, hidden=True)(command)  # the old name
+    return click.option("--allow-pickle", "allow_pickle", is_flag=True, help="load pickle weights (.bin/.pt), "
+                        "which can run code when loaded: only for a source you trust")(command)
+
+
+def _trust(allow_pickle: bool, trust_remote_code: bool):
+    from optkit.trust import Trust
+
+    return Trust(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+
+
+def _sigterm_exits() -> None:
+    """SIGTERM (a CI cancel, `timeout`) unwinds like Ctrl-C: the worker's process group is killed, the run folder's
+    lock released, instead of the orchestrator vanishing mid-write."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _printed(report, run_dir: Path, show) -> None:
     """The report as the command prints it, where it was written, then exit 3 if a variant failed."""
     from optkit import api
@@ -54,6 +80,14 @@ class Group(click.Group):
             return super().invoke(ctx)
         except OptkitError as exc:
             _fail(exc)
+        except OSError as exc:  # a path the file system refuses (too long, a file where a folder goes, no room)
+            import errno
+
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+                                 errno.ENOSPC, errno.EROFS):
+                raise
+            where = exc.filename or "a file"
+            _fail(BadInput(f"cannot write {where}: {exc.strerror}; pass another path (or free the space)"))
 
 
 @click.group(cls=Group)
@@ -61,6 +95,7 @@ class Group(click.Group):
 def main() -> None:
     """Make an LLM cheaper and faster to serve without silently making it worse."""
     quiet_libraries()
+    _sigterm_exits()
 
 
 @main.command()
@@ -72,15 +107,17 @@ def main() -> None:
               help="where variants run: one after another here (local), or spread over a Ray cluster (ray)")
 @click.option("--address", help="ray: the cluster to use (host:6379, or auto); default: start Ray on this machine")
 @click.option("--retries", type=click.IntRange(0, 5), help="run a variant again when its worker or node died")
+@trust_options
 def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: str | None, address: str | None,
-        retries: int | None) -> None:
+        retries: int | None, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Build, evaluate and benchmark every variant of RECIPE; write report.json and report.html."""
     from optkit import api
     from optkit.recipe import load_recipe
     from optkit.report.summary import text_table
 
     given = {k: v for k, v in (("kind", kind), ("address", address), ("retries", retries)) if v is not None}
-    report = api.run(recipe, out, fresh=fresh, device=device, executor=given, say=_say, live=_live())
+    report = api.run(recipe, out, fresh=fresh, device=device, executor=given, say=_say, live=_live(),
+                     allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision)
     _printed(report, api.out_dir(load_recipe(recipe).name, out), text_table)
 
 
@@ -88,7 +125,9 @@ def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: s
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="override the recipe's device")
 @click.option("--remeasure", is_flag=True, help="measure memory bandwidth again instead of reusing the cached value")
-def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
+@trust_options
+def plan_(recipe: Path, device: str | None, remeasure: bool, allow_pickle: bool, trust_remote_code: bool,
+          revision: str | None) -> None:
     """Check RECIPE and forecast each variant's batch-1 decode speed-up from the roofline; builds nothing."""
     from optkit import pipeline
     from optkit.forecast import forecast, render
@@ -97,7 +136,10 @@ def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
     r = load_recipe(recipe)
     if device:
         r.device = device
-    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent)  # the preflight: a bad recipe fails here
+    if revision:
+        r.model.revision = revision
+    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent,  # the preflight: a bad recipe fails here
+                      trust=_trust(allow_pickle, trust_remote_code))
     click.echo(f"{recipe}: {len(p.jobs)} variant(s) pass preflight on {p.device}")
     click.echo(render(forecast(p, remeasure)))
 
@@ -121,13 +163,15 @@ def _transform_command(name: str, doc: str):
     @dtype_opt
     @device_opt
     @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
+    @trust_options
     def command(checkpoint: str, method: str, params: tuple[str, ...], auto_exclude: str | None, dtype: str,
-                device: str, out: Path) -> None:
+                device: str, out: Path, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
         from optkit import api
 
         call = api.prune if name == "prune" else api.quantize
         call(checkpoint, method, out, params=_params(params), auto_exclude=auto_exclude, dtype=dtype, device=device,
-             say=_say, live=_live())
+             say=_say, live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+             revision=revision)
         fmt = json.loads((out / "optkit.json").read_text())["format"]
         how = "replays its steps on the source checkpoint" if fmt == "replay" else f"format {fmt}"
         click.echo(f"wrote {out} ({how}); use it as a checkpoint for optkit eval / bench / run")
@@ -151,14 +195,16 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="folder to write (new or empty)")
+@trust_options
 def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...], dtype: str, device: str,
-           out: Path) -> None:
+           out: Path, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Export CHECKPOINT (to ONNX or GGUF, checked against PyTorch logits); the result is a checkpoint for eval /
     bench / run, and loads in its engine without optkit."""
     from optkit import api
 
     report = api.export(checkpoint, out, format=fmt, opset=opset, params=_params(params), dtype=dtype, device=device,
-                        say=_say, live=_live())
+                        say=_say, live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                        revision=revision)
     record = report.variants[0].steps[0]
     v, size = record.details["validation"], record.details["size_bytes"] / 2**20
     written = next((p for p in sorted(out.iterdir()) if p.suffix in (".onnx", ".gguf")), out)
@@ -179,14 +225,17 @@ def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...]
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
+@trust_options
 def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None, limit: int | None,
-          engine: str | None, dtype: str, device: str, out: Path | None) -> None:
+          engine: str | None, dtype: str, device: str, out: Path | None, allow_pickle: bool, trust_remote_code: bool,
+          revision: str | None) -> None:
     """Measure token perplexity of CHECKPOINT, and lm-eval task accuracy with --tasks."""
     from optkit import api
     from optkit.report.summary import text_table
 
     report = api.evaluate(checkpoint, out=out, max_tokens=max_tokens, text=text, tasks=tasks, limit=limit,
-                          engine=engine, dtype=dtype, device=device, say=_say, live=_live())
+                          engine=engine, dtype=dtype, device=device, say=_say, live=_live(),
+                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision)
     _printed(report, api.out_dir("eval", out), text_table)
 
 
@@ -212,9 +261,10 @@ def _ints(option: str, text: str | None) -> list[int] | None:
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
+@trust_options
 def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: int, batch_sizes: str, repeats: int,
           min_seconds: float, threads: int | None, engine: str | None, dtype: str, device: str,
-          out: Path | None) -> None:
+          out: Path | None, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Benchmark CHECKPOINT: decode tokens/s per batch size, prefill latency, end-to-end latency, peak memory,
     size, energy."""
     from optkit import api
@@ -223,7 +273,7 @@ def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: in
     report = api.bench(checkpoint, out=out, prompt_len=prompt_len, prompt_lens=_ints("--prompt-lens", prompt_lens),
                        gen_len=gen_len, batch_sizes=_ints("--batch-sizes", batch_sizes), repeats=repeats,
                        min_seconds=min_seconds, threads=threads, engine=engine, dtype=dtype, device=device, say=_say,
-                       live=_live())
+                       live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision)
     _printed(report, api.out_dir("bench", out), bench_table)
 
 

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from optkit import node
 from optkit.checkpoints import Checkpoint
 from optkit.evaluators.fidelity import Reference
-from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant
+from optkit.recipe import DEFAULT_TIMEOUT_S, BenchSpec, EvalSpec, ModelSpec, Variant
 from optkit.results import VariantResult, write_model
+from optkit.trust import Trust
 
 
 class Placement(BaseModel):
@@ -41,6 +42,14 @@ class VariantJob(BaseModel):
     save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
     keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
     placement: Placement | None = None  # set by pipeline.run; an executor runs only placed jobs
+    trust: Trust = Trust()  # from the command line only (trust.py)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # the recipe's; the variant's own timeout_s wins
+    key: str | None = None  # reuse.py: what the result depends on, stamped into it
+    key_parts: dict[str, str | None] = {}
+
+    @property
+    def timeout(self) -> float:
+        return self.variant.timeout_s or self.timeout_s
 
     @property
     def engine(self) -> str:
@@ -76,18 +85,28 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
     if python is None and handoff.engine_of(job):
         return handoff.run(job, out, log, env, shown_log)
     out.unlink(missing_ok=True)
-    job_file = out.with_suffix(".job.json")
+    job_file = out.with_name(f".{out.stem}.job.json")
     write_model(job_file, job)
-    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env,
-                         python=python, append=append)
-    job_file.unlink(missing_ok=True)
-    if not outcome.timed_out and out.is_file():
-        return VariantResult.model_validate_json(out.read_text())
-    error = outcome.describe(job.variant.timeout_s)
-    if not outcome.timed_out:
-        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
+    try:
+        outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.timeout, env=env, python=python,
+                             append=append)
+    finally:
+        job_file.unlink(missing_ok=True)
     killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
-    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
-                         node=node.facts(job.device))
+    unreadable = None
+    if not outcome.timed_out and out.is_file():
+        try:
+            return VariantResult.model_validate_json(out.read_text())
+        except (OSError, ValueError) as exc:  # cut short or damaged: the worker died writing it, or disk trouble
+            errors = getattr(exc, "errors", None)
+            unreadable = errors()[0]["msg"] if callable(errors) else " ".join(str(exc).split())[:200]
+    error = outcome.describe(job.timeout)
+    if unreadable is not None:
+        error = f"worker {error} and left an unreadable result ({unreadable}); see {shown_log or log}"
+    elif not outcome.timed_out:
+        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
+    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds,
+                         crashed=killed or (unreadable is not None and outcome.code != 0), node=node.facts(job.device),
+                         key=job.key, key_parts=job.key_parts)
     write_model(out, cand)
     return cand

@@ -13,6 +13,7 @@ from optkit.engines.base import ModelInfo
 from optkit.engines.method import format_problem
 from optkit.errors import BadInput
 from optkit.recipe import Recipe
+from optkit.trust import Trust
 
 
 def resolve_device(wanted: str) -> str:
@@ -31,15 +32,15 @@ def model_info(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     return loading.describe(ckpt, dtype, device, trust_remote_code, engine=engine, trust_pickle=trust_pickle)
 
 
-def check_variants(recipe: Recipe, ckpt: Checkpoint, device: str, source: str) -> None:
+def check_variants(recipe: Recipe, ckpt: Checkpoint, device: str, source: str, trust: Trust | None = None) -> None:
     """Every variant from the engine it starts in (its own `engine`, or the checkpoint's default), each engine's
-    facts about the checkpoint read once."""
-    model, infos = recipe.model, {}
+    facts about the checkpoint read once, with the trust the caller granted (trust.py)."""
+    model, infos, trust = recipe.model, {}, trust or Trust()
     for i, variant in enumerate(recipe.variants):
         engine = loading.engine_name(ckpt, variant.engine, variant.steps)
         if engine not in infos:
             try:
-                infos[engine] = model_info(ckpt, model.dtype, device, model.trust_remote_code, model.trust_pickle,
+                infos[engine] = model_info(ckpt, model.dtype, device, trust.trust_remote_code, trust.allow_pickle,
                                            engine)
             except BadInput as exc:
                 if not variant.engine:

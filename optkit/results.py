@@ -1,4 +1,5 @@
-"""Typed results and report.json. Users' CI parses report.json: add fields freely, rename nothing."""
+"""Typed results and report.json. Users' CI parses report.json: add fields freely, rename nothing. A float that
+is NaN or infinite is written as the string "NaN" / "Infinity" / "-Infinity" (finite.py)."""
 
 from __future__ import annotations
 
@@ -10,74 +11,75 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from optkit.finite import Data, Num
 from optkit.meters.roofline import Roofline
 
 REPORT_SCHEMA_VERSION = 1
 
 
-class SkippedModule(BaseModel):
+class SkippedModule(Data):
     module: str
     reason: str
 
 
-class StepRecord(BaseModel):
+class StepRecord(Data):
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: Num = 0.0
     modules_changed: list[str] = Field(default_factory=list)
     modules_skipped: list[SkippedModule] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="method-specific, e.g. per-layer sparsity")
 
 
-class EvalResult(BaseModel):
+class EvalResult(Data):
     task: str
     metric: str
-    value: float
-    stderr: float | None = None
+    value: Num
+    stderr: Num | None = None
     n: int
     higher_is_better: bool
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class Stats(BaseModel):
-    median: float
-    p10: float
-    p90: float
+class Stats(Data):
+    median: Num
+    p10: Num
+    p90: Num
     n: int
     unit: str = ""
     noisy: bool = False
-    contention: float | None = Field(default=None, description="max share of CPU used by other processes")
-    ci_low: float | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
-    ci_high: float | None = None
+    contention: Num | None = Field(default=None, description="max share of CPU used by other processes")
+    ci_low: Num | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
+    ci_high: Num | None = None
     noisy_reason: str | None = Field(default=None, description="why noisy is set, e.g. the halves disagree")
 
 
-class Energy(BaseModel):
+class Energy(Data):
     status: Literal["ok", "unavailable"]
-    joules_per_token: float | None = None  # decode, batch 1, whole counter (idle included)
+    joules_per_token: Num | None = None  # decode, batch 1, whole counter (idle included)
     reason: str | None = None
     source: str | None = None
-    prefill_joules_per_token: float | None = Field(default=None, description="per prompt token, batch 1")
-    idle_watts: float | None = Field(default=None, description="measured before the benchmark")
-    joules_per_token_above_idle: float | None = Field(default=None, description="decode energy minus idle x time")
-    sampled_vs_counter: float | None = Field(default=None, description="power-sampling integral / counter delta "
+    prefill_joules_per_token: Num | None = Field(default=None, description="per prompt token, batch 1")
+    idle_watts: Num | None = Field(default=None, description="measured before the benchmark")
+    joules_per_token_above_idle: Num | None = Field(default=None, description="decode energy minus idle x time")
+    sampled_vs_counter: Num | None = Field(default=None, description="power-sampling integral / counter delta "
                                              "over the same decode runs; near 1 when the counter is right")
 
 
-class ThroughputPoint(BaseModel):
+class ThroughputPoint(Data):
     batch_size: int
     decode_tokens_per_s: Stats  # all sequences together
     prefill_ms: Stats
-    decode_seconds: float | None = Field(default=None, description="decode time measured in all repetitions")
+    decode_seconds: Num | None = Field(default=None, description="decode time measured in all repetitions")
 
 
-class PrefillPoint(BaseModel):
+class PrefillPoint(Data):
     prompt_len: int
     prefill_ms: Stats  # batch 1: time to first token
 
 
-class PairedSpeed(BaseModel):
+class PairedSpeed(Data):
     """The variant and the baseline decoding in alternating rounds in one process: each round's ratio is one
     sample, so drift of the machine between variants cancels and a disturbance hits both halves of a round."""
 
@@ -88,12 +90,12 @@ class PairedSpeed(BaseModel):
     skipped: str | None = Field(default=None, description="why no rounds were run (e.g. both do not fit in memory)")
 
 
-class BenchResult(BaseModel):
+class BenchResult(Data):
     prefill_ms: Stats
     decode_tokens_per_s: Stats
-    peak_memory_mb: float | None = None
+    peak_memory_mb: Num | None = None
     peak_memory_source: str | None = None
-    size_mb: float | None = None
+    size_mb: Num | None = None
     energy: Energy
     prompt_len: int
     gen_len: int
@@ -111,7 +113,7 @@ class BenchResult(BaseModel):
                                    "and why (e.g. more sequences than the engine decodes together)")
 
 
-class NodeRecord(BaseModel):
+class NodeRecord(Data):
     """Where a variant ran. Speed-ups compare only variants of the same hardware_class."""
 
     host: str
@@ -126,13 +128,13 @@ class NodeRecord(BaseModel):
                                 "on the machine overrides it")
 
 
-class PhaseTime(BaseModel):
+class PhaseTime(Data):
     phase: str  # building, evaluating, waiting, benchmarking
-    start: float  # unix time
-    end: float
+    start: Num  # unix time
+    end: Num
 
 
-class TokenizerCheck(BaseModel):
+class TokenizerCheck(Data):
     """The tokenizer a model is scored with, held against the one it is served with (llama.cpp's for a GGUF) on a
     fixed sample: ids with and without special tokens, and decode(encode(text))."""
 
@@ -145,10 +147,10 @@ class TokenizerCheck(BaseModel):
     result: Literal["agrees", "disagrees", "skipped", "native"] = Field(
         description="native: scored with the serving engine's own tokenizer, nothing to compare")
     detail: str = Field(default="", description="the first difference, or why the check was skipped")
-    seconds: float = 0.0
+    seconds: Num = 0.0
 
 
-class LogitAgreement(BaseModel):
+class LogitAgreement(Data):
     """One GGUF file's weights in two engines (llama.cpp, and PyTorch on the dequantized copy) on the same ids:
     they are the same weights, so their next-token distributions must nearly agree."""
 
@@ -156,16 +158,16 @@ class LogitAgreement(BaseModel):
     engines: list[str]
     prompts: int = 0
     tokens: int = 0
-    kl_mean: float | None = Field(default=None, description="mean KL(llama.cpp || PyTorch) per position, nats")
-    kl_max: float | None = None
-    top1_agreement: float | None = None
+    kl_mean: Num | None = Field(default=None, description="mean KL(llama.cpp || PyTorch) per position, nats")
+    kl_max: Num | None = None
+    top1_agreement: Num | None = None
     bound: str = Field(default="", description="what counts as agreeing")
     result: Literal["agrees", "disagrees", "skipped"] = "skipped"
     detail: str = ""
-    seconds: float = 0.0
+    seconds: Num = 0.0
 
 
-class EngineRun(BaseModel):
+class EngineRun(Data):
     """Facts of the engine run apart from its steady-state speed (vLLM: start-up and compilation take minutes)."""
 
     environment: str | None = Field(default=None, description="the engine's own virtual environment (envs.py)")
@@ -175,14 +177,14 @@ class EngineRun(BaseModel):
                                               "no compilation")
 
 
-class VariantResult(BaseModel):
+class VariantResult(Data):
     name: str
     status: Literal["ok", "failed", "skipped"]
     error: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     accuracy: list[EvalResult] = Field(default_factory=list)
     bench: BenchResult | None = None
-    seconds: float = 0.0
+    seconds: Num = 0.0
     warnings: list[str] = Field(default_factory=list)
     node: NodeRecord | None = None
     timeline: list[PhaseTime] = Field(default_factory=list, description="when each phase ran, unix time")
@@ -193,6 +195,10 @@ class VariantResult(BaseModel):
     format: str | None = Field(default=None, description="the model's format after its steps (formats.py)")
     file: str | None = Field(default=None, description="the file to deploy, where the model is one file an engine "
                              "loads as it is (a GGUF: the checkpoint itself, or kept in the run's artifacts/)")
+    key: str | None = Field(default=None, description="hash of everything the result depends on (reuse.py); a rerun "
+                            "without --fresh keeps the result only when it is unchanged")
+    key_parts: dict[str, str | None] = Field(default_factory=dict, description="the key's parts: recipe, source, "
+                                             "eval, bench, data, versions")
     tokenizer_checks: list[TokenizerCheck] = Field(
         default_factory=list, description="the tokenizer the variant was scored with, checked against the serving "
         "engine's on a fixed sample, at load and after each conversion")
@@ -205,7 +211,7 @@ class VariantResult(BaseModel):
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
 
 
-class Environment(BaseModel):
+class Environment(Data):
     optkit: str
     python: str
     torch: str | None = None
@@ -217,11 +223,23 @@ class Environment(BaseModel):
     platform: str | None = None
 
 
-class Report(BaseModel):
+class SourceRecord(Data):
+    """The checkpoint every variant starts from, pinned: its content hash, or a hub id's resolved commit."""
+
+    given: str
+    kind: str
+    location: str
+    revision: str | None = Field(default=None, description="hub ids: the branch, tag or commit asked for")
+    commit: str | None = Field(default=None, description="hub ids: the commit it resolved to (None: unknown)")
+    sha256: str | None = Field(default=None, description="local files and folders: content hash")
+
+
+class Report(Data):
     schema_version: int = REPORT_SCHEMA_VERSION
     run: str
     created: str
     checkpoint: str
+    source: SourceRecord | None = None
     recipe: dict[str, Any] = Field(default_factory=dict)
     environment: Environment
     baseline: str
@@ -266,8 +284,8 @@ def read_report(path: str | Path) -> Report:
         raise BadInput(f"report not found: {path}; pass a run directory or its report.json (optkit run writes them)")
     try:
         return Report.model_validate(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0]
+    except (ValueError, TypeError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"{path}: not an optkit report ({first}); regenerate it with optkit run") from None
 
 

@@ -12,7 +12,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from optkit import node
+from optkit import faults, node
 from optkit.executors import nodelock
 from optkit.job import VariantJob
 from optkit.progress import phase
@@ -166,9 +166,9 @@ def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
         cand.bench.paired = PairedSpeed(baseline=name, skipped=skip)
         say(f"paired speed-up: skipped ({skip})")
         return
-    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                        job.model.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
-                                                                          job.pair_with.steps))
+    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                        job.trust.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
+                                                                         job.pair_with.steps))
     base, _ = apply_steps(base, job.pair_with.steps)
     cand.bench.paired = paired_speedup(lm, base, name, job.bench)
     st = cand.bench.paired.decode_speedup
@@ -219,19 +219,19 @@ def build_and_measure(job: VariantJob) -> VariantResult:
     from optkit.errors import OptkitError
 
     started = time.perf_counter()
-    cand = VariantResult(name=job.variant.name, status="ok")
+    cand = VariantResult(name=job.variant.name, status="ok", key=job.key, key_parts=job.key_parts)
     try:
         with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
             with _span(cand, "building"):
-                lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                                  job.model.trust_remote_code, job.engine)
+                lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                                  job.trust.trust_remote_code, job.engine)
                 lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
                 cand.tokenizer_checks = list(getattr(lm, "tokenizer_checks", []))
                 _deployable(lm, job, cand)
                 cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
                 if job.save_to:
                     path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
-                                           cand.steps)
+                                           cand.steps, job.trust)
                     say(f"artifact: wrote {path}")
             if job.eval:
                 with _span(cand, "evaluating"):
@@ -256,11 +256,15 @@ def build_and_measure(job: VariantJob) -> VariantResult:
 
 def main(argv: list[str]) -> int:
     from optkit.errors import quiet_libraries
+    from optkit.isolate import guard_group
 
+    guard_group()  # the orchestrator gone (kill -9): this worker and the converters it started go too
     quiet_libraries()
     job = VariantJob.model_validate_json(Path(argv[0]).read_text())
     _environment(job)
-    write_model(Path(argv[1]), build_and_measure(job))
+    cand = build_and_measure(job)
+    faults.inject(cand, Path(argv[1]))
+    write_model(Path(argv[1]), cand)
     return 0
 
 

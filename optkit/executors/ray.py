@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,60 @@ def _forwarded() -> dict:
     return {k: v for k, v in os.environ.items() if (k.startswith("OPTKIT_") and k not in own) or k in FORWARD}
 
 
+def _token_auth() -> None:
+    """The Ray head optkit starts takes Ray's token authentication (Ray >= 2.52): its GCS listens on the node's
+    address, and without a token anyone who reaches the port can run code on it. A fresh random token per run,
+    in this process's environment only (Ray's own default writes ~/.ray/auth_token); RAY_AUTH_TOKEN given: that
+    one. RAY_AUTH_MODE=disabled set by the user is respected, with a warning."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        print("optkit: warning: RAY_AUTH_MODE=disabled: anyone who can reach this machine's Ray ports can run code "
+              "on it; unset it to let optkit start Ray with token authentication", file=sys.stderr, flush=True)
+        return
+    import secrets
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    try:  # Ray read RAY_AUTH_MODE when it was imported: refresh its config, as ray.init itself does
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+
+        _enable_token_auth()
+        on = get_authentication_mode() == AuthenticationMode.TOKEN
+    except ImportError:
+        on = False
+    if not on:
+        raise BadInput("cannot switch on Ray's token authentication in this Ray; set RAY_AUTH_MODE=token (and "
+                       "RAY_AUTH_TOKEN) before starting optkit, or install ray==2.60.0")
+
+
+def check_paths(jobs, shared: list[str], nodes: list[dict], here: str) -> None:
+    """A node of another machine must not be sent a path that exists only here: every local path a job reads
+    (checkpoint, evaluation and calibration texts, OPTKIT_DATA) must lie under a folder named in
+    executor.shared (mounted at the same path on every node). Nothing to check when every node is this machine."""
+    others = sorted({n.get("NodeManagerAddress") for n in nodes if n.get("NodeManagerAddress") not in (here, None)})
+    if not others:
+        return
+    roots = [Path(p).expanduser().resolve() for p in shared]
+    for job in jobs:
+        for what, path in _paths(job):
+            target = Path(path).expanduser().resolve()
+            if not any(target == r or r in target.parents for r in roots):
+                raise BadInput(f"ray: {what} {path} is a path on this machine, and the cluster has nodes on "
+                               f"{', '.join(others)}; put it under a folder every node mounts at the same path and "
+                               "list that folder in executor.shared (or use a hub id for the model)")
+
+
+def _paths(job) -> list[tuple[str, str]]:
+    """(what, path) of every local file or folder a job reads on its node."""
+    from optkit.checkpoints import ALIASES
+    from optkit.reuse import data_files
+
+    node_resolved = job.checkpoint.kind == "hub" or job.checkpoint.given in ALIASES  # ray_task resolves it there
+    out = [] if node_resolved else [("model.checkpoint", job.checkpoint.location)]
+    out += [("data file", f) for f in data_files(job)]
+    return out
+
+
 def _failed(job: VariantJob, exc: Exception, node: NodeRecord | None) -> VariantResult:
     import ray
 
@@ -82,7 +137,7 @@ class RayExecutor(Executor):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs = {"logging_level": "warning", "log_to_driver": False, "address": self.address or "local"}
         if not self.address:  # Ray on this machine, started here and stopped at the end
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else it writes a token under ~/.ray
+            _token_auth()
             kwargs["include_dashboard"] = False
         try:
             ray.init(**kwargs)
@@ -116,6 +171,7 @@ class RayExecutor(Executor):
     def run(self, jobs: list[VariantJob], board) -> Iterator[tuple[VariantJob, VariantResult]]:
         self._connect()
         self._check_fits()
+        check_paths(jobs, self.spec.shared, self._nodes(), self.ray.util.get_node_ip_address())
         first = [j for j in jobs if j.is_baseline]
         rest = [j for j in jobs if not j.is_baseline]
         if first:  # alone: the others need its reference
@@ -209,7 +265,12 @@ class RayExecutor(Executor):
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
             tmp.write_bytes(item["reference"])
             os.replace(tmp, path)
-        return VariantResult.model_validate_json(item["result"])
+        try:
+            return VariantResult.model_validate_json(item["result"])
+        except ValueError as exc:  # a damaged result costs its variant, never the sweep
+            return VariantResult(name=job.variant.name, status="failed", crashed=True,
+                                 error=f"the node sent back an unreadable result ({str(exc).splitlines()[0]})",
+                                 key=job.key, key_parts=job.key_parts)
 
     def close(self) -> None:
         if self._own:

@@ -4,6 +4,7 @@ labels, legends) are in wording.py."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from optkit.report import hardware
@@ -46,6 +47,12 @@ class Row:
     engine: str | None = None  # what it was measured in (registry name); None in reports before engines
     file: str | None = None  # the file to deploy, where the model is one file (a GGUF)
     speed_caveat: str | None = None  # the timing is not the format's serving speed (formats.Format.speed_note)
+
+    @property
+    def finite(self) -> bool:
+        """Every figure it ranks by is a number: a NaN or infinite one (finite.py) is shown, never ranked."""
+        return all(v is None or math.isfinite(v) for v in (self.ppl, self.tps, self.speedup, self.prefill_ms,
+                                                            self.size_mb, self.peak_mb, self.ppl_delta))
 
     @property
     def noisy(self) -> bool:
@@ -167,7 +174,8 @@ def frontier(rs: list[Row]) -> list[str]:
     place only by a lower perplexity than every faster variant on it, told apart by the paired 95% CI where both
     were scored on the same tokens (by the figures alone where not). A lower perplexity within the noise earns
     none: the demo's Q8_0 file, 0.002% below the Q4_1 file and 25% slower, was starred by the figures alone."""
-    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat]
+    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat
+           and r.finite]
     fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
 
     def lower(r: Row, k: Row) -> bool:

@@ -69,7 +69,7 @@ def _stack(placed: list[tuple[float, float]], x: float, y: float) -> float:
 def frontier_chart(report: Report) -> Frontier | None:
     """Perplexity against decode speed-up (paired where measured: what the table and frontier rank by), or tokens/s
     where some variant has no speed-up; None without a variant that has both."""
-    rs = [r for r in rows(report) if r.status == "ok" and r.ppl and r.tps]
+    rs = [r for r in rows(report) if r.status == "ok" and r.ppl and r.tps and r.finite]  # NaN has no place
     if not rs:
         return None
     front = set(frontier(rs))

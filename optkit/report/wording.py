@@ -34,7 +34,8 @@ def recommendation(report: Report) -> Recommendation:
                               "a recommendation.")
     if base.tps is None:
         return Recommendation(None, *_accuracy_only(rs, base, limit))
-    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat]
+    ok = [r for r in rs if r.status == "ok" and r.speedup is not None and r.name != base.name and not r.speed_caveat
+          and r.finite]
     within = [r for r in ok if r.ppl_delta is None or r.ppl_delta <= limit]
     best = max(within, key=lambda r: r.speedup, default=None)
     chosen = best if best is not None and best.speedup > 1 else base
@@ -44,6 +45,8 @@ def recommendation(report: Report) -> Recommendation:
             continue
         if r.status != "ok":
             rejected.append(f"{r.name}: {r.status} ({r.error or 'no reason recorded'})")
+        elif not r.finite:
+            rejected.append(f"{r.name}: a non-finite result (NaN or infinite), not a measurement")
         elif r.ppl_delta is not None and r.ppl_delta > limit:
             rejected.append(f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget")
         elif r.speed_caveat:
@@ -139,7 +142,7 @@ def speed_text(r: Row) -> str:
 def _accuracy_only(rs: list[Row], base: Row, limit: float) -> tuple[str, list[str]]:
     """Without a benchmark, say which variants keep accuracy; speed cannot be judged."""
     within = [r.name for r in rs if r is not base and r.status == "ok" and r.ppl_delta is not None
-              and r.ppl_delta <= limit]
+              and r.ppl_delta <= limit and r.finite]
     rejected = [f"{r.name}: perplexity {r.ppl_delta:+.1%}, over the {limit:.0%} budget" for r in rs
                 if r is not base and r.ppl_delta is not None and r.ppl_delta > limit]
     rejected += [f"{r.name}: {r.status} ({r.error or 'no reason recorded'})" for r in rs if r.status != "ok"]
