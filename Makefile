@@ -43,12 +43,32 @@ ifeq ($(origin OPTKIT_DATA),undefined)
   endif
 endif
 
-.PHONY: setup browser demo test lint clean llamacpp-wheel
+.PHONY: setup check-tools browser demo test lint clean llamacpp-wheel setup-vllm setup-openvino
 
-# The llama.cpp wheel (download + build, minutes) and everything else (torch, extras, the demo model) are
-# independent until the last step: set-up runs them side by side (-j), then installs the wheel.
-setup:
-	@$(MAKE) --no-print-directory -j3 $(STAMP)
+# What a fresh machine needs besides the package registry (build-support/check-tools.sh): Python 3.10+ with venv,
+# and a C and a C++ compiler while the llama.cpp wheel is not built yet; one line per missing tool with the command
+# that installs it. CMake and Ninja come from PyPI when missing; chromium (the HTML test) is installed by `browser`.
+check-tools:
+	@bash build-support/check-tools.sh $(if $(wildcard $(LLAMA_WHEELS)/.built),--wheel-cached)
+
+# The llama.cpp wheel (download + build, minutes), the engines' own environments and everything else (torch,
+# extras, the demo model) are independent until the last step: set-up runs them side by side (-j).
+setup: check-tools
+	@$(MAKE) --no-print-directory -j4 $(STAMP) $(ENGINE_ENVS)
+
+# Engines with an environment of their own (optkit/envs.py): each a virtual environment built once per machine
+# and build kind (cuda where nvidia-smi sees a GPU, else cpu) from the requirements file in its engine folder,
+# under OPTKIT_ENVS (default ~/.cache/optkit/envs, shared by every clone, named after the pins' hash), never
+# touching .venv. optkit builds one on first use too; these targets do it up front and print time and size. The
+# system python3 runs the build (it needs only the standard library), so it starts before .venv exists.
+# SKIP_ENGINE_ENVS=1 leaves them out (their tests then skip, saying so).
+ENGINE_ENVS := $(if $(SKIP_ENGINE_ENVS),,setup-vllm)
+setup-vllm:
+	PYTHONPATH=$(CURDIR) python3 -m optkit.envs build vllm
+
+setup-openvino:
+	PYTHONPATH=$(CURDIR) python3 -m optkit.envs build openvino
+
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -93,7 +113,8 @@ $(VOCABS)/.extracted: $(LLAMA_SDIST) | $(PY)
 	  'llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp/models/ggml-vocab-*'
 	touch $@
 
-demo: setup
+demo: check-tools
+	@$(MAKE) --no-print-directory -j3 $(STAMP)
 	$(VENV)/bin/optkit run recipes/demo.yaml --out reports/demo
 
 # The report test renders report.html in headless Chromium (Debian's package); install it where missing.
@@ -106,8 +127,8 @@ browser:
 # Two test processes (files kept whole, so a file's fixtures and its Ray cluster stay in one): most tests spend
 # their time in one-threaded Python (imports, worker processes), so two keep both cores of a small machine busy.
 TEST_WORKERS ?= 2
-test:
-	@$(MAKE) --no-print-directory -j3 $(STAMP) browser
+test: check-tools
+	@$(MAKE) --no-print-directory -j4 $(STAMP) browser $(ENGINE_ENVS)
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 lint: setup

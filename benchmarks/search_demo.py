@@ -57,7 +57,7 @@ def one_search(out: Path, minutes: float) -> dict:
     report = read_report(out)
     res = report.search
     chosen = next(c for c in res.candidates if c.name == res.chosen)
-    from optkit.report.analysis import recommend
+    from optkit.report.wording import recommend
 
     headline = recommend(report)[0]
     print(f"\n{out.name}: {wall / 60:.1f} min wall ({res.wall_s / 60:.1f} in the search), bookkeeping "
@@ -80,7 +80,7 @@ def one_search(out: Path, minutes: float) -> dict:
 
 
 def workloads(out: Path) -> None:
-    from optkit.report.analysis import recommend
+    from optkit.report.wording import recommend
     from optkit.results import read_report
 
     for name, points in (("long-prompt", "2000/100"), ("chat", "200/200")):

@@ -161,6 +161,7 @@ def _limit(lm, spec: BenchSpec) -> float:
     """Set the benchmark's threads; the share of the CPU others may use before a sample counts as contended."""
     if spec.threads:
         lm.set_threads(spec.threads)
+    lm.expect_decode(spec.gen_len)
     return busy_limit(lm.threads if lm.device == "cpu" else 1)  # on a GPU one CPU thread feeds it
 
 

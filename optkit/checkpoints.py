@@ -3,7 +3,8 @@ resolved to a location and a format without loading anything heavy, and identifi
 
 GGUF files that a PyTorch variant needs are converted once to a safetensors folder, cached by content hash
 (engines/llamacpp/convert.py).
-Safety: weights load from safetensors only; pickle needs trust_pickle, remote code trust_remote_code.
+Safety: weights load from safetensors only; pickle needs --allow-pickle, remote code --trust-remote-code (trust.py).
+A hub id is pinned by the commit its revision resolves to (recorded in the report and in every cache key).
 """
 
 from __future__ import annotations
@@ -27,12 +28,22 @@ ALIASES = {
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+SHA1 = re.compile(r"^[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     given: str
     kind: Literal["hub", "folder", "gguf", "artifact", "onnx"]  # where and how it is stored
     location: str  # hub id, or an absolute path
     format: str = "hf"  # formats.py: the state of the model stored there
+    revision: str | None = None  # hub ids: the branch, tag or commit asked for (None: main)
+    commit: str | None = None  # hub ids: the commit that revision resolved to (None: could not be told)
+
+    def pinned(self) -> str | None:
+        """What a hub id is loaded at: its resolved commit, else the revision asked for."""
+        return self.commit or self.revision
 
 
 def cache_dir() -> Path:
@@ -50,8 +61,42 @@ def _alias_path(alias: str) -> Path:
     return path
 
 
-def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
-    """Work out what kind of checkpoint `given` is, without loading anything heavy."""
+def hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a hub id's revision names now: a full commit hash as it is; else the hub's answer (online), else
+    the local hub cache's ref (offline); None when neither can tell. Nothing is downloaded."""
+    if revision and SHA1.match(revision):
+        return revision
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on"):
+        try:
+            from huggingface_hub import HfApi
+
+            sha = HfApi().model_info(repo_id, revision=revision, timeout=20).sha
+            if isinstance(sha, str) and SHA1.match(sha):
+                return sha
+        except Exception:  # noqa: BLE001 - no network, no such repo, gated: the local cache may still know
+            pass
+    try:
+        from huggingface_hub import constants
+
+        ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+        sha = ref.read_text().strip()
+    except (ImportError, OSError, ValueError):
+        return None
+    return sha if SHA1.match(sha) else None
+
+
+def resolve(given: str, base_dir: Path | None = None, revision: str | None = None) -> Checkpoint:
+    """Work out what kind of checkpoint `given` is, without loading anything heavy. `revision` (a branch, tag
+    or commit) is for hub ids only; the commit it resolves to is recorded with the checkpoint."""
+    ckpt = _resolve(given, base_dir)
+    if revision is None:
+        return ckpt
+    if ckpt.kind != "hub":
+        raise BadInput(f"--revision / model.revision is for hub ids, and {given!r} is a local {ckpt.kind}; remove it")
+    return Checkpoint(given, "hub", given, ckpt.format, revision, hub_commit(given, revision))
+
+
+def _resolve(given: str, base_dir: Path | None) -> Checkpoint:
     if given in ALIASES:
         return Checkpoint(given, "gguf", str(_alias_path(given)), "gguf")
     path = Path(given).expanduser()
@@ -75,7 +120,7 @@ def resolve(given: str, base_dir: Path | None = None) -> Checkpoint:
             raise BadInput(f"checkpoint folder {given!r} has no config.json; pass a Hugging Face model folder")
         return Checkpoint(given, "folder", str(path), _folder_format(path))
     if HUB_ID.match(given) and not given.startswith((".", "/", "~")) and not given.endswith(".gguf"):
-        return Checkpoint(given, "hub", given, "hf")
+        return Checkpoint(given, "hub", given, "hf", None, hub_commit(given, None))
     aliases = ", ".join(ALIASES)
     raise BadInput(
         f"checkpoint not found: {given!r}; give an existing HF folder or .gguf file, a hub id like org/name, "
@@ -88,7 +133,7 @@ def _folder_format(path: Path) -> str:
     packed, so float-only methods refuse it and the report flags its timing; anything else is taken as float."""
     try:
         quant = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return "hf"
     return "compressed-tensors" if isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors" \
         else "hf"
@@ -97,7 +142,7 @@ def _folder_format(path: Path) -> str:
 def _manifest_format(folder: Path) -> str:
     try:
         fmt = json.loads((folder / MANIFEST).read_text()).get("format", "replay")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         raise BadInput(f"{folder / MANIFEST} is not a valid optkit manifest; re-create the artifact") from None
     return fmt if isinstance(fmt, str) else "replay"
 
@@ -125,15 +170,12 @@ def content_hash(location: str) -> str | None:
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
     memo_path = cache_dir() / "hashes.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo = read_memo(memo_path)
     hashes, changed = [], False
     for f in files:
         st = f.stat()
         key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        if key not in memo:
+        if not isinstance(memo.get(key), str) or not SHA256.match(memo[key]):  # missing, or a damaged entry
             memo[key], changed = file_sha256(f), True
         hashes.append((str(f.relative_to(path)) if path.is_dir() else f.name, memo[key]))
     if changed:
@@ -146,6 +188,16 @@ def content_hash(location: str) -> str | None:
     if path.is_file():
         return hashes[0][1]
     return hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in hashes).encode()).hexdigest()
+
+
+def read_memo(path: Path) -> dict:
+    """A JSON object of optkit's own cache, or {} when it is missing, unreadable or of another shape: a cache
+    is rebuilt, never trusted into a traceback."""
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def hf_folder(ckpt: Checkpoint, say=None) -> Checkpoint:

@@ -1,21 +1,18 @@
-"""The command line. Every command builds a Recipe (a one-variant one for quantize/eval/bench) and
-calls the one pipeline; heavy libraries are imported inside commands so --help stays fast."""
+"""The command line: a thin layer over the Python API (api.py). Each command parses its options, calls one API
+function and prints; the API (imported inside commands, so --help stays fast) builds the recipe and runs the
+one pipeline."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import yaml
 
 from optkit import __version__
-from optkit.errors import BadInput, OptkitError, RunError, quiet_libraries
+from optkit.errors import BadInput, OptkitError, quiet_libraries
 
 
 def _fail(exc: OptkitError) -> None:
@@ -33,59 +30,48 @@ def _params(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def _execute(recipe, source: str, out: Path | None, fresh: bool, base_dir: Path | None = None, show=None,
-             save_to: Path | None = None):
-    from optkit import executors, pipeline
-    from optkit.recipe import ExecutorSpec
-    from optkit.report.summary import text_table
-
-    executor = executors.create(recipe.executor or ExecutorSpec())  # a missing library, a dead address: here
-    try:
-        plan = pipeline.plan(recipe, source, base_dir, save_to, device=executor.device(recipe.device))
-        run_dir = out or Path("reports") / recipe.name
-        report = pipeline.run(plan, run_dir, resume=not fresh, say=lambda s: click.echo(s, err=True),
-                              executor=executor, live=sys.stderr.isatty())
-    finally:
-        executor.close()
-    if show is not False:  # False: the caller prints its own summary
-        click.echo((show or text_table)(report))
-        click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
-    failed = [v.name for v in report.variants if v.status == "failed"]
-    if failed:
-        raise RunError(f"{len(failed)} variant(s) failed: {', '.join(failed)}; the report keeps every finished "
-                       f"variant, the logs are in {run_dir / 'logs'}, and a rerun redoes only the failed ones")
-    return report
+def _say(text: str) -> None:
+    click.echo(text, err=True)
 
 
-def _single(name: str, checkpoint: str, dtype: str, device: str, steps: list, out: Path | None,
-            evaluate: dict | None, bench: dict | None, show=None, save_to: Path | None = None,
-            engine: str | None = None):
-    from optkit.recipe import parse_recipe
-
-    data = {"name": name, "model": {"checkpoint": checkpoint, "dtype": dtype}, "device": device,
-            "variants": [{"name": name, "steps": steps, "engine": engine}], "eval": evaluate or {"perplexity": None},
-            "bench": bench}
-    return _execute(parse_recipe(data, "command line"), "command line", out, fresh=True, show=show,
-                    save_to=save_to)
+def _live() -> bool:
+    """Redraw a line per variant in place: only on a terminal (CI logs get one plain line per phase)."""
+    return sys.stderr.isatty()
 
 
-@contextmanager
-def _new_folder(out: Path):
-    """A work folder beside `out`, renamed to `out` only when the block succeeds: no half-written artifact. A
-    failed run keeps it (its logs say why), an empty one goes."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"output {out} already exists and is not an empty folder; pick a new -o folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        yield work
-    except BaseException:
-        if not (work / "run" / "logs").is_dir():
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rmdir()
-    os.replace(work, out)
+def trust_options(command):
+    """--allow-pickle, --trust-remote-code and --revision: on every command that loads a model. Trust is granted
+    here, per invocation, and nowhere else (a recipe or an artifact cannot grant it)."""
+    command = click.option("--revision", help="a hub id's branch, tag or commit (default: main); the commit it "
+                           "resolves to is recorded in the report and in every cache key")(command)
+    command = click.option("--trust-remote-code", is_flag=True, help="run the model's own Python code (config "
+                           "auto_map) from its folder or the hub: only for a source you trust")(command)
+    command = click.option("--trust-pickle", "allow_pickle", is_flag=True, hidden=True)(command)  # the old name
+    return click.option("--allow-pickle", "allow_pickle", is_flag=True, help="load pickle weights (.bin/.pt), "
+                        "which can run code when loaded: only for a source you trust")(command)
+
+
+def _trust(allow_pickle: bool, trust_remote_code: bool):
+    from optkit.trust import Trust
+
+    return Trust(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+
+
+def _sigterm_exits() -> None:
+    """SIGTERM (a CI cancel, `timeout`) unwinds like Ctrl-C: the worker's process group is killed, the run folder's
+    lock released, instead of the orchestrator vanishing mid-write."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _printed(report, run_dir: Path, show) -> None:
+    """The report as the command prints it, where it was written, then exit 3 if a variant failed."""
+    from optkit import api
+
+    click.echo(show(report))
+    click.echo(f"\nwrote {run_dir / 'report.json'} and {run_dir / 'report.html'}")
+    api.check_failed(report, run_dir)
 
 
 class Group(click.Group):
@@ -94,6 +80,14 @@ class Group(click.Group):
             return super().invoke(ctx)
         except OptkitError as exc:
             _fail(exc)
+        except OSError as exc:  # a path the file system refuses (too long, a file where a folder goes, no room)
+            import errno
+
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+                                 errno.ENOSPC, errno.EROFS):
+                raise
+            where = exc.filename or "a file"
+            _fail(BadInput(f"cannot write {where}: {exc.strerror}; pass another path (or free the space)"))
 
 
 @click.group(cls=Group)
@@ -101,6 +95,7 @@ class Group(click.Group):
 def main() -> None:
     """Make an LLM cheaper and faster to serve without silently making it worse."""
     quiet_libraries()
+    _sigterm_exits()
 
 
 def workload_opts(command):
@@ -125,24 +120,20 @@ def workload_opts(command):
 @click.option("--address", help="ray: the cluster to use (host:6379, or auto); default: start Ray on this machine")
 @click.option("--retries", type=click.IntRange(0, 5), help="run a variant again when its worker or node died")
 @workload_opts
+@trust_options
 def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: str | None, address: str | None,
-        retries: int | None, points: str | None, objective: str | None, concurrency: int | None) -> None:
+        retries: int | None, points: str | None, objective: str | None, concurrency: int | None, allow_pickle: bool,
+        trust_remote_code: bool, revision: str | None) -> None:
     """Build, evaluate and benchmark every variant of RECIPE; write report.json and report.html."""
-    from optkit.recipe import ExecutorSpec, load_recipe
-    from optkit.search.command import with_workload
+    from optkit import api
+    from optkit.recipe import load_recipe
+    from optkit.report.summary import text_table
 
-    r = with_workload(load_recipe(recipe), points, objective, concurrency)
-    if device:
-        r.device = device
     given = {k: v for k, v in (("kind", kind), ("address", address), ("retries", retries)) if v is not None}
-    if given:
-        spec = (r.executor or ExecutorSpec()).model_dump() | given
-        if kind == "local" and not address:
-            spec["address"] = None  # the recipe's cluster, not wanted this time
-        if spec["address"] and spec["kind"] != "ray":
-            raise BadInput("--address is for the ray executor; add --executor ray")
-        r.executor = ExecutorSpec(**spec)
-    _execute(r, str(recipe), out, fresh, base_dir=recipe.parent)
+    report = api.run(recipe, out, fresh=fresh, device=device, executor=given, say=_say, live=_live(),
+                     allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision,
+                     workload=points, objective=objective, concurrency=concurrency)
+    _printed(report, api.out_dir(load_recipe(recipe).name, out), text_table)
 
 
 @main.command()
@@ -153,24 +144,22 @@ def run(recipe: Path, out: Path | None, fresh: bool, device: str | None, kind: s
 @click.option("--executor", "kind", type=click.Choice(["local", "ray"]), help="where candidates run")
 @click.option("--address", help="ray: the cluster to use (host:6379, or auto)")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="search folder (default reports/<name>)")
+@trust_options
 def search(source: str, budget: str | None, minutes: float | None, points: str | None, objective: str | None,
-           concurrency: int | None, kind: str | None, address: str | None, out: Path | None) -> None:
+           concurrency: int | None, kind: str | None, address: str | None, out: Path | None, allow_pickle: bool,
+           trust_remote_code: bool, revision: str | None) -> None:
     """Find the fastest variant of SOURCE (a checkpoint, or a recipe with a search: section) within an accuracy and
     a time budget: llama.cpp's types and per-tensor mixes, screened cheaply first; resumes when run again."""
-    from optkit.recipe import ExecutorSpec
+    from optkit import api
     from optkit.report.search import search_lines
     from optkit.report.summary import text_table
-    from optkit.search.command import recipe_for, with_workload
-    from optkit.search.run import search as run_search
 
-    recipe, base_dir = recipe_for(source, budget, minutes)
-    recipe = with_workload(recipe, points, objective, concurrency)
-    if kind or address:
-        recipe.executor = ExecutorSpec(**((recipe.executor or ExecutorSpec()).model_dump() | {"kind": kind or "ray",
-                                          "address": address}))
-    folder = out or Path("reports") / recipe.name
-    report = run_search(recipe, folder, base_dir, say=lambda t: click.echo(t, err=True))
+    given = {k: v for k, v in (("kind", kind or ("ray" if address else None)), ("address", address)) if v}
+    report = api.search(source, out, budget=budget, minutes=minutes, workload=points, objective=objective,
+                        concurrency=concurrency, executor=given, say=_say, allow_pickle=allow_pickle,
+                        trust_remote_code=trust_remote_code, revision=revision)
     click.echo(text_table(report) + "\n\n" + "\n".join(search_lines(report.search)))
+    folder = api.search_folder(source, out)
     click.echo(f"\nwrote {folder / 'report.json'} and {folder / 'report.html'}")
 
 
@@ -178,7 +167,9 @@ def search(source: str, budget: str | None, minutes: float | None, points: str |
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="override the recipe's device")
 @click.option("--remeasure", is_flag=True, help="measure memory bandwidth again instead of reusing the cached value")
-def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
+@trust_options
+def plan_(recipe: Path, device: str | None, remeasure: bool, allow_pickle: bool, trust_remote_code: bool,
+          revision: str | None) -> None:
     """Check RECIPE and forecast each variant's batch-1 decode speed-up from the roofline; builds nothing."""
     from optkit import pipeline
     from optkit.forecast import forecast, render
@@ -187,7 +178,10 @@ def plan_(recipe: Path, device: str | None, remeasure: bool) -> None:
     r = load_recipe(recipe)
     if device:
         r.device = device
-    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent)  # the preflight: a bad recipe fails here
+    if revision:
+        r.model.revision = revision
+    p = pipeline.plan(r, str(recipe), base_dir=recipe.parent,  # the preflight: a bad recipe fails here
+                      trust=_trust(allow_pickle, trust_remote_code))
     click.echo(f"{recipe}: {len(p.jobs)} variant(s) pass preflight on {p.device}")
     click.echo(render(forecast(p, remeasure)))
 
@@ -211,25 +205,16 @@ def _transform_command(name: str, doc: str):
     @dtype_opt
     @device_opt
     @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="artifact folder to write")
+    @trust_options
     def command(checkpoint: str, method: str, params: tuple[str, ...], auto_exclude: str | None, dtype: str,
-                device: str, out: Path) -> None:
-        from pydantic import ValidationError
+                device: str, out: Path, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
+        from optkit import api
 
-        from optkit.recipe import Step
-
-        if name == "prune" and not method.startswith("prune."):
-            raise BadInput(f"optkit prune takes a pruning method (prune.magnitude, prune.2to4, prune.wanda), "
-                           f"not {method!r}; use optkit quantize for that")
-        try:
-            step = Step(method=method, params=_params(params),
-                        auto_exclude={"max_ppl_increase": auto_exclude} if auto_exclude else None)
-        except ValidationError as exc:
-            msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            raise BadInput(f"bad --auto-exclude {auto_exclude!r}: {msg}; write e.g. 5%") from None
-        with _new_folder(out) as work:
-            _single(name, checkpoint, dtype, device, [step.model_dump()], work / "run", None, None, show=False,
-                    save_to=work)
-            fmt = json.loads((work / "optkit.json").read_text())["format"]
+        call = api.prune if name == "prune" else api.quantize
+        call(checkpoint, method, out, params=_params(params), auto_exclude=auto_exclude, dtype=dtype, device=device,
+             say=_say, live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+             revision=revision)
+        fmt = json.loads((out / "optkit.json").read_text())["format"]
         how = "replays its steps on the source checkpoint" if fmt == "replay" else f"format {fmt}"
         click.echo(f"wrote {out} ({how}); use it as a checkpoint for optkit eval / bench / run")
 
@@ -252,23 +237,16 @@ prune = _transform_command("prune", "Apply a pruning METHOD to CHECKPOINT (e.g. 
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="folder to write (new or empty)")
+@trust_options
 def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...], dtype: str, device: str,
-           out: Path) -> None:
+           out: Path, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Export CHECKPOINT (to ONNX or GGUF, checked against PyTorch logits); the result is a checkpoint for eval /
     bench / run, and loads in its engine without optkit."""
-    from optkit import registry
+    from optkit import api
 
-    known = sorted(n.removesuffix(".export") for n in registry.methods.names() if n.endswith(".export"))
-    if fmt not in known:
-        raise BadInput(f"unknown export format {fmt!r}; known: {', '.join(known)} (--format {known[0]})")
-    fields = registry.methods.cls(f"{fmt}.export").Params.model_fields
-    if opset and "opset" not in fields:
-        raise BadInput(f"--opset is for --format onnx, not {fmt}; remove it")
-    given = {"provider": device, "opset": opset}  # the options this export's parameters have
-    step = {k: v for k, v in given.items() if k in fields and v is not None} | _params(params)
-    with _new_folder(out) as work:
-        report = _single("export", checkpoint, dtype, device, [{"method": f"{fmt}.export", "params": step}],
-                         work / "run", None, None, show=False, save_to=work)
+    report = api.export(checkpoint, out, format=fmt, opset=opset, params=_params(params), dtype=dtype, device=device,
+                        say=_say, live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                        revision=revision)
     record = report.variants[0].steps[0]
     v, size = record.details["validation"], record.details["size_bytes"] / 2**20
     written = next((p for p in sorted(out.iterdir()) if p.suffix in (".onnx", ".gguf")), out)
@@ -289,18 +267,18 @@ def export(checkpoint: str, fmt: str, opset: int | None, params: tuple[str, ...]
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
+@trust_options
 def eval_(checkpoint: str, max_tokens: int, text: str | None, tasks: str | None, limit: int | None,
-          engine: str | None, dtype: str, device: str, out: Path | None) -> None:
+          engine: str | None, dtype: str, device: str, out: Path | None, allow_pickle: bool, trust_remote_code: bool,
+          revision: str | None) -> None:
     """Measure token perplexity of CHECKPOINT, and lm-eval task accuracy with --tasks."""
-    ppl = {"max_tokens": max_tokens, "path": text}
-    names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
-    if names:
-        from optkit.evaluators.lm_eval import resolve
+    from optkit import api
+    from optkit.report.summary import text_table
 
-        for name in names:  # missing offline data is bad input: say so before loading any model
-            resolve(name)
-    specs = [{"name": n, "limit": limit} for n in names] or None
-    _single("eval", checkpoint, dtype, device, [], out, {"perplexity": ppl, "tasks": specs}, None, engine=engine)
+    report = api.evaluate(checkpoint, out=out, max_tokens=max_tokens, text=text, tasks=tasks, limit=limit,
+                          engine=engine, dtype=dtype, device=device, say=_say, live=_live(),
+                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision)
+    _printed(report, api.out_dir("eval", out), text_table)
 
 
 def _ints(option: str, text: str | None) -> list[int] | None:
@@ -325,18 +303,20 @@ def _ints(option: str, text: str | None) -> list[int] | None:
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
+@trust_options
 def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: int, batch_sizes: str, repeats: int,
           min_seconds: float, threads: int | None, engine: str | None, dtype: str, device: str,
-          out: Path | None) -> None:
+          out: Path | None, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Benchmark CHECKPOINT: decode tokens/s per batch size, prefill latency, end-to-end latency, peak memory,
     size, energy."""
+    from optkit import api
     from optkit.report.speed import bench_table
 
-    spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats, "min_seconds": min_seconds,
-            "batch_sizes": _ints("--batch-sizes", batch_sizes), "prompt_lens": _ints("--prompt-lens", prompt_lens),
-            "threads": threads}
-    spec["max_repeats"] = max(repeats, 15)
-    _single("bench", checkpoint, dtype, device, [], out, None, spec, show=bench_table, engine=engine)
+    report = api.bench(checkpoint, out=out, prompt_len=prompt_len, prompt_lens=_ints("--prompt-lens", prompt_lens),
+                       gen_len=gen_len, batch_sizes=_ints("--batch-sizes", batch_sizes), repeats=repeats,
+                       min_seconds=min_seconds, threads=threads, engine=engine, dtype=dtype, device=device, say=_say,
+                       live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision)
+    _printed(report, api.out_dir("bench", out), bench_table)
 
 
 @main.command()
@@ -383,28 +363,19 @@ def gate(report_path: Path, variants: tuple[str, ...], against: Path | None, str
     By default an accuracy rule fails only when the paired 95% confidence interval of the perplexity change
     lies beyond the allowed increase, and a speed rule only when the p10/p90 timing spread cannot reach it;
     --strict gates on point estimates."""
-    from pydantic import ValidationError
-
-    from optkit.gate import describe, evaluate, regression_spec
-    from optkit.recipe import GateSpec
+    from optkit import api
+    from optkit.gate import describe
     from optkit.results import read_report
 
     rep = read_report(report_path)
     old = read_report(against) if against else None
-    given = {k: v for k, v in rules.items() if v is not None}
-    if not given and old is not None:  # a regression gate: the recipe's baseline-relative gates do not apply
-        spec, origin = regression_spec(rep, old), f"no regression beyond noise vs {against}"
-    elif not given:
-        spec, origin = GateSpec.model_validate(rep.recipe.get("gates") or {}), "the recipe's gates"
-    else:
-        try:
-            spec, origin = GateSpec(**given), "the options given"
-        except ValidationError as exc:
-            raise BadInput(f"bad gate option: {exc.errors()[0]['msg']}; write e.g. --max-ppl-increase 5%") from None
+    spec, origin = api.gate_rules(rep, rules, old)
+    if origin.startswith("no regression"):
+        origin = f"no regression beyond noise vs {against}"
     if variants:
         spec.variants = list(variants)
     click.echo(f"rules ({origin}): {describe(spec, strict)}")
-    verdicts = evaluate(rep, spec, strict=strict, against=old)
+    verdicts = api.gate(rep, spec, strict=strict, against=old)
     for v in verdicts:
         click.echo(v.line())
     failed = [v.variant for v in verdicts if not v.passed]

@@ -151,8 +151,8 @@ def _side(job, variant, file: str | None, like):
         return registry.engines.get("llamacpp").open(file, like=like)
     if not variant.steps and loading.engine_name(job.checkpoint, variant.engine) == like.engine:
         return like
-    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                      job.model.trust_remote_code, loading.engine_name(job.checkpoint, variant.engine, variant.steps))
+    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                      job.trust.trust_remote_code, loading.engine_name(job.checkpoint, variant.engine, variant.steps))
     return apply_steps(lm, variant.steps)[0]
 
 
@@ -161,8 +161,8 @@ def run_duel_job(job, cand) -> None:
     from optkit import loading
 
     spec = job.duel
-    like = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                        job.model.trust_remote_code, loading.engine_name(job.checkpoint, spec.a.engine))
+    like = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                        job.trust.trust_remote_code, loading.engine_name(job.checkpoint, spec.a.engine))
     a = _side(job, spec.a, spec.files.get(spec.a.name), like)
     b = _side(job, spec.b, spec.files.get(spec.b.name), like)
     w = spec.workload
@@ -175,33 +175,31 @@ def runoff(plan, report, run_dir, executor, board, resume: bool) -> list:
     each contender (report/decide.py picks them), one duel job each; finished duels are kept on resume."""
     from pathlib import Path
 
-    from optkit.executors import Work, run_all
+    from optkit import reuse
+    from optkit.pipeline import _previous
     from optkit.report.recommend import runoff_pairs
-    from optkit.results import VariantResult, write_model
     from optkit.workload import resolve
 
     recipe = plan.recipe
     jobs = {j.variant.name: j for j in plan.jobs}
     files = {c.name: c.file for c in report.variants if c.file}
-    kept, works = [], []
+    kept, placed = [], []
     for a, b in runoff_pairs(report):
         out = Path(run_dir) / "duels" / f"{a}--{b}.json"
-        if resume and out.is_file():
-            previous = VariantResult.model_validate_json(out.read_text())
-            if previous.status == "ok" and previous.head_to_head is not None:
-                kept.append(previous.head_to_head)
-                continue
         spec = DuelSpec(a=jobs[a].variant, b=jobs[b].variant, files={n: files[n] for n in (a, b) if n in files},
                         workload=resolve(recipe.workload, recipe.bench), rounds=recipe.bench.paired_rounds,
                         round_s=min(MIN_ROUND_S, recipe.bench.min_seconds / 2))
-        job = jobs[a].model_copy(update={"duel": spec, "eval": None, "reference": None, "save_to": None,
-                                         "pair_with": None, "keep_in": None})
+        job = reuse.stamp(jobs[a].model_copy(update={"duel": spec, "eval": None, "reference": None, "save_to": None,
+                                                     "pair_with": None, "keep_in": None}))
+        previous = _previous(out) if resume else None
+        if reuse.why_not(previous, job) is None and previous.head_to_head is not None:  # same two, same inputs
+            kept.append(previous.head_to_head)
+            continue
         key = f"{a} vs {b}"
         board.add(key, f"[+] {key} (head to head)")
-        works.append(Work(job, out, Path(run_dir) / "logs" / f"{a}--{b}.log", key))
-    for work, cand in run_all(executor, works, board):
-        board.say(f"{work.key}: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
+        placed.append(job.placed(out, Path(run_dir) / "logs" / f"{a}--{b}.log", key))
+    for job, cand in executor.run_all(placed, board):
+        board.say(f"{job.where.key}: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
         if cand.head_to_head is not None:
             kept.append(cand.head_to_head)
-        write_model(work.out, cand)
     return kept

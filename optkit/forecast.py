@@ -10,9 +10,6 @@ and weight-only quantization stops helping.
 
 from __future__ import annotations
 
-import json
-import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +37,7 @@ class Forecast:
     baseline: str
     variants: list[Expected]
     note: str = ""
+    params: int = 0  # the linear layers' weights (eta.py prices evaluation and prefill from them)
 
 
 def expected(variant, linears: dict[str, tuple[int, int]], dtype: str, config, context: int,
@@ -93,59 +91,26 @@ def compute_bound_from(params: int, weight_bytes: float, kv: float, ridge: float
     return int(ridge * weight_bytes // (2 * params - ridge * kv)) + 1
 
 
-def _cache_key(device: str) -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return f"{device}|{platform.node()}|{cpu}|threads={torch.get_num_threads()}"
-
-
-def device_speed(device: str, remeasure: bool = False) -> tuple[float, float, str]:
-    """(bandwidth GB/s, float32 matmul GFLOP/s, where from): measured once per machine and cached; a
-    remeasurement keeps the higher of old and new, since contention only ever lowers a peak."""
-    from optkit.checkpoints import cache_dir
-    from optkit.meters.roofline import device_peaks
-    from optkit.results import atomic_write
-
-    path = cache_dir() / "device-speed.json"
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError):
-        table = {}
-    key = _cache_key(device)
-    if key in table and not remeasure:
-        hit = table[key]
-        return hit["bandwidth_gb_s"], hit["matmul_gflop_s"], f"cached {hit['when']} in {path}"
-    bandwidth, gflops = device_peaks(device, "float32")
-    if key in table:  # other processes can only make a peak read low: keep the best seen on this machine
-        bandwidth = max(bandwidth, table[key]["bandwidth_gb_s"])
-        gflops = max(gflops, table[key]["matmul_gflop_s"])
-    table[key] = {"bandwidth_gb_s": bandwidth, "matmul_gflop_s": gflops,
-                  "when": time.strftime("%Y-%m-%d %H:%M")}
-    try:
-        atomic_write(path, json.dumps(table, indent=2))
-    except OSError:
-        pass  # a read-only cache costs one measurement per run, nothing more
-    return bandwidth, gflops, "measured now"
-
-
 def forecast(plan, remeasure: bool = False) -> Forecast:
     from transformers import AutoConfig
 
     from optkit.checkpoints import hf_folder
+    from optkit.meters.roofline import device_speed
     from optkit.preflight import model_info
 
     recipe = plan.recipe
     bench = recipe.bench
     context = (bench.prompt_len + bench.gen_len // 2) if bench else 128 + 32
     bandwidth, gflops, measured = device_speed(plan.device, remeasure)
-    info = model_info(plan.checkpoint, recipe.model.dtype, plan.device, recipe.model.trust_remote_code)
+    info = model_info(plan.checkpoint, recipe.model.dtype, plan.device, plan.trust.trust_remote_code,
+                      plan.trust.allow_pickle)
     if not info.linears:
         return Forecast(bandwidth, gflops, measured, context, recipe.baseline, [],
                         note="the checkpoint is an optkit artifact: its layer shapes are not known from a config, "
                              "so there is no forecast; benchmark it with optkit bench")
     config = AutoConfig.from_pretrained(hf_folder(plan.checkpoint).location,
-                                        trust_remote_code=recipe.model.trust_remote_code)
+                                        trust_remote_code=plan.trust.trust_remote_code,
+                                        revision=plan.checkpoint.pinned() if plan.checkpoint.kind == "hub" else None)
     params = sum(o * i for o, i in info.linears.values())
     per_weight = None
     if plan.checkpoint.kind == "gguf":
@@ -160,7 +125,7 @@ def forecast(plan, remeasure: bool = False) -> Forecast:
     for r in rows:
         r.speedup = base.bytes_per_token / r.bytes_per_token
         r.compute_bound_from = compute_bound_from(params, r.bytes_per_weight * params, r.kv_bytes, ridge)
-    return Forecast(bandwidth, gflops, measured, context, base.name, rows)
+    return Forecast(bandwidth, gflops, measured, context, base.name, rows, params=params)
 
 
 def render(f: Forecast) -> str:

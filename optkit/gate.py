@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from optkit.errors import BadInput
+from optkit.finite import nonfinite
 from optkit.recipe import GateSpec
 from optkit.report.analysis import Row, compare, row, rows, task_delta
 from optkit.results import Report, VariantResult
+from optkit.stats import t95
 
 
 @dataclass
@@ -94,7 +96,8 @@ def _fidelity(cand: VariantResult, spec: GateSpec, strict: bool) -> list[tuple[b
         if res is None:
             out.append((False, f"no fidelity {metric} measured (eval.fidelity runs when a baseline is compared)"))
             continue
-        half = 0.0 if strict or res.stderr is None else 1.96 * res.stderr
+        df = (res.details.get("prompts") or res.n) - 1  # the stderr is over prompts: t with prompts - 1 df
+        half = 0.0 if strict or res.stderr is None else t95(df) * res.stderr
         best = res.value - worse * half  # the most favourable end of the interval
         good = best <= limit if worse > 0 else best >= limit
         ci = f" (95% CI {res.value - half:.4g} to {res.value + half:.4g})" if half else ""
@@ -188,5 +191,8 @@ def evaluate(report: Report, spec: GateSpec, strict: bool = False, against: Repo
             ref_name = name if against is not None else report.baseline
             checks += _tasks(cands[name], ref_cands[ref_name], spec, strict)
         checks += _limits(r, spec) + _fidelity(cands[name], spec, strict)
+        bad = nonfinite(cands[name])
+        if bad:  # NaN compares false both ways: without this a NaN could slip through a rule
+            checks.append((False, f"non-finite result ({'; '.join(bad[:3])}): not a measurement"))
         verdicts.append(Verdict(name, all(ok for ok, _ in checks), [text for _, text in checks]))
     return verdicts

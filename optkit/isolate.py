@@ -1,9 +1,10 @@
-"""Process isolation and nothing else: run a Python module in a fresh process with its output in a log,
-a timeout, and death with the parent (so no orphan keeps the CPU busy). What the process computes is the
-caller's business (worker.py for variants)."""
+"""Process isolation and nothing else: run a Python module in a fresh process (and process group) with its
+output in a log, a timeout that kills the whole group, and death with the parent (so no orphan keeps the CPU
+busy). What the process computes is the caller's business (worker.py for variants)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,29 +26,79 @@ class Outcome:
             else f"exited with code {self.code}"
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL when its parent dies."""
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: the calling process (a preexec_fn: the child) gets `sig` when its parent dies, so nothing it runs
+    outlives an orchestrator killed with kill -9."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
 
+def _orphan_signal() -> None:
+    """preexec_fn of run_module's child: SIGTERM when the parent dies, which guard_group turns into the end of the
+    child's whole process group (a plain SIGKILL would leave the child's own children running)."""
+    die_with_parent(signal.SIGTERM)
+
+
+def guard_group(poll: float = 0.5) -> None:
+    """Called first by a child run_module started (worker.py): when its parent dies (SIGTERM from the kernel, or
+    a parent pid that changed, noticed by a thread even while the main thread is busy in a library), SIGKILL its
+    whole process group, itself and whatever it started included."""
+    import threading
+
+    if os.getpgrp() != os.getpid():  # not the leader of a group of its own: killing "its group" would hit others
+        return
+    parent = os.getppid()
+
+    def end_group(*_) -> None:
+        os.killpg(0, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, end_group)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        end_group()
+
+    threading.Thread(target=watch, name="optkit guard", daemon=True).start()
+    if os.getppid() != parent or parent == 1:  # orphaned before the guard stood
+        end_group()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the child's whole process group (the worker and whatever it started: a converter, a quantizer,
+    a probe), also after a normal exit, for anything it left running."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is empty already
+
+
 def run_module(module: str, args: list[str], log: Path, timeout: float | None = None,
-               env: dict | None = None) -> Outcome:
-    """`python -m module args...` with stdout and stderr into log; killed after timeout seconds."""
+               env: dict | None = None, python: str | None = None, append: bool = False) -> Outcome:
+    """`python -m module args...` with stdout and stderr into log (added to it with append), in a process group of
+    its own; the group is killed after timeout seconds, on Ctrl-C or any other exception here, and when the child
+    exits. python: another interpreter than this one (an engine's own environment, envs.py)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(log, "w") as log_fh:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log_fh, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    with open(log, "a" if append else "w") as log_fh:
+        proc = subprocess.Popen([python or sys.executable, "-m", module, *args], stdout=log_fh,
+                                stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True,  # its own group: Ctrl-C reaches us, not it
+                                preexec_fn=_orphan_signal if sys.platform == "linux" else None)
         try:
             code, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc)
             code, timed_out = proc.wait(), True
+        except BaseException:  # Ctrl-C, SystemExit (SIGTERM): nothing of the variant lives on
+            _kill_group(proc)
+            proc.wait()
+            raise
+        _kill_group(proc)
     return Outcome(code, time.perf_counter() - started, timed_out)
 
 

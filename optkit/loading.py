@@ -10,6 +10,7 @@ from optkit import formats, registry
 from optkit.checkpoints import Checkpoint
 from optkit.engines.base import LoadedModel, ModelInfo
 from optkit.errors import BadInput
+from optkit.trust import Trust, require
 
 
 def engine_name(ckpt: Checkpoint, engine: str | None = None, steps=()) -> str:
@@ -39,6 +40,9 @@ def _artifact_dtype(ckpt: Checkpoint, dtype: str) -> str:
 def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool = False,
              engine: str | None = None, trust_pickle: bool = False) -> ModelInfo:
     dtype = _artifact_dtype(ckpt, dtype)
+    trust = Trust(allow_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+    if ckpt.kind == "artifact":  # what its source needed, before anything of it loads
+        _require(ckpt, trust)
     if ckpt.format == "replay":  # the source must be there now, not when a worker tries to load it
         from optkit.artifacts import find_source, read
 
@@ -56,18 +60,31 @@ def describe(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: bool 
 
 def load(ckpt: Checkpoint, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
          trust_remote_code: bool = False, engine: str | None = None) -> LoadedModel:
+    """The checkpoint in its engine, with the trust the caller granted (and nothing an artifact claims)."""
+    trust = Trust(allow_pickle=trust_pickle, trust_remote_code=trust_remote_code)
+    if ckpt.kind == "artifact":
+        _require(ckpt, trust)
     if ckpt.format == "replay":
-        return replay(Path(ckpt.location), device)
+        return replay(Path(ckpt.location), device, trust)
     return registry.engines.get(engine_name(ckpt, engine)).load(ckpt, _artifact_dtype(ckpt, dtype), device,
                                                                   trust_pickle, trust_remote_code)
 
 
-def replay(folder: Path, device: str) -> LoadedModel:
+def _require(ckpt: Checkpoint, trust: Trust) -> None:
+    from optkit.artifacts import read
+
+    require(read(Path(ckpt.location))["needs"], trust, f"artifact {ckpt.given!r}")
+
+
+def replay(folder: Path, device: str, trust: Trust | None = None) -> LoadedModel:
+    """The artifact's source, loaded with the caller's trust only, and its recorded steps replayed on it."""
     from optkit.artifacts import find_source, read
     from optkit.engines.method import apply_steps
 
+    trust = trust or Trust()
     manifest = read(folder)
-    model = manifest["_model"]
-    lm = load(find_source(folder, manifest), model.dtype, device, model.trust_pickle, model.trust_remote_code)
+    require(manifest["needs"], trust, f"artifact {str(folder)!r}")
+    lm = load(find_source(folder, manifest), manifest["_model"].dtype, device, trust.allow_pickle,
+              trust.trust_remote_code)
     lm, _ = apply_steps(lm, manifest["_steps"])
     return lm

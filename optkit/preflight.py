@@ -13,6 +13,7 @@ from optkit.engines.base import ModelInfo
 from optkit.engines.method import format_problem
 from optkit.errors import BadInput
 from optkit.recipe import Recipe
+from optkit.trust import Trust
 
 
 def resolve_device(wanted: str) -> str:
@@ -31,15 +32,15 @@ def model_info(ckpt: Checkpoint, dtype: str, device: str, trust_remote_code: boo
     return loading.describe(ckpt, dtype, device, trust_remote_code, engine=engine, trust_pickle=trust_pickle)
 
 
-def check_variants(recipe: Recipe, ckpt: Checkpoint, device: str, source: str) -> None:
+def check_variants(recipe: Recipe, ckpt: Checkpoint, device: str, source: str, trust: Trust | None = None) -> None:
     """Every variant from the engine it starts in (its own `engine`, or the checkpoint's default), each engine's
-    facts about the checkpoint read once."""
-    model, infos = recipe.model, {}
+    facts about the checkpoint read once, with the trust the caller granted (trust.py)."""
+    model, infos, trust = recipe.model, {}, trust or Trust()
     for i, variant in enumerate(recipe.variants):
         engine = loading.engine_name(ckpt, variant.engine, variant.steps)
         if engine not in infos:
             try:
-                infos[engine] = model_info(ckpt, model.dtype, device, model.trust_remote_code, model.trust_pickle,
+                infos[engine] = model_info(ckpt, model.dtype, device, trust.trust_remote_code, trust.allow_pickle,
                                            engine)
             except BadInput as exc:
                 if not variant.engine:
@@ -75,6 +76,7 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
     variant = recipe.variants[index]
     info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, format=info.format)
     made_by = None  # the step that gave the model its current format
+    chain = []  # (method, params) of every step, for the engine's own check of what they make
     for n, step in enumerate(variant.steps, 1):
         where = f"{source}: variants[{index}] ({variant.name}) step {n} ({step.method})"
         try:
@@ -82,6 +84,7 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
         except BadInput as exc:
             raise BadInput(f"{where}: {exc}") from None
         params = _params(method, step, where)
+        chain.append((method, params))
         if step.auto_exclude is not None and not method.supports_auto_exclude:
             raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
                            "remove auto_exclude from this step")
@@ -113,6 +116,10 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
                 raise BadInput(f"{where}: produces {formats.get(fmt).label}, which the {engine} engine runs: {exc}") \
                     from None
             info.format, made_by = fmt, f"after step {n}, {step.method}"
+    engine = variant.engine or formats.get(info.format).engine
+    problems = registry.engines.cls(engine)().check_served(info, chain) if engine in registry.engines.table() else []
+    if problems:
+        raise BadInput(f"{source}: variants[{index}] ({variant.name}) engine {engine}: {problems[0]}")
 
 
 def check_eval(recipe: Recipe, source: str) -> None:

@@ -19,27 +19,53 @@ from optkit.search.spec import SearchSpec
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_MAX = 100  # a variant's files are <name>.json, .<name>.job.json.XXXXXXXX, <name>@<class>.log: under 255 bytes
+DEFAULT_TIMEOUT_S = 3 * 3600.0  # a variant still running after 3 hours is stuck, not slow (recipe: timeout_s)
+MAX_VALUES = 20_000  # YAML values a recipe may expand to through aliases (a hand-written one has a few hundred)
+TRUST_REFUSED = "cannot be set in a recipe"
+TRUST_FLAGS = {"trust_pickle": "--allow-pickle", "allow_pickle": "--allow-pickle",
+               "trust_remote_code": "--trust-remote-code"}
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def parse_fraction(value: Any) -> float:
-    """'5%' -> 0.05; a bare number is already a fraction (0.05)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("%"):
-            return float(text[:-1]) / 100.0
-        return float(text)
-    return float(value)
+    """'5%' -> 0.05; a bare number is already a fraction (0.05). Anything else (a list, null, true, nan) is a
+    ValueError, which pydantic turns into a one-line error naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"must be a number or a percentage like '5%', not {type(value).__name__} {value!r}")
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+        else:
+            number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"must be a number or a percentage like '5%', not {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, not {value!r}")
+    return number
 
 
 class ModelSpec(Strict):
     checkpoint: str = Field(description="HF hub id, local HF folder, .gguf file, optkit artifact or alias")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    trust_pickle: bool = False
-    trust_remote_code: bool = False
+    revision: str | None = Field(default=None, min_length=1, description="a hub id's branch, tag or commit "
+                                 "(default: main); the commit it resolves to is recorded in the report")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_trust(cls, data: Any) -> Any:
+        """Trust comes from the person running optkit, per invocation, never from a file: a recipe or an
+        artifact someone hands you must not be able to switch on pickle loading or remote code."""
+        if isinstance(data, dict):
+            for key, flag in TRUST_FLAGS.items():
+                if key in data:
+                    raise ValueError(f"{TRUST_REFUSED} (a file must not grant itself trust); remove it and pass "
+                                     f"{flag} on the command line if you trust the checkpoint")
+        return data
 
 
 class AutoExcludeSpec(Strict):
@@ -63,11 +89,12 @@ class Step(Strict):
 
 
 class Variant(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
     engine: str | None = Field(default=None, description="the engine the checkpoint starts in (default: its "
                                "format's own; a .gguf file: PyTorch), e.g. llamacpp for a GGUF file as shipped")
     steps: list[Step] = Field(default_factory=list)
-    timeout_s: float | None = Field(default=None, gt=0, description="kill the variant after this long")
+    timeout_s: float | None = Field(default=None, gt=0, description="kill the variant (its whole process group) "
+                                    "after this long (default: the recipe's timeout_s)")
 
 
 class PerplexitySpec(Strict):
@@ -198,6 +225,8 @@ class ExecutorSpec(Strict):
                       "building and evaluating (a benchmark on a CPU node has the whole node)")
     gpus: int = Field(default=1, ge=1, description="ray, device cuda: whole GPUs each variant holds (never a "
                       "fraction: two timings must not share a GPU)")
+    shared: list[str] = Field(default_factory=list, description="ray: folders every node mounts at the same path; "
+                              "with nodes on other machines, every local model and data path must lie under one")
 
     @model_validator(mode="after")
     def _address_is_ray(self) -> ExecutorSpec:
@@ -208,7 +237,7 @@ class ExecutorSpec(Strict):
 
 class Recipe(Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
     model: ModelSpec
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     baseline: str | None = None
@@ -221,6 +250,8 @@ class Recipe(Strict):
                                           "decode after bench.prompt_len tokens, the demo's shape)")
     search: SearchSpec | None = Field(default=None, description="optkit search RECIPE: explore candidates within an "
                                       "accuracy and a time budget (optkit/search/); the variants are extra candidates")
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, description="kill a variant still running after "
+                             "this long (3 hours by default); a variant's own timeout_s wins")
 
     @model_validator(mode="after")
     def _names(self) -> Recipe:
@@ -266,7 +297,13 @@ def _hint(err: dict, model: type[BaseModel]) -> str:
         return f"unknown key {key!r}; remove it (allowed here: {', '.join(allowed)})"
     if kind == "missing":
         return "required field is missing; add it"
-    return err["msg"].removeprefix("Value error, ")
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, (dict, list)) and kind.endswith(("_type", "_parsing", "literal_error", "enum")):
+        shape = "a mapping" if isinstance(given, dict) else "a list"
+        return f"{msg}, not {shape} (a YAML alias *name stands for the whole value its anchor names); write a " \
+               "single value here"
+    return msg if ";" in msg else f"{msg}; fix this value"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -295,6 +332,8 @@ def parse_recipe(data: Any, source: str = "<recipe>", root: yaml.Node | None = N
         # a misspelt key also shows up as a missing one: name the misspelling, it carries the fix
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
+        if loc == ("model",) and TRUST_REFUSED in err["msg"]:  # point at the key itself, not its section
+            loc += (next(k for k in TRUST_FLAGS if k in data["model"]),)
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(root, loc)
         where = f"{source}:{line}" if line else source
@@ -328,4 +367,35 @@ def parse_text(text: str, source: str = "<recipe>") -> Recipe:
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a scalar YAML cannot construct
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(f"{source}: a value cannot be read ({first}); fix or quote it") from None
+    _check_expansion(root, source)
     return parse_recipe(data, source, root)
+
+
+def _check_expansion(root: yaml.Node | None, source: str) -> None:
+    """Aliases (*name) may share a value, but not explode one ("billion laughs": 9 aliases of 9 aliases of ...
+    are a few lines of YAML and a billion values once validated or written to plan.json) or contain themselves."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise BadInput(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a value that contains it "
+                           "(a recursive anchor); write the value out instead of the alias")
+        open_nodes.add(key)
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_VALUES:
+                raise BadInput(f"{source}:{node.start_mark.line + 1}: the recipe expands to more than {MAX_VALUES:,} "
+                               "values through YAML aliases (*name); write the values out or share fewer")
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root)

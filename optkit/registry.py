@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from optkit.errors import BadInput
 
-ENGINES = ("torch", "onnxruntime", "llamacpp", "llmcompressor")  # folders under optkit/engines/
+ENGINES = ("torch", "onnxruntime", "llamacpp", "llmcompressor", "vllm", "openvino")  # folders under optkit/engines/
 
 T = TypeVar("T")
 
@@ -81,7 +81,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """An instance; unknown names get a did-you-mean, missing extras the pip command."""
         cls = self.cls(name)
-        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        # an engine with an environment of its own (envs.py) finds its libraries there, not in this one
+        own = getattr(cls, "venv", None) is not None
+        missing = [] if own else [m for m in cls.requires if importlib.util.find_spec(m) is None]
         if missing:
             extra = cls.extra or missing[0]
             raise BadInput(f"{self.kind} {name!r} needs {', '.join(missing)}; run: pip install 'optkit[{extra}]'")

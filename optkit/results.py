@@ -1,4 +1,5 @@
-"""Typed results and report.json. Users' CI parses report.json: add fields freely, rename nothing."""
+"""Typed results and report.json. Users' CI parses report.json: add fields freely, rename nothing. A float that
+is NaN or infinite is written as the string "NaN" / "Infinity" / "-Infinity" (finite.py)."""
 
 from __future__ import annotations
 
@@ -10,76 +11,77 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from optkit.finite import Data, Num
 from optkit.meters.roofline import Roofline
 
 REPORT_SCHEMA_VERSION = 1
 
 
-class SkippedModule(BaseModel):
+class SkippedModule(Data):
     module: str
     reason: str
 
 
-class StepRecord(BaseModel):
+class StepRecord(Data):
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: Num = 0.0
     modules_changed: list[str] = Field(default_factory=list)
     modules_skipped: list[SkippedModule] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="method-specific, e.g. per-layer sparsity")
 
 
-class EvalResult(BaseModel):
+class EvalResult(Data):
     task: str
     metric: str
-    value: float
-    stderr: float | None = None
+    value: Num
+    stderr: Num | None = None
     n: int
     higher_is_better: bool
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class Stats(BaseModel):
-    median: float
-    p10: float
-    p90: float
+class Stats(Data):
+    median: Num
+    p10: Num
+    p90: Num
     n: int
     unit: str = ""
     noisy: bool = False
-    contention: float | None = Field(default=None, description="max share of CPU used by other processes")
-    ci_low: float | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
-    ci_high: float | None = None
+    contention: Num | None = Field(default=None, description="max share of CPU used by other processes")
+    ci_low: Num | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
+    ci_high: Num | None = None
     noisy_reason: str | None = Field(default=None, description="why noisy is set, e.g. the halves disagree")
     collapsed: int = Field(default=0, description="samples over 2x slower than the rest, set aside and retried (a "
                            "llama.cpp collapse on a busy machine)")
 
 
-class Energy(BaseModel):
+class Energy(Data):
     status: Literal["ok", "unavailable"]
-    joules_per_token: float | None = None  # decode, batch 1, whole counter (idle included)
+    joules_per_token: Num | None = None  # decode, batch 1, whole counter (idle included)
     reason: str | None = None
     source: str | None = None
-    prefill_joules_per_token: float | None = Field(default=None, description="per prompt token, batch 1")
-    idle_watts: float | None = Field(default=None, description="measured before the benchmark")
-    joules_per_token_above_idle: float | None = Field(default=None, description="decode energy minus idle x time")
-    sampled_vs_counter: float | None = Field(default=None, description="power-sampling integral / counter delta "
+    prefill_joules_per_token: Num | None = Field(default=None, description="per prompt token, batch 1")
+    idle_watts: Num | None = Field(default=None, description="measured before the benchmark")
+    joules_per_token_above_idle: Num | None = Field(default=None, description="decode energy minus idle x time")
+    sampled_vs_counter: Num | None = Field(default=None, description="power-sampling integral / counter delta "
                                              "over the same decode runs; near 1 when the counter is right")
 
 
-class ThroughputPoint(BaseModel):
+class ThroughputPoint(Data):
     batch_size: int
     decode_tokens_per_s: Stats  # all sequences together
     prefill_ms: Stats
-    decode_seconds: float | None = Field(default=None, description="decode time measured in all repetitions")
+    decode_seconds: Num | None = Field(default=None, description="decode time measured in all repetitions")
 
 
-class PrefillPoint(BaseModel):
+class PrefillPoint(Data):
     prompt_len: int
     prefill_ms: Stats  # batch 1: time to first token
 
 
-class PairedSpeed(BaseModel):
+class PairedSpeed(Data):
     """The variant and the baseline decoding in alternating rounds in one process: each round's ratio is one
     sample, so drift of the machine between variants cancels and a disturbance hits both halves of a round."""
 
@@ -92,21 +94,21 @@ class PairedSpeed(BaseModel):
     objective_name: str | None = Field(default=None, description="decode, latency, ttft or throughput")
     run: int | None = Field(default=None, description="rounds run, contended or collapsed ones included")
     retried: int = Field(default=0, description="rounds run again: contended, or one side collapsed")
-    round_s: float | None = Field(default=None, description="least seconds of each side's half of a round")
+    round_s: Num | None = Field(default=None, description="least seconds of each side's half of a round")
 
 
-class WorkloadPointFigures(BaseModel):
+class WorkloadPointFigures(Data):
     """One workload point's timings: batch = the workload's concurrency, `prompt` tokens in, `output` tokens out."""
 
     prompt: int
     output: int
-    weight: float = 1.0
+    weight: Num = 1.0
     ttft_ms: Stats
     decode_tokens_per_s: Stats
     e2e_ms: Stats | None = None
 
 
-class WorkloadFigures(BaseModel):
+class WorkloadFigures(Data):
     """The workload's objective for one variant (recipe `workload:`; optkit/workload.py), per pass over its points,
     and each point's time to first token, decode and end-to-end latency."""
 
@@ -117,17 +119,17 @@ class WorkloadFigures(BaseModel):
     points: list[WorkloadPointFigures] = Field(default_factory=list)
 
 
-class SideFigures(BaseModel):
+class SideFigures(Data):
     """One model's medians over the clean rounds of a head-to-head, in the same units as its benchmark."""
 
     name: str
-    objective: float = Field(description="the workload's objective (tokens/s or ms, see HeadToHead.unit)")
-    decode_tokens_per_s: float
-    ttft_ms: float
-    e2e_ms: float
+    objective: Num = Field(description="the workload's objective (tokens/s or ms, see HeadToHead.unit)")
+    decode_tokens_per_s: Num
+    ttft_ms: Num
+    e2e_ms: Num
 
 
-class HeadToHead(BaseModel):
+class HeadToHead(Data):
     """Two variants timed against each other in one process, interleaved rounds on the workload (optkit/duel.py):
     the comparison a decision between them rests on."""
 
@@ -139,7 +141,7 @@ class HeadToHead(BaseModel):
     retried: int = Field(default=0, description="rounds not used: contended, or one half collapsed")
     collapsed: int = Field(default=0, description="rounds where one half ran over 2x slower than that model's fast "
                            "halves (never used, whatever else is left)")
-    round_s: float = Field(default=0.0, description="least seconds each half of a round ran")
+    round_s: Num = Field(default=0.0, description="least seconds each half of a round ran")
     speedup: Stats | None = Field(default=None, description="a's objective speed-up over b per round (> 1: a faster)")
     decode_speedup: Stats | None = Field(default=None, description="a's decode tokens/s / b's, per round")
     ttft_speedup: Stats | None = Field(default=None, description="b's time to first token / a's, per round")
@@ -147,12 +149,12 @@ class HeadToHead(BaseModel):
     skipped: str | None = Field(default=None, description="why no rounds were run")
 
 
-class BenchResult(BaseModel):
+class BenchResult(Data):
     prefill_ms: Stats
     decode_tokens_per_s: Stats
-    peak_memory_mb: float | None = None
+    peak_memory_mb: Num | None = None
     peak_memory_source: str | None = None
-    size_mb: float | None = None
+    size_mb: Num | None = None
     energy: Energy
     prompt_len: int
     gen_len: int
@@ -172,7 +174,7 @@ class BenchResult(BaseModel):
                                              "each point's timings (the default workload: batch-1 decode)")
 
 
-class GroupSensitivity(BaseModel):
+class GroupSensitivity(Data):
     """One tensor group (a tensor class over a block of layers) quantized alone to the search's low type, the rest
     of the model as it was: the KL of its next-token distribution from the source's on calibration text."""
 
@@ -181,76 +183,76 @@ class GroupSensitivity(BaseModel):
     tensors: int
     weights: int
     bytes_saved: int = Field(description="file bytes the low type saves on these tensors (negative: it costs)")
-    kl: float = Field(description="mean KL(source || group quantized) per token, nats")
-    kl_se: float | None = None
-    ms_saved: float | None = Field(default=None, description="decode ms per token the move saves: its weights times "
+    kl: Num = Field(description="mean KL(source || group quantized) per token, nats")
+    kl_se: Num | None = None
+    ms_saved: Num | None = Field(default=None, description="decode ms per token the move saves: its weights times "
                                    "the per-weight saving measured for its tensors' type (Sensitivity.type_ms_saved)")
     rank: int = Field(default=0, description="position in the greedy order (1: moved to the low type first)")
 
 
-class Sensitivity(BaseModel):
+class Sensitivity(Data):
     """What a sensitivity job measured (optkit/search/sensitivity.py)."""
 
     low: str = Field(description="the type each group was quantized to alone")
     source_types: dict[str, int] = Field(default_factory=dict, description="the source's tensor types, counted")
     tokens: int = Field(default=0, description="calibration tokens the KL was measured on")
     imatrix: bool = False
-    source_ms: float | None = Field(default=None, description="the source's decode ms per token, timed against each "
+    source_ms: Num | None = Field(default=None, description="the source's decode ms per token, timed against each "
                                     "type's move below")
-    type_ms_saved: dict[str, float] = Field(default_factory=dict, description="source tensor type -> decode ms per "
+    type_ms_saved: dict[str, Num] = Field(default_factory=dict, description="source tensor type -> decode ms per "
                                             "token saved when every tensor of it moves to the low type (head to head)")
     groups: list[GroupSensitivity] = Field(default_factory=list)
-    seconds: float = 0.0
+    seconds: Num = 0.0
 
 
-class SearchCandidate(BaseModel):
+class SearchCandidate(Data):
     """One candidate of optkit search: how it is built, how far it got and why it stopped there."""
 
     name: str
     kind: Literal["source", "uniform", "mix", "recipe"]
     engine: str | None = None
     steps: list[dict[str, Any]] = Field(default_factory=list, description="recipe steps that rebuild it")
-    low_share: float | None = Field(default=None, description="mix: share of the mixable weights in the low type")
+    low_share: Num | None = Field(default=None, description="mix: share of the mixable weights in the low type")
     stage: str = Field(description="the last stage it reached: forecast, kl, perplexity, benchmark")
     left: str | None = Field(default=None, description="why it left at that stage; None: it finished")
-    predicted_kl: float | None = Field(default=None, description="mix: the sum of its groups' sensitivities")
-    kl: float | None = None
-    ppl_delta: float | None = Field(default=None, description="perplexity vs the source, at the last stage scored")
-    ppl_ci: tuple[float, float] | None = None
+    predicted_kl: Num | None = Field(default=None, description="mix: the sum of its groups' sensitivities")
+    kl: Num | None = None
+    ppl_delta: Num | None = Field(default=None, description="perplexity vs the source, at the last stage scored")
+    ppl_ci: tuple[Num, Num] | None = None
     ppl_tokens: int | None = None
-    bytes_per_token: float | None = Field(default=None, description="weights read per decoded token (forecast)")
-    bound_tokens_per_s: float | None = Field(default=None, description="memory bandwidth / bytes_per_token")
+    bytes_per_token: Num | None = Field(default=None, description="weights read per decoded token (forecast)")
+    bound_tokens_per_s: Num | None = Field(default=None, description="memory bandwidth / bytes_per_token")
     speedup: Stats | None = Field(default=None, description="objective speed-up vs the source, paired in one process")
-    size_mb: float | None = None
+    size_mb: Num | None = None
     file: str | None = None
 
 
-class StageTime(BaseModel):
+class StageTime(Data):
     stage: str
     candidates: int
-    wall_s: float
-    worker_s: float = Field(description="seconds the workers spent building and measuring (inside their processes)")
+    wall_s: Num
+    worker_s: Num = Field(description="seconds the workers spent building and measuring (inside their processes)")
 
 
-class SearchResult(BaseModel):
+class SearchResult(Data):
     """optkit search's record: every candidate with the stage it left at and why, the per-tensor sensitivity it
     built mixes from, and where the time went."""
 
     source: str
-    max_ppl_increase: float
-    time_budget_s: float
+    max_ppl_increase: Num
+    time_budget_s: Num
     objective: str = "decode"
     candidates: list[SearchCandidate] = Field(default_factory=list)
     sensitivity: Sensitivity | None = None
     stages: list[StageTime] = Field(default_factory=list)
-    wall_s: float = 0.0
-    bookkeeping_s: float = Field(default=0.0, description="the search's own time outside any run and job: planning, "
+    wall_s: Num = 0.0
+    bookkeeping_s: Num = Field(default=0.0, description="the search's own time outside any run and job: planning, "
                                  "choosing, writing")
     chosen: str | None = None
     notes: list[str] = Field(default_factory=list)
 
 
-class NodeRecord(BaseModel):
+class NodeRecord(Data):
     """Where a variant ran. Speed-ups compare only variants of the same hardware_class."""
 
     host: str
@@ -265,13 +267,13 @@ class NodeRecord(BaseModel):
                                 "on the machine overrides it")
 
 
-class PhaseTime(BaseModel):
+class PhaseTime(Data):
     phase: str  # building, evaluating, waiting, benchmarking
-    start: float  # unix time
-    end: float
+    start: Num  # unix time
+    end: Num
 
 
-class TokenizerCheck(BaseModel):
+class TokenizerCheck(Data):
     """The tokenizer a model is scored with, held against the one it is served with (llama.cpp's for a GGUF) on a
     fixed sample: ids with and without special tokens, and decode(encode(text))."""
 
@@ -284,10 +286,10 @@ class TokenizerCheck(BaseModel):
     result: Literal["agrees", "disagrees", "skipped", "native"] = Field(
         description="native: scored with the serving engine's own tokenizer, nothing to compare")
     detail: str = Field(default="", description="the first difference, or why the check was skipped")
-    seconds: float = 0.0
+    seconds: Num = 0.0
 
 
-class LogitAgreement(BaseModel):
+class LogitAgreement(Data):
     """One GGUF file's weights in two engines (llama.cpp, and PyTorch on the dequantized copy) on the same ids:
     they are the same weights, so their next-token distributions must nearly agree."""
 
@@ -295,23 +297,33 @@ class LogitAgreement(BaseModel):
     engines: list[str]
     prompts: int = 0
     tokens: int = 0
-    kl_mean: float | None = Field(default=None, description="mean KL(llama.cpp || PyTorch) per position, nats")
-    kl_max: float | None = None
-    top1_agreement: float | None = None
+    kl_mean: Num | None = Field(default=None, description="mean KL(llama.cpp || PyTorch) per position, nats")
+    kl_max: Num | None = None
+    top1_agreement: Num | None = None
     bound: str = Field(default="", description="what counts as agreeing")
     result: Literal["agrees", "disagrees", "skipped"] = "skipped"
     detail: str = ""
-    seconds: float = 0.0
+    seconds: Num = 0.0
 
 
-class VariantResult(BaseModel):
+class EngineRun(Data):
+    """Facts of the engine run apart from its steady-state speed (vLLM: start-up and compilation take minutes)."""
+
+    environment: str | None = Field(default=None, description="the engine's own virtual environment (envs.py)")
+    versions: dict[str, str] = Field(default_factory=dict, description="key package versions in that environment")
+    startup_seconds: dict[str, float] = Field(default_factory=dict, description="starting the engine: total, and "
+                                              "the parts the engine reports (compile, engine_init); eager=1: "
+                                              "no compilation")
+
+
+class VariantResult(Data):
     name: str
     status: Literal["ok", "failed", "skipped"]
     error: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     accuracy: list[EvalResult] = Field(default_factory=list)
     bench: BenchResult | None = None
-    seconds: float = 0.0
+    seconds: Num = 0.0
     warnings: list[str] = Field(default_factory=list)
     node: NodeRecord | None = None
     timeline: list[PhaseTime] = Field(default_factory=list, description="when each phase ran, unix time")
@@ -322,6 +334,10 @@ class VariantResult(BaseModel):
     format: str | None = Field(default=None, description="the model's format after its steps (formats.py)")
     file: str | None = Field(default=None, description="the file to deploy, where the model is one file an engine "
                              "loads as it is (a GGUF: the checkpoint itself, or kept in the run's artifacts/)")
+    key: str | None = Field(default=None, description="hash of everything the result depends on (reuse.py); a rerun "
+                            "without --fresh keeps the result only when it is unchanged")
+    key_parts: dict[str, str | None] = Field(default_factory=dict, description="the key's parts: recipe, source, "
+                                             "eval, bench, data, versions")
     tokenizer_checks: list[TokenizerCheck] = Field(
         default_factory=list, description="the tokenizer the variant was scored with, checked against the serving "
         "engine's on a fixed sample, at load and after each conversion")
@@ -330,12 +346,14 @@ class VariantResult(BaseModel):
     head_to_head: HeadToHead | None = Field(default=None, description="a duel job's result: two variants timed "
                                             "against each other in one process")
     sensitivity: Sensitivity | None = Field(default=None, description="a sensitivity job's result (optkit search)")
+    engine_run: EngineRun | None = Field(default=None, description="an engine with a costly start or an "
+                                         "environment of its own: what starting it cost and what it ran in")
 
     def metric(self, task: str, metric: str) -> EvalResult | None:
         return next((r for r in self.accuracy if r.task == task and r.metric == metric), None)
 
 
-class Environment(BaseModel):
+class Environment(Data):
     optkit: str
     python: str
     torch: str | None = None
@@ -347,11 +365,23 @@ class Environment(BaseModel):
     platform: str | None = None
 
 
-class Report(BaseModel):
+class SourceRecord(Data):
+    """The checkpoint every variant starts from, pinned: its content hash, or a hub id's resolved commit."""
+
+    given: str
+    kind: str
+    location: str
+    revision: str | None = Field(default=None, description="hub ids: the branch, tag or commit asked for")
+    commit: str | None = Field(default=None, description="hub ids: the commit it resolved to (None: unknown)")
+    sha256: str | None = Field(default=None, description="local files and folders: content hash")
+
+
+class Report(Data):
     schema_version: int = REPORT_SCHEMA_VERSION
     run: str
     created: str
     checkpoint: str
+    source: SourceRecord | None = None
     recipe: dict[str, Any] = Field(default_factory=dict)
     environment: Environment
     baseline: str
@@ -400,8 +430,8 @@ def read_report(path: str | Path) -> Report:
         raise BadInput(f"report not found: {path}; pass a run directory or its report.json (optkit run writes them)")
     try:
         return Report.model_validate(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0]
+    except (ValueError, TypeError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"{path}: not an optkit report ({first}); regenerate it with optkit run") from None
 
 

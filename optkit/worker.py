@@ -1,7 +1,7 @@
-"""One variant in its own process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult.
+"""The child's side of the worker protocol: `python -m optkit.worker JOB OUT` builds one variant in its own
+process: load -> steps -> (artifact) -> evaluate -> bench -> VariantResult, written to OUT.
 
-`run_job` is the parent's side (job file in, VariantResult file out, through isolate.py); `python -m optkit.worker
-JOB OUT` is the child's. Executors call run_job; nothing here knows how variants are scheduled.
+The parent's side (VariantJob, run_job) is job.py; nothing here knows how variants are scheduled.
 """
 
 from __future__ import annotations
@@ -12,71 +12,15 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from optkit import node
-from optkit.checkpoints import Checkpoint
-from optkit.duel import DuelSpec
-from optkit.evaluators.fidelity import Reference
+from optkit import faults, node
 from optkit.executors import nodelock
+from optkit.job import VariantJob
 from optkit.progress import phase
-from optkit.recipe import BenchSpec, EvalSpec, ModelSpec, Variant, WorkloadSpec
 from optkit.results import PhaseTime, VariantResult, write_model
-from optkit.search.sensitivity import SensitivitySpec
-
-
-class VariantJob(BaseModel):
-    variant: Variant
-    checkpoint: Checkpoint
-    model: ModelSpec
-    device: str
-    eval: EvalSpec | None = None
-    bench: BenchSpec | None = None
-    reference: Reference | None = None  # fidelity: save the baseline's log-probs, or compare to them
-    pair_with: Variant | None = None  # the baseline, rebuilt here to time both in alternating rounds
-    save_to: str | None = None  # write the built model here as an artifact (optkit quantize / prune / export)
-    keep_in: str | None = None  # a model that is one file a step wrote (a GGUF) is kept here, named after the variant
-    workload: WorkloadSpec | None = None  # the traffic the benchmark measures the objective of (None: the default)
-    duel: DuelSpec | None = None  # instead of the variant's own work: two variants timed against each other (duel.py)
-    sensitivity: SensitivitySpec | None = None  # instead: per-group sensitivity of the variant (search/sensitivity.py)
-
-    @property
-    def engine(self) -> str:
-        """The engine the variant starts in."""
-        from optkit.loading import engine_name
-
-        return engine_name(self.checkpoint, self.variant.engine, self.variant.steps)
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.reference is not None and self.reference.role == "save"
 
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
-            shown_log: Path | None = None) -> VariantResult:
-    """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
-    and where the log is (shown_log: where the caller will keep it, if not at `log`)."""
-    from optkit.isolate import last_line, run_module
-
-    out.unlink(missing_ok=True)
-    job_file = out.with_suffix(".job.json")
-    write_model(job_file, job)
-    outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.variant.timeout_s, env=env)
-    job_file.unlink(missing_ok=True)
-    if not outcome.timed_out and out.is_file():
-        return VariantResult.model_validate_json(out.read_text())
-    error = outcome.describe(job.variant.timeout_s)
-    if not outcome.timed_out:
-        error = f"worker {error} without a result; last log line: {last_line(log) or '(empty)'}; see {shown_log or log}"
-    killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0
-    cand = VariantResult(name=job.variant.name, status="failed", error=error, seconds=outcome.seconds, crashed=killed,
-                     node=node.facts(job.device))
-    write_model(out, cand)
-    return cand
 
 
 @contextmanager
@@ -214,13 +158,17 @@ def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
     skip = _room_for(lm.params, job.device)
     if any(s.auto_exclude is not None for s in job.pair_with.steps):
         skip = "the baseline's own steps search (auto_exclude) and are not rebuilt here"
+    from optkit import handoff
+
+    if handoff.engine_of(job.model_copy(update={"variant": job.pair_with})):
+        skip = f"the baseline runs in {job.pair_with.engine}, in an environment of its own, not rebuilt here"
     if skip:
         cand.bench.paired = PairedSpeed(baseline=name, skipped=skip)
         say(f"paired speed-up: skipped ({skip})")
         return
-    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                        job.model.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
-                                                                          job.pair_with.steps))
+    base = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                        job.trust.trust_remote_code, loading.engine_name(job.checkpoint, job.pair_with.engine,
+                                                                         job.pair_with.steps))
     base, _ = apply_steps(base, job.pair_with.steps)
     cand.bench.paired = paired_speedup(lm, base, name, job.bench, job.workload)
     st = cand.bench.paired.decode_speedup
@@ -232,6 +180,10 @@ def _deployable(lm, job: VariantJob, cand: VariantResult) -> None:
     """What the variant runs in, and the file to deploy where the model is one file (kept out of a step's
     temporary folder, so the report can name it)."""
     cand.engine, cand.format = lm.engine, lm.format
+    if lm.startup_seconds:  # an engine with a costly start (vLLM): reported apart from its speed
+        from optkit.results import EngineRun
+
+        cand.engine_run = EngineRun(startup_seconds=dict(lm.startup_seconds))
     if job.keep_in and not job.save_to:
         path = lm.keep(Path(job.keep_in), job.variant.name)
         cand.file = str(path) if path else None
@@ -287,15 +239,15 @@ def _variant(job: VariantJob, cand: VariantResult) -> None:
 
     with _hold(cand, nodelock.shared, "a benchmark has this node"):  # under the ray executor only
         with _span(cand, "building"):
-            lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                              job.model.trust_remote_code, job.engine)
+            lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                              job.trust.trust_remote_code, job.engine)
             lm, cand.steps = apply_steps(lm, job.variant.steps, say=say)
             cand.tokenizer_checks = list(getattr(lm, "tokenizer_checks", []))
             _deployable(lm, job, cand)
             cand.warnings += [f"{r.method}: {note}" for r in cand.steps for note in r.notes]
             if job.save_to:
                 path = artifacts.write(Path(job.save_to), lm, job.checkpoint, job.model, job.variant.steps,
-                                       cand.steps)
+                                       cand.steps, job.trust)
                 say(f"artifact: wrote {path}")
         if job.eval:
             with _span(cand, "evaluating"):
@@ -314,7 +266,7 @@ def build_and_measure(job: VariantJob) -> VariantResult:
     from optkit.errors import OptkitError
 
     started = time.perf_counter()
-    cand = VariantResult(name=job.variant.name, status="ok")
+    cand = VariantResult(name=job.variant.name, status="ok", key=job.key, key_parts=job.key_parts)
     try:
         work = _duel if job.duel is not None else _sensitivity if job.sensitivity is not None else _variant
         work(job, cand)
@@ -330,11 +282,15 @@ def build_and_measure(job: VariantJob) -> VariantResult:
 
 def main(argv: list[str]) -> int:
     from optkit.errors import quiet_libraries
+    from optkit.isolate import guard_group
 
+    guard_group()  # the orchestrator gone (kill -9): this worker and the converters it started go too
     quiet_libraries()
     job = VariantJob.model_validate_json(Path(argv[0]).read_text())
     _environment(job)
-    write_model(Path(argv[1]), build_and_measure(job))
+    cand = build_and_measure(job)
+    faults.inject(cand, Path(argv[1]))
+    write_model(Path(argv[1]), cand)
     return 0
 
 

@@ -10,6 +10,21 @@ from pathlib import Path
 
 import pytest
 
+FUZZ_LINES: list[str] = []  # "fuzz" properties of the tests that ran, for the summary (xdist forwards them)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        FUZZ_LINES.extend(value for name, value in report.user_properties if name == "fuzz")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FUZZ_LINES:
+        terminalreporter.write_sep("-", "fuzz cases")
+        for line in FUZZ_LINES:
+            terminalreporter.write_line(line)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("OPTKIT_DATA", ROOT.parent / "shared" / "data"))
 CORPUS = (
@@ -77,6 +92,23 @@ def build_family_model(family: str, folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory):
+    """No test writes into the user's caches: optkit's (hash memo, converted GGUF folders, eval results, device
+    speeds), Hugging Face's (lm-eval's dataset builds) and XDG's go to a temporary folder of this session, and the
+    hub is offline. Worker and CLI subprocesses inherit the variables."""
+    root = tmp_path_factory.mktemp("caches")
+    saved = {k: os.environ.get(k) for k in ("OPTKIT_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")}
+    os.environ.update(OPTKIT_CACHE=str(root / "optkit"), HF_HOME=str(root / "hf"), XDG_CACHE_HOME=str(root / "xdg"),
+                      HF_HUB_OFFLINE="1")  # nothing from the hub (and no 20 s wait for it) in a test
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

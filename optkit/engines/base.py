@@ -39,6 +39,9 @@ class LoadedModel(ABC):
     config = None
     params: int = 0
     tokenizer_checks: list = []  # set per model; read-only default
+    # what starting the engine cost, apart from its steady-state speed ("total", "compile" seconds); an engine
+    # with a heavy start (vLLM: compilation, KV cache) fills it and the result records it
+    startup_seconds: dict[str, float] = {}
 
     @property
     @abstractmethod
@@ -87,6 +90,50 @@ class LoadedModel(ABC):
     @abstractmethod
     def step(self, token_ids, past):
         """One decode step for a (batch, 1) tensor of token ids: (last-position logits, cache)."""
+
+    def token_logprobs(self, ids: list[int]) -> list[float]:
+        """Log-prob of each token of one sequence given the ones before it (positions 1..n-1): what perplexity
+        scores. From `logits` here; an engine that gives log-probs, not logits (vLLM), overrides it."""
+        import torch
+
+        seq = torch.tensor([ids])
+        logits, _ = self.logits(seq)
+        logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        return logp.gather(1, seq[0, 1:, None].to(logp.device))[:, 0].tolist()
+
+    def top_logprobs(self, ids: list[int], k: int):
+        """The k most likely next tokens at every position of one sequence: (log-probs, token ids), float32 and
+        int64 tensors of shape (len, k), most likely first."""
+        import torch
+
+        logits, _ = self.logits(torch.tensor([ids]))
+        top = torch.log_softmax(logits[0].float().cpu(), dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+        return top.values, top.indices
+
+    def logprobs_at(self, ids: list[int], index):
+        """Log-probs of given tokens (index: (len, k) token ids) at every position of one sequence, and the most
+        likely token at each: ((len, k) float32, (len,) int64). NaN where the engine only knows its own most
+        likely tokens and the token is not among them (callers then merge it into the rest of the vocabulary)."""
+        import torch
+
+        logits, _ = self.logits(torch.tensor([ids]))
+        logp = torch.log_softmax(logits[0].float().cpu(), dim=-1)
+        return logp.gather(-1, index.long()), logp.argmax(-1)
+
+    def loglikelihoods(self, requests: list[tuple[list[int], list[int]]]):
+        """lm-eval's loglikelihood requests (context ids, continuation ids) -> [(sum of the continuation's
+        log-probs, whether greedy decoding gives it)], or None: lm-eval's adapter then scores through `logits`
+        (batched, sharing contexts through the cache). Engines that score whole requests natively override it."""
+        return None
+
+    def generate_greedy(self, requests: list[tuple[list[int], int, list[str]]]):
+        """Greedy continuations for (prompt ids, most new tokens, stop strings), cut before the first stop string;
+        or None: lm-eval's adapter then decodes through start/step."""
+        return None
+
+    def expect_decode(self, tokens: int) -> None:  # noqa: B027 - engines stepping token by token need no notice
+        """From now on every `start` is followed by at most `tokens` `step` calls per sequence (the benchmark says
+        so): an engine that schedules whole requests sizes them by it."""
 
     def repeat_cache(self, past, times: int):
         """The cache with each sequence repeated `times` times (to score several continuations of one prompt),
@@ -146,6 +193,12 @@ class Engine:
     def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
              trust_remote_code: bool = False) -> LoadedModel:
         raise NotImplementedError
+
+    def check_served(self, info: ModelInfo, steps: list) -> list[str]:
+        """Problems this engine would have running what a variant's steps make (info: the model after them; steps:
+        (method, params) pairs), seen before any step runs: e.g. a quantization scheme its kernels reject on this
+        hardware. Called in optkit's environment, also for an engine that has one of its own (envs.py)."""
+        return []
 
     def open(self, path, like: LoadedModel, **options) -> LoadedModel:
         """Load a file a conversion step just wrote, taking tokenizer, config and parameter count from the model

@@ -1,8 +1,8 @@
 """Evaluation result cache: an unchanged model on an unchanged task is not evaluated again.
 
 Key: (model fingerprint, what is evaluated and how, EVAL_VERSION, the torch / transformers / engine library
-versions). The model fingerprint covers the source
-checkpoint's files (name, size, mtime: cheap, and any rewrite changes it), dtype, device, the variant's
+versions). The model fingerprint covers the source checkpoint's files (name, size, mtime: cheap, and any rewrite
+changes it; a hub id: its resolved commit, and no caching when that is unknown), dtype, device, the variant's
 steps and what they changed (so an auto_exclude that decides differently is a different model). Entries
 live in $OPTKIT_CACHE/eval (default ~/.cache/optkit/eval). Off with OPTKIT_NO_CACHE=1 or
 eval.cache: false. Results read back carry details["cached"] = True.
@@ -46,11 +46,14 @@ def _files(location: str) -> list:
 
 
 def model_key(checkpoint, dtype: str, device: str, steps: list, applied: list | None = None,
-              engine: str | None = None) -> str:
+              engine: str | None = None) -> str | None:
     """Deterministic fingerprint of the model a variant evaluates. `applied` (the StepRecords) adds what the
     steps decided at run time: which modules they changed and which they left (auto_exclude's choice can
     differ between runs of the same recipe step, and so would the model). `engine`, when a variant names one: the
-    same file run by another engine is another model (a GGUF as shipped in llama.cpp vs converted in PyTorch)."""
+    same file run by another engine is another model (a GGUF as shipped in llama.cpp vs converted in PyTorch).
+    A hub id is identified by the commit its revision resolved to; None (no caching) when that is unknown."""
+    if checkpoint.kind == "hub" and not getattr(checkpoint, "commit", None):
+        return None
     blob = {"kind": checkpoint.kind, "location": checkpoint.location, "files": _files(checkpoint.location),
             "dtype": dtype, "device": device,
             "steps": [_resolved(s) for s in steps],
@@ -58,6 +61,8 @@ def model_key(checkpoint, dtype: str, device: str, steps: list, applied: list | 
                         for r in applied or []]}
     if engine:
         blob["engine"] = engine
+    if checkpoint.kind == "hub":
+        blob["commit"] = checkpoint.commit
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -105,8 +110,10 @@ def load(key: str) -> list[EvalResult] | None:
     path = root() / f"{key}.json"
     try:
         rows = json.loads(path.read_text())
+        if not isinstance(rows, list) or not rows:
+            return None  # another shape than optkit writes: evaluate again
         results = [EvalResult.model_validate(r) for r in rows]
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return None  # missing or damaged: evaluate again
     for r in results:
         r.details["cached"] = True
@@ -115,7 +122,7 @@ def load(key: str) -> list[EvalResult] | None:
 
 def store(key: str, results: list[EvalResult]) -> None:
     try:
-        atomic_write(root() / f"{key}.json", json.dumps([r.model_dump(mode="json") for r in results]))
+        atomic_write(root() / f"{key}.json", "[" + ",".join(r.model_dump_json() for r in results) + "]")
     except OSError:
         pass  # a read-only cache only costs time
 

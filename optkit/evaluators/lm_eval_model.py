@@ -57,6 +57,10 @@ def _lm_class():
             return self.tokenizer.encode(string, **extra)
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            out = self._native(requests)
+            if out is not None:
+                self._cache(requests, out)
+                return out
             # multiple-choice requests share their context: prefill it once and score the choices on its cache
             out: list = [None] * len(requests)
             groups: dict[tuple, list[int]] = {}
@@ -71,10 +75,22 @@ def _lm_class():
             rest = [i for i in range(len(requests)) if out[i] is None]
             for i, res in zip(rest, self._plain([requests[i] for i in rest], disable_tqdm)):
                 out[i] = res
+            self._cache(requests, out)
+            return out
+
+        def _cache(self, requests, out: list) -> None:
             for (key, _, _), res in zip(requests, out):
                 if key is not None:
                     self.cache_hook.add_partial("loglikelihood", key, res)
-            return out
+
+        def _native(self, requests):
+            """The engine's own scoring of whole requests (LoadedModel.loglikelihoods), context cut as _plain
+            cuts it; None where the engine has none."""
+            cut = []
+            for _, ctx, cont in requests:
+                whole = (list(ctx) + list(cont))[-(self.max_length + 1):]
+                cut.append((whole[:len(whole) - len(cont)], list(cont)))
+            return self.lm.loglikelihoods(cut)
 
         def _shared(self, ctx: list[int], idx: list[int], requests, out: list) -> None:
             last, past = self.lm.start(torch.tensor([ctx]))
@@ -130,28 +146,34 @@ def _lm_class():
             return results
 
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-            results = []
+            asks = []
             for req in requests:
                 context, kwargs = req.args
                 until = kwargs.get("until") or []
                 until = [until] if isinstance(until, str) else list(until)
                 max_gen = int(kwargs.get("max_gen_toks", 256))
-                ids = self.tok_encode(context)[-max(1, self.max_length - max_gen):]
-                logits, past = self.lm.start(torch.tensor([ids]))
-                tokens: list[int] = []
-                for _ in range(max_gen):  # greedy; sampling options are ignored
-                    nxt = int(logits[0].argmax())
-                    if nxt == self.eot_token_id:
-                        break
-                    tokens.append(nxt)
-                    if until and any(u in self.tokenizer.decode(tokens) for u in until):
-                        break
-                    logits, past = self.lm.step(torch.tensor([[nxt]]), past)
-                text = self.tokenizer.decode(tokens)
+                asks.append((self.tok_encode(context)[-max(1, self.max_length - max_gen):], max_gen, until))
+            native = self.lm.generate_greedy(asks)  # the engine's own greedy decoding, where it has one
+            texts = native if native is not None else [self._greedy(*ask) for ask in asks]
+            results = []
+            for text, (_, _, until) in zip(texts, asks):
                 for u in until:
                     text = text.split(u)[0]
                 results.append(text)
             return results
+
+        def _greedy(self, ids: list[int], max_gen: int, until: list[str]) -> str:
+            logits, past = self.lm.start(torch.tensor([ids]))
+            tokens: list[int] = []
+            for _ in range(max_gen):  # greedy; sampling options are ignored
+                nxt = int(logits[0].argmax())
+                if nxt == self.eot_token_id:
+                    break
+                tokens.append(nxt)
+                if until and any(u in self.tokenizer.decode(tokens) for u in until):
+                    break
+                logits, past = self.lm.step(torch.tensor([[nxt]]), past)
+            return self.tokenizer.decode(tokens)
 
     return OptkitLM
 

@@ -27,8 +27,6 @@ def token_nlls(lm, tokens: list[int], window: int, stride: int, prefix: list[int
     window scores all it can; each later window ends `stride` tokens further and scores only its new tokens,
     so each token is scored exactly once, with at least window - stride positions of context (stride is capped
     so no token lacks context). `prefix` (the model's BOS) leads every window and takes its share of it."""
-    import torch
-
     prefix = list(prefix)
     room = window - len(prefix)  # text tokens per window
     step = min(stride, room - 1)
@@ -36,11 +34,8 @@ def token_nlls(lm, tokens: list[int], window: int, stride: int, prefix: list[int
     lo, hi = (0 if prefix else 1), min(room, len(tokens))
     while lo < len(tokens):
         start = max(0, hi - room)
-        ids = torch.tensor([prefix + tokens[start:hi]])
-        logits, _ = lm.logits(ids)
-        logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
-        nll = -logp.gather(1, ids[0, 1:, None].to(logp.device))[:, 0]
-        nlls.extend(nll[len(prefix) + lo - start - 1:].tolist())
+        logp = lm.token_logprobs(prefix + tokens[start:hi])
+        nlls.extend(-x for x in logp[len(prefix) + lo - start - 1:])
         lo, hi = hi, min(hi + step, len(tokens))
     return nlls
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from optkit import __version__
 from optkit.errors import BadInput
-from optkit.executors import Work, again
+from optkit.executors.base import Executor, again
+from optkit.job import VariantJob
 from optkit.results import NodeRecord, VariantResult, atomic_write, write_model
 
 FORWARD = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -53,16 +55,72 @@ def _forwarded() -> dict:
     return {k: v for k, v in os.environ.items() if (k.startswith("OPTKIT_") and k not in own) or k in FORWARD}
 
 
-def _failed(work: Work, exc: Exception, node: NodeRecord | None) -> VariantResult:
+def _token_auth() -> None:
+    """The Ray head optkit starts takes Ray's token authentication (Ray >= 2.52): its GCS listens on the node's
+    address, and without a token anyone who reaches the port can run code on it. A fresh random token per run,
+    in this process's environment only (Ray's own default writes ~/.ray/auth_token); RAY_AUTH_TOKEN given: that
+    one. RAY_AUTH_MODE=disabled set by the user is respected, with a warning."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        print("optkit: warning: RAY_AUTH_MODE=disabled: anyone who can reach this machine's Ray ports can run code "
+              "on it; unset it to let optkit start Ray with token authentication", file=sys.stderr, flush=True)
+        return
+    import secrets
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    try:  # Ray read RAY_AUTH_MODE when it was imported: refresh its config, as ray.init itself does
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+
+        _enable_token_auth()
+        on = get_authentication_mode() == AuthenticationMode.TOKEN
+    except ImportError:
+        on = False
+    if not on:
+        raise BadInput("cannot switch on Ray's token authentication in this Ray; set RAY_AUTH_MODE=token (and "
+                       "RAY_AUTH_TOKEN) before starting optkit, or install ray==2.60.0")
+
+
+def check_paths(jobs, shared: list[str], nodes: list[dict], here: str) -> None:
+    """A node of another machine must not be sent a path that exists only here: every local path a job reads
+    (checkpoint, evaluation and calibration texts, OPTKIT_DATA) must lie under a folder named in
+    executor.shared (mounted at the same path on every node). Nothing to check when every node is this machine."""
+    others = sorted({n.get("NodeManagerAddress") for n in nodes if n.get("NodeManagerAddress") not in (here, None)})
+    if not others:
+        return
+    roots = [Path(p).expanduser().resolve() for p in shared]
+    for job in jobs:
+        for what, path in _paths(job):
+            target = Path(path).expanduser().resolve()
+            if not any(target == r or r in target.parents for r in roots):
+                raise BadInput(f"ray: {what} {path} is a path on this machine, and the cluster has nodes on "
+                               f"{', '.join(others)}; put it under a folder every node mounts at the same path and "
+                               "list that folder in executor.shared (or use a hub id for the model)")
+
+
+def _paths(job) -> list[tuple[str, str]]:
+    """(what, path) of every local file or folder a job reads on its node."""
+    from optkit.checkpoints import ALIASES
+    from optkit.reuse import data_files
+
+    node_resolved = job.checkpoint.kind == "hub" or job.checkpoint.given in ALIASES  # ray_task resolves it there
+    out = [] if node_resolved else [("model.checkpoint", job.checkpoint.location)]
+    out += [("data file", f) for f in data_files(job)]
+    return out
+
+
+def _failed(job: VariantJob, exc: Exception, node: NodeRecord | None) -> VariantResult:
     import ray
 
     where = f" on {node.host}" if node else ""
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return VariantResult(name=work.job.variant.name, status="failed", node=node, error=f"Ray task failed{where}: "
-                     f"{type(exc).__name__}: {first}", crashed=not isinstance(exc, ray.exceptions.RayTaskError))
+    return VariantResult(name=job.variant.name, status="failed", node=node, error=f"Ray task failed{where}: "
+                         f"{type(exc).__name__}: {first}", crashed=not isinstance(exc, ray.exceptions.RayTaskError))
 
 
-class RayExecutor:
+class RayExecutor(Executor):
+    name = "ray"
+
     def __init__(self, spec):
         self.spec, self.ray = spec, _import_ray()
         # no address: RAY_ADDRESS as Ray itself reads it, else a new Ray on this machine (never one that
@@ -79,7 +137,7 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs = {"logging_level": "warning", "log_to_driver": False, "address": self.address or "local"}
         if not self.address:  # Ray on this machine, started here and stopped at the end
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else it writes a token under ~/.ray
+            _token_auth()
             kwargs["include_dashboard"] = False
         try:
             ray.init(**kwargs)
@@ -110,98 +168,109 @@ class RayExecutor:
             raise BadInput(f"executor.cpus is {self.spec.cpus} but no node of the Ray cluster has more than "
                            f"{most:g} CPUs; lower executor.cpus")
 
-    def run(self, works: list[Work], board) -> Iterator[tuple[Work, VariantResult]]:
+    def run(self, jobs: list[VariantJob], board) -> Iterator[tuple[VariantJob, VariantResult]]:
         self._connect()
         self._check_fits()
-        first = [w for w in works if w.job.is_baseline]
-        rest = [w for w in works if not w.job.is_baseline]
+        check_paths(jobs, self.spec.shared, self._nodes(), self.ray.util.get_node_ip_address())
+        first = [j for j in jobs if j.is_baseline]
+        rest = [j for j in jobs if not j.is_baseline]
         if first:  # alone: the others need its reference
             yield from self._drain(first, board, None)
-        path = next((Path(w.job.reference.path) for w in rest if w.job.reference is not None), None)
+        path = next((Path(j.reference.path) for j in rest if j.reference is not None), None)
         # once into the object store, for every node; none when the baseline failed (the others then say so)
         ref = self.ray.put(path.read_bytes()) if path is not None and path.is_file() else None
         yield from self._drain(rest, board, ref)
 
-    def _options(self, work: Work) -> dict | None:
+    def _options(self, job: VariantJob) -> dict | None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        opts = {"num_cpus": self.spec.cpus, "max_retries": 0, "name": f"optkit:{work.key}",
+        where = job.where
+        opts = {"num_cpus": self.spec.cpus, "max_retries": 0, "name": f"optkit:{where.key}",
                 "scheduling_strategy": "SPREAD"}
-        if work.job.device.startswith("cuda"):
+        if job.device.startswith("cuda"):
             opts["num_gpus"] = self.spec.gpus  # whole GPUs (an int): no two timings share one
-        if work.nodes is not None:
+        if where.nodes is not None:
             alive = {n["NodeID"] for n in self._nodes()}
-            target = next((n for n in work.nodes if n in alive), None)
+            target = next((n for n in where.nodes if n in alive), None)
             if target is None:
                 return None
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=target, soft=False)
         return opts
 
-    def _drain(self, works: list[Work], board, ref) -> Iterator[tuple[Work, VariantResult]]:
+    def _drain(self, jobs: list[VariantJob], board, ref) -> Iterator[tuple[VariantJob, VariantResult]]:
         from optkit.executors.ray_task import run_variant
 
         ray, forwarded = self.ray, _forwarded()
         attempts: dict[str, int] = {}
-        pending: dict = {}  # generator -> (work, node record once known)
+        pending: dict = {}  # generator -> (job, node record once known)
 
-        def submit(work: Work) -> VariantResult | None:
-            attempts[work.key] = attempts.get(work.key, 0) + 1
-            opts = self._options(work)
+        def submit(job: VariantJob) -> VariantResult | None:
+            key = job.where.key
+            attempts[key] = attempts.get(key, 0) + 1
+            opts = self._options(job)
             if opts is None:
-                return VariantResult(name=work.job.variant.name, status="failed",
-                                 error="no live Ray node of this hardware class is left to run it on")
+                return VariantResult(name=job.variant.name, status="failed",
+                                     error="no live Ray node of this hardware class is left to run it on")
+            # the job travels without its placement: the driver's paths mean nothing on a node
             gen = run_variant.options(**opts).remote(
-                work.job.model_dump_json(), ref if work.job.reference is not None else None, forwarded,
-                __version__, self.spec.cpus, str(work.log))
-            pending[gen] = (work, None)
+                job.model_copy(update={"placement": None}).model_dump_json(),
+                ref if job.reference is not None else None, forwarded, __version__, self.spec.cpus,
+                str(job.where.log))
+            pending[gen] = (job, None)
             return None
 
-        for work in works:
-            board.update(work.key, state="queued")
-            cand = submit(work)
-            if cand is not None:
-                write_model(work.out, cand)
-                yield work, cand
+        for job in jobs:
+            board.update(job.where.key, state="queued")
+            result = submit(job)
+            if result is not None:
+                write_model(job.where.out, result)
+                yield job, result
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for gen in ready:
-                work, rec = pending[gen]
+                job, rec = pending[gen]
+                where = job.where
                 try:
                     item = ray.get(next(gen))
                 except (StopIteration, ray.exceptions.RayError) as exc:
-                    cand = _failed(work, exc, rec)
-                    atomic_write(work.log, f"no worker log: {cand.error}\n")
+                    result = _failed(job, exc, rec)
+                    atomic_write(where.log, f"no worker log: {result.error}\n")
                 else:
                     if "node" in item:
                         rec = NodeRecord.model_validate(item["node"])
-                        pending[gen] = (work, rec)
-                        board.update(work.key, node=f"{rec.host}/{(rec.node_id or '')[:6]}")
+                        pending[gen] = (job, rec)
+                        board.update(where.key, node=f"{rec.host}/{(rec.node_id or '')[:6]}")
                     elif "result" not in item:
-                        board.marker(work.key, *next(iter(item.items())))
+                        board.marker(where.key, *next(iter(item.items())))
                     if "result" not in item:
                         continue
-                    cand = self._collect(work, item)
+                    result = self._collect(job, item)
                 del pending[gen]
-                cand.attempts = attempts[work.key]
-                if again(cand, attempts[work.key], self.spec.retries):
-                    board.say(f"{work.key}: {cand.error}; trying again")
-                    retry = submit(work)
+                result.attempts = attempts[where.key]
+                if again(result, attempts[where.key], self.spec.retries):
+                    board.say(f"{where.key}: {result.error}; trying again")
+                    retry = submit(job)
                     if retry is None:
                         continue
-                    cand = retry
-                write_model(work.out, cand)
-                yield work, cand
+                    result = retry
+                write_model(where.out, result)
+                yield job, result
 
-    def _collect(self, work: Work, item: dict) -> VariantResult:
+    def _collect(self, job: VariantJob, item: dict) -> VariantResult:
         """The result of a task into the run folder: the log, and the baseline's reference for the others."""
-        atomic_write(work.log, item["log"])
-        if item["reference"] is not None and work.job.reference is not None:
-            path = Path(work.job.reference.path)
+        atomic_write(job.where.log, item["log"])
+        if item["reference"] is not None and job.reference is not None:
+            path = Path(job.reference.path)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
             tmp.write_bytes(item["reference"])
             os.replace(tmp, path)
-        return VariantResult.model_validate_json(item["result"])
+        try:
+            return VariantResult.model_validate_json(item["result"])
+        except ValueError as exc:  # a damaged result costs its variant, never the sweep
+            return VariantResult(name=job.variant.name, status="failed", crashed=True,
+                                 error=f"the node sent back an unreadable result ({str(exc).splitlines()[0]})",
+                                 key=job.key, key_parts=job.key_parts)
 
     def close(self) -> None:
         if self._own:

@@ -38,8 +38,9 @@ def _env(forwarded: dict, threads: int, job, node_id: str, cpus: int | None) -> 
 def run_variant(job_json: str, reference: bytes | None, forwarded: dict, version: str, threads: int,
                 shown_log: str):
     from optkit import __version__, node, progress
+    from optkit.checkpoints import ALIASES
+    from optkit.job import VariantJob, run_job
     from optkit.results import VariantResult
-    from optkit.worker import VariantJob, run_job
 
     node_id = ray.get_runtime_context().get_node_id()
     job = VariantJob.model_validate_json(job_json)
@@ -51,6 +52,10 @@ def run_variant(job_json: str, reference: bytes | None, forwarded: dict, version
                          f"{__version__} and the driver {version}; install the same optkit on every node")
         yield {"result": cand.model_dump_json(), "log": "", "reference": None}
         return
+    if job.checkpoint.given in ALIASES:  # the alias's file as installed on this node, not the driver's path
+        from optkit.checkpoints import resolve
+
+        job = job.model_copy(update={"checkpoint": resolve(job.checkpoint.given)})
     folder = Path(tempfile.mkdtemp(prefix=f"optkit-{job.variant.name}-"))
     try:
         if job.reference is not None:  # the driver's path means nothing here: a node-local copy

@@ -1,7 +1,10 @@
-"""Derived views of a report: per-variant deltas to the baseline, the Pareto frontier, a recommendation."""
+"""Derived views of a report, numbers only: per-variant deltas to the baseline (Row), the Pareto frontier, the
+accuracy budget, drift, per-task paired deltas. The sentences people read about them (the recommendation,
+labels, legends) are in wording.py."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from optkit.report import hardware
@@ -52,6 +55,12 @@ class Row:
     obj_reason: str | None = None
 
     @property
+    def finite(self) -> bool:
+        """Every figure it ranks by is a number: a NaN or infinite one (finite.py) is shown, never ranked."""
+        return all(v is None or math.isfinite(v) for v in (self.ppl, self.tps, self.speedup, self.prefill_ms,
+                                                            self.size_mb, self.peak_mb, self.ppl_delta))
+
+    @property
     def noisy(self) -> bool:
         """Decode or prefill timing did not hold up."""
         return self.tps_noisy or self.prefill_noisy
@@ -73,20 +82,23 @@ def row(c: VariantResult) -> Row:
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
         paired=paired, engine=c.engine, file=c.file,
-        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format),
+        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format, c.engine),
         objective=b.workload.objective if b and b.workload else "decode",
         obj=fig.median if fig else None, obj_p10=fig.p10 if fig else None, obj_p90=fig.p90 if fig else None,
         obj_noisy=bool(fig and fig.noisy), obj_reason=fig.noisy_reason if fig else None,
     )
 
 
-def speed_caveat(fmt: str | None) -> str | None:
-    """Why a variant's timing is not its format's serving speed, or None when it is."""
+def speed_caveat(fmt: str | None, engine: str | None = None) -> str | None:
+    """Why a variant's timing is not its format's serving speed, or None when it is. The note speaks of the
+    engine the format names (compressed-tensors: PyTorch dequantizing): measured in another engine (vLLM,
+    which serves it), it does not apply."""
     if not fmt:
         return None
     from optkit import formats
 
-    return formats.get(fmt).speed_note or None
+    f = formats.get(fmt)
+    return f.speed_note or None if engine in (None, f.engine) else None
 
 
 def compare(ref: Row, r: Row, paired: bool = False) -> Row:
@@ -153,21 +165,6 @@ def rows(report: Report) -> list[Row]:
     return out
 
 
-def speedup_legend(report: Report) -> str | None:
-    """How the speed-up column was timed, where any speed-up is paired: a paired one can disagree with the ratio of
-    two decode tok/s figures, which come from benchmarks run minutes apart (the demo once showed a variant at 78.2
-    tokens/s and 3.48x beside one at 75.8 and 4.40x; timed together, the first is ~11% slower). None otherwise."""
-    speeds = [r for r in rows(report) if r.name != report.baseline and r.speedup is not None]
-    paired = [r for r in speeds if r.speedup_how.startswith("paired")]
-    if not paired:
-        return None
-    apart = [r.name for r in speeds if r not in paired]
-    return ("speed-up: each variant timed against the baseline in alternating rounds in one process"
-            + (f" (from separate benchmarks: {', '.join(apart)})" if apart else "")
-            + "; decode tok/s: each variant's own benchmark, run at another moment, so on a busy machine their ratio "
-            "can differ from the speed-up: compare variants by speed-up")
-
-
 def drift(report: Report) -> str | None:
     """Why speed-ups from separate runs are uncertain, when the baseline benchmarked again after the last variant
     (report.baseline_again) moved further than the spread (p10-p90) of both of its benchmarks; else None."""
@@ -191,7 +188,8 @@ def frontier(rs: list[Row]) -> list[str]:
     place only by a lower perplexity than every faster variant on it, told apart by the paired 95% CI where both
     were scored on the same tokens (by the figures alone where not). A lower perplexity within the noise earns
     none: the demo's Q8_0 file, 0.002% below the Q4_1 file and 25% slower, was starred by the figures alone."""
-    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat]
+    pts = [r for r in rs if r.status == "ok" and r.ppl is not None and r.tps is not None and not r.speed_caveat
+           and r.finite]
     fast = {r.name: r.speedup if r.speedup is not None else r.tps for r in pts}  # paired where measured
 
     def lower(r: Row, k: Row) -> bool:
@@ -213,44 +211,8 @@ def budget(report: Report) -> float:
     return DEFAULT_PPL_BUDGET if value is None else float(value)
 
 
-def recommend(report: Report) -> tuple[str, list[str]]:
-    """-> (headline sentence, reasons each other variant was not chosen): report/recommend.py."""
-    from optkit.report.recommend import recommend as headline
-
-    return headline(report)
-
-
-def noisy_figures(report: Report) -> list[str]:
-    from optkit.report.recommend import noisy_figures as figures
-
-    return figures(report)
-
-
-def engine_label(engine: str | None) -> str | None:
-    """"llama.cpp", "PyTorch": the engine's own label, its registry name where it is not installed."""
-    if engine is None:
-        return None
-    from optkit import registry
-
-    try:
-        return registry.engines.cls(engine).label
-    except Exception:
-        return engine
-
-
 def engines(rs: list[Row]) -> set[str]:
     return {r.engine for r in rs if r.engine}
-
-
-# Display names: optkit's token perplexity and lm-eval's word perplexity / bits per byte are different
-# numbers on different units and must never sit under the same label.
-LABELS = {"token_perplexity": "token perplexity (optkit)", "word_perplexity": "word perplexity (lm-eval)",
-          "byte_perplexity": "byte perplexity (lm-eval)", "bits_per_byte": "bits per byte (lm-eval)",
-          "kl_mean": "KL mean (nats)", "kl_p95": "KL p95 (nats)", "top1_agreement": "top-1 agreement"}
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
 
 
 @dataclass

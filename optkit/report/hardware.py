@@ -5,8 +5,6 @@ with several, the tables gain a hardware column and a legend that groups the var
 
 from __future__ import annotations
 
-from html import escape
-
 from optkit.results import Report, VariantResult
 
 
@@ -60,10 +58,3 @@ def legend(report: Report) -> list[str]:
             f"baseline {report.baseline}: {ref.bench.decode_tokens_per_s.median:.1f} tok/s on {ref.node.host}"
         out.append(f"  {letter}  {k}: {members} ({where})")
     return out
-
-
-def legend_html(report: Report) -> str:
-    lines = legend(report)
-    if not lines:
-        return ""
-    return f"<p>{escape(lines[0])}</p><ul>" + "".join(f"<li>{escape(ln.strip())}</li>" for ln in lines[1:]) + "</ul>"

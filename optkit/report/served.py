@@ -1,10 +1,8 @@
 """Is this the model as served? The tokenizer each variant was scored with, held against its serving engine's,
 and for a GGUF source its two engines' next-token agreement, gathered per source model from the variants
-(results.TokenizerCheck, results.LogitAgreement) for the text report and report.html."""
+(results.TokenizerCheck, results.LogitAgreement) for the text report and report.html (its template shows them)."""
 
 from __future__ import annotations
-
-from html import escape
 
 from optkit.results import LogitAgreement, Report, TokenizerCheck
 
@@ -46,33 +44,4 @@ def served_lines(report: Report) -> list[str]:
     out += [f"  tokenizer {c.result}: {c.model} scored with {c.scored_with} ({', '.join(names)}): {c.detail}"
             for c, names in checks if c.result not in ("agrees", "native")]
     out += [f"  logit agreement of {a.model} (llama.cpp vs PyTorch): {_agreement_words(a)}" for a in found]
-    return out
-
-
-def served_html(report: Report) -> str:
-    checks = tokenizer_checks(report)
-    found = agreements(report)
-    if not checks and not found:
-        return ""
-    body = "".join(
-        f'<tr class="{escape(c.result)}"><td>{escape(c.model)}</td><td>{escape(c.scored_with)}</td>'
-        f"<td>{escape(c.reference)}</td><td>{c.samples}</td><td>{escape(c.result)}</td>"
-        f"<td>{escape(c.detail)}</td><td>{escape(', '.join(names))}</td></tr>" for c, names in checks)
-    agree = "".join(
-        f'<tr class="{escape(a.result)}"><td>{escape(a.model)}</td><td>{escape(" vs ".join(a.engines))}</td>'
-        f"<td>{'-' if a.kl_mean is None else f'{a.kl_mean:.3g}'}</td>"
-        f"<td>{'-' if a.top1_agreement is None else f'{a.top1_agreement:.1%}'}</td><td>{a.tokens}</td>"
-        f"<td>{escape(a.result)}</td><td>{escape(a.detail or a.bound)}</td></tr>" for a in found)
-    out = ('<h2 id="served">Is this the model as served?</h2><table id="tokenizer-checks"><thead><tr><th>model</th>'
-           "<th>scored with</th><th>held against</th><th>samples</th><th>result</th><th>detail</th><th>variants</th>"
-           f"</tr></thead><tbody>{body}</tbody></table><p><small>Every tokenizer optkit scores with is compared with "
-           "the serving engine's on a fixed sample (prose, code, several scripts, digits, whitespace runs, emoji, "
-           "the model's special tokens), as text and as a prompt; native: scored with the serving engine's own "
-           "tokenizer. A tokenizer that disagrees is refused before anything is scored.</small></p>")
-    if agree:
-        out += ('<table id="logit-agreement"><thead><tr><th>file</th><th>engines</th><th>KL mean (nats)</th>'
-                "<th>top-1 agreement</th><th>positions</th><th>result</th><th>bound / detail</th></tr></thead>"
-                f"<tbody>{agree}</tbody></table><p><small>The same GGUF weights in llama.cpp and, dequantized, in "
-                "PyTorch, fed the same ids: their next-token distributions must nearly agree, or one engine reads "
-                "the file differently.</small></p>")
     return out

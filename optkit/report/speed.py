@@ -1,9 +1,8 @@
 """Speed views of a report: the `optkit bench` table (one row per batch size), compact text lines for the
-prompt-length curve and end-to-end latency, and their HTML forms. Noisy timings say so, with the reason."""
+prompt-length curve and end-to-end latency (report.html shows them through its template). Noisy timings say
+so, with the reason."""
 
 from __future__ import annotations
-
-from html import escape
 
 from optkit.results import BenchResult, Report, Stats
 
@@ -85,27 +84,6 @@ def speed_lines(report: Report) -> list[str]:
         gen = next(c.bench.gen_len for c in report.variants if c.bench)
         out.insert(0, f"batch 1: time to first token by prompt length; end-to-end = prefill + {gen} new tokens")
     return out
-
-
-def speed_html(report: Report) -> str:
-    """Prompt-length curve and end-to-end latency table, and the reasons behind any (noisy) mark."""
-    done = [c for c in report.variants if c.bench]
-    lens = sorted({p.prompt_len for c in done for p in c.bench.prefill_by_prompt_len})
-    if not done:
-        return ""
-    head = "".join(f"<th>TTFT {n} tokens</th>" for n in lens) if len(lens) > 1 else ""
-    body = ""
-    for c in done:
-        ttft = {p.prompt_len: p.prefill_ms for p in c.bench.prefill_by_prompt_len}
-        cells = "".join(f"<td>{escape(fmt_stats(ttft.get(n)))}</td>" for n in lens) if len(lens) > 1 else ""
-        body += (f"<tr><td>{escape(c.name)}</td>{cells}"
-                 f"<td>{escape(fmt_stats(c.bench.e2e_ms, '.0f'))}</td></tr>")
-    gen = done[0].bench.gen_len
-    noisy = "".join(f"<li><b>{escape(c.name)}</b>: {escape(r)}</li>" for c in done for r in noisy_reasons(c.bench))
-    return (f"<p>Batch 1, milliseconds, median [p10-p90]: time to first token (TTFT) by prompt length and "
-            f"end-to-end latency (prefill + {gen} new tokens, the time a user waits):</p>"
-            f"<table><thead><tr><th>variant</th>{head}<th>end-to-end</th></tr></thead><tbody>{body}</tbody></table>"
-            + (f"<p>Timings marked (noisy), and why:</p><ul>{noisy}</ul>" if noisy else ""))
 
 
 def energy_text(e) -> str:

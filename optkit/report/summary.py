@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from optkit.errors import BadInput
 from optkit.report import hardware
-from optkit.report.analysis import (
-    compare,
-    engine_label,
-    engines,
-    fidelity,
-    frontier,
-    label,
-    recommend,
-    row,
-    rows,
-    speedup_legend,
-    task_deltas,
-)
+from optkit.report.analysis import compare, engines, fidelity, frontier, row, rows, task_deltas
+from optkit.report.wording import engine_label, label, recommend, speedup_legend
 from optkit.results import Report
 
 HEADERS = ["variant", "status", "token perplexity", "Δppl [95% CI]", "decode tok/s", "speed-up", "prefill ms",

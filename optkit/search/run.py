@@ -34,12 +34,15 @@ STAGES = {"screen": "1-screen", "perplexity": "2-perplexity", "benchmark": "3-be
 class Search:
     """One search's state: its candidates (as variants and as records), its clock and where it writes."""
 
-    def __init__(self, recipe: Recipe, out: Path, base_dir: Path | None, executor, say: Callable[[str], None]):
+    def __init__(self, recipe: Recipe, out: Path, base_dir: Path | None, executor, say: Callable[[str], None],
+                 trust=None):
         from optkit import checkpoints
+        from optkit.trust import Trust
 
         self.recipe, self.out, self.base_dir, self.executor, self.say = recipe, Path(out), base_dir, executor, say
+        self.trust = trust or Trust()  # the caller's flags only, as for optkit run (trust.py)
         self.spec: SearchSpec = recipe.search or SearchSpec()
-        self.ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir)
+        self.ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir, recipe.model.revision)
         self.device = executor.device(recipe.device)
         self.variants: dict[str, object] = {}
         self.records: dict[str, SearchCandidate] = {}
@@ -66,9 +69,11 @@ class Search:
     def left_s(self) -> float:
         return self.spec.time_budget_min * 60 - (time.perf_counter() - self.started)
 
-    def stage(self, name: str, names: list[str], eval_spec: EvalSpec, bench) -> Report:
-        """One pipeline run over the source and `names`, in its own folder (resumed when it exists)."""
+    def stage(self, name: str, names: list[str], eval_spec: EvalSpec, bench, source_from: str | None = None) -> Report:
+        """One pipeline run over the source and `names`, in its own folder (resumed when it exists); source_from:
+        the stage whose result for the source this one keeps (stages.reuse_source)."""
         from optkit import pipeline
+        from optkit.search import stages
 
         recipe = self.recipe.model_copy(update={
             "name": f"{self.recipe.name}-{name}", "baseline": cands.SOURCE, "eval": eval_spec, "bench": bench,
@@ -76,7 +81,9 @@ class Search:
             "gates": None})
         started, now = time.perf_counter(), time.time()
         plan = pipeline.plan(Recipe.model_validate(recipe.model_dump()), f"search stage {name}", self.base_dir,
-                             device=self.device)
+                             device=self.device, trust=self.trust)
+        if source_from:
+            stages.reuse_source(self, source_from, name, plan)
         report = pipeline.run(plan, self.out / "stages" / STAGES[name], resume=True, say=self.say,
                               executor=self.executor)
         wall = time.perf_counter() - started
@@ -113,15 +120,15 @@ def ppl_eval(tokens: int, tasks=None, fidelity: FidelitySpec | None = None) -> E
 
 
 def search(recipe: Recipe, out: Path, base_dir: Path | None = None, say: Callable[[str], None] = print,
-           executor=None) -> Report:
+           executor=None, trust=None) -> Report:
     """Run the whole search (resuming whatever a previous run in `out` finished); the final report with
-    report.search filled, also written to out/report.json and out/report.html."""
+    report.search filled, also written to out/report.json and out/report.html. api.search is the public door."""
     from optkit import executors
     from optkit.recipe import ExecutorSpec
 
     executor = executor or executors.create(recipe.executor or ExecutorSpec())
     try:
-        return _search(Search(recipe, out, base_dir, executor, say))
+        return _search(Search(recipe, out, base_dir, executor, say, trust))
     finally:
         executor.close()
 
@@ -149,8 +156,8 @@ def _search(s: Search) -> Report:
         s.spec.screen_tokens, fidelity=FidelitySpec(samples=max(1, s.spec.screen_tokens // 128), seq_len=128)), None))
     s.save()
     picked = stages.fit_time(s, "perplexity", s.alive())
-    stages.reuse_source(s, "benchmark", "perplexity")  # scored on the same tokens already: no second load
-    stages.perplexity(s, s.stage("perplexity", picked, ppl_eval(s.spec.ppl_tokens), None))
+    # the source was scored on the same tokens in the first benchmark run: no second load
+    stages.perplexity(s, s.stage("perplexity", picked, ppl_eval(s.spec.ppl_tokens), None, source_from="benchmark"))
     s.save()
     picked = stages.fit_time(s, "benchmark", s.alive())
     report = s.stage("benchmark", picked, ppl_eval(s.spec.ppl_tokens, s.recipe.eval.tasks), s.recipe.bench)

@@ -111,8 +111,8 @@ def run_sensitivity_job(job, cand) -> None:
 
     spec: SensitivitySpec = job.sensitivity
     started = time.perf_counter()
-    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.model.trust_pickle,
-                      job.model.trust_remote_code, job.engine)
+    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
+                      job.trust.trust_remote_code, job.engine)
     lm, cand.steps = apply_steps(lm, job.variant.steps)
     header = read(lm.path)
     types, sizes = header.tensor_types, header.sizes

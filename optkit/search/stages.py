@@ -26,10 +26,10 @@ def source_tensors(s) -> tuple[dict, dict, dict]:
 
 def add_mixes(s, types: dict) -> None:
     """The sensitivity job for each low type (resumed from out/sensitivity-<low>.json), then the mixes it suggests."""
-    from optkit.executors import Work, run_all
+    from optkit import reuse
     from optkit.live import Board
+    from optkit.pipeline import _previous
     from optkit.pipeline import plan as make_plan
-    from optkit.results import VariantResult, write_model
     from optkit.search.mix import mixes
     from optkit.search.sensitivity import SensitivitySpec, groups
 
@@ -37,26 +37,27 @@ def add_mixes(s, types: dict) -> None:
     requantize = any(t not in cands.FLOATS for t in types.values())
     for low in spec.low:
         out = s.out / f"sensitivity-{low.lower()}.json"
-        done = VariantResult.model_validate_json(out.read_text()) if out.is_file() else None
-        if done is None or done.status != "ok" or done.sensitivity is None:
+        variant = cands.source_variant(s.ckpt).model_copy(update={"name": f"sensitivity-{low.lower()}",
+                                                                   "steps": cands.prefix(s.ckpt)})
+        recipe = s.recipe.model_copy(update={"variants": [variant], "baseline": variant.name, "search": None,
+                                             "bench": None, "gates": None})
+        job = make_plan(recipe, "search sensitivity", s.base_dir, device=s.device, trust=s.trust).jobs[0]
+        job = reuse.stamp(job.model_copy(update={"eval": None, "sensitivity": SensitivitySpec(
+            low=low, groups=groups(types, spec.blocks), calibration=s.spec.calibration,
+            keep_type=spec.high or (None if requantize else "Q8_0"),
+            imatrix=s.spec.imatrix if spec.imatrix else None)}))
+        done = _previous(out)  # kept when its inputs (the sensitivity spec among them) are the same: reuse.py
+        if reuse.why_not(done, job) is not None or done.sensitivity is None:
             started = time.perf_counter()
-            variant = cands.source_variant(s.ckpt).model_copy(update={"name": f"sensitivity-{low.lower()}",
-                                                                       "steps": cands.prefix(s.ckpt)})
-            recipe = s.recipe.model_copy(update={"variants": [variant], "baseline": variant.name, "search": None,
-                                                 "bench": None, "gates": None})
-            job = make_plan(recipe, "search sensitivity", s.base_dir, device=s.device).jobs[0]
-            job = job.model_copy(update={"eval": None, "sensitivity": SensitivitySpec(
-                low=low, groups=groups(types, spec.blocks), calibration=s.spec.calibration,
-                keep_type=spec.high or (None if requantize else "Q8_0"),
-                imatrix=s.spec.imatrix if spec.imatrix else None)})
             board = Board({variant.name: variant.name}, s.say)
-            for _, done in run_all(s.executor, [Work(job, out, s.out / "logs" / f"{variant.name}.log",
-                                                     variant.name)], board):
-                write_model(out, done)
+            placed = job.placed(out, s.out / "logs" / f"{variant.name}.log")
+            ran = [cand for _, cand in s.executor.run_all([placed], board)]
+            done = ran[0] if ran else None
             board.close()
             s.in_runs += time.perf_counter() - started
-        if done.status != "ok" or done.sensitivity is None:
-            s.say(f"search: the sensitivity job for {low} failed ({done.error}); no {low} mixes")
+        if done is None or done.status != "ok" or done.sensitivity is None:
+            s.say(f"search: the sensitivity job for {low} failed ({done.error if done else 'not run'}); no {low} "
+                  "mixes")
             continue
         s.sensitivity = done.sensitivity
         for mix in mixes(done.sensitivity.groups, low, spec.points):
@@ -184,23 +185,33 @@ def _cost(s, stage: str) -> float | None:
     return factor * first.wall_s if factor and first else None
 
 
-def reuse_source(s, done: str, into: str) -> None:
-    """Put the source's result from stage `done` into stage `into`'s run folder, where a run resumes it: its
-    perplexity was scored with the same settings, so the stage need not load it again."""
+def reuse_source(s, done: str, into: str, plan) -> None:
+    """Put the source's result from stage `done` into stage `into`'s run folder, where the run resumes it: its
+    perplexity was scored with the same settings, so the stage need not load it again. Kept only when every part
+    of its content key but the benchmark's is the same as the new job's (reuse.py); it is stamped with the new
+    job's key, since the stage needs its perplexity only."""
+    from optkit import reuse
+    from optkit.pipeline import _previous
+    from optkit.results import write_model
     from optkit.search.run import STAGES
 
-    src = s.out / "stages" / STAGES[done] / "variants" / f"{cands.SOURCE}.json"
     dst = s.out / "stages" / STAGES[into] / "variants" / f"{cands.SOURCE}.json"
-    if src.is_file() and not dst.is_file():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(src.read_text())
+    previous = _previous(s.out / "stages" / STAGES[done] / "variants" / f"{cands.SOURCE}.json")
+    if dst.is_file() or previous is None or previous.status != "ok" or previous.key is None:
+        return
+    job = reuse.stamp(next(j for j in plan.jobs if j.variant.name == cands.SOURCE))
+    if job.key is None or any(previous.key_parts.get(k) != v for k, v in job.key_parts.items() if k != "bench"):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_model(dst, previous.model_copy(update={"key": job.key, "key_parts": job.key_parts}))
 
 
 def benchmark(s, report) -> tuple[str | None, list[str]]:
     """The last stage's verdicts: dominated candidates and task drops leave; the recommendation's choice is the
     search's. Returns (chosen, notes)."""
     from optkit.report.analysis import frontier, rows
-    from optkit.report.recommend import choose
+    from optkit.report.wording import recommendation
+    from optkit.search.run import STAGES
 
     rs = {r.name: r for r in rows(report)}
     front = set(frontier(list(rs.values())))
@@ -221,8 +232,9 @@ def benchmark(s, report) -> tuple[str | None, list[str]]:
     if src is not None and src.bench:
         s.records[cands.SOURCE].size_mb, s.records[cands.SOURCE].file = src.bench.size_mb, src.file
         s.records[cands.SOURCE].ppl_tokens = next((a.n for a in src.accuracy if a.metric == "token_perplexity"), None)
-    chosen = choose(report)
-    notes = [f"{Path(s.out, 'stages', 'benchmark')}: the last run; its report holds the paired timings and duels"]
+    chosen = recommendation(report).variant  # the search ships what the report recommends
+    notes = [f"{Path(s.out, 'stages', STAGES['benchmark'])}: the last run; its report holds the paired timings and "
+             "duels"]
     return chosen, notes
 
 

@@ -41,7 +41,7 @@ def test_pickle_only_checkpoint_for_eval_and_bench(tmp_path, tiny_model, text_fi
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
     for args in (["eval", str(folder), "--text", str(text_file)], ["bench", str(folder)]):
-        refused(optkit_cli(*args, "-o", str(tmp_path / args[0])), "--trust-pickle")
+        refused(optkit_cli(*args, "-o", str(tmp_path / args[0])), "--allow-pickle")
         assert not (tmp_path / args[0] / "variants").exists()
 
 

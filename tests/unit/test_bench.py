@@ -158,7 +158,8 @@ def test_drifting_halves_keep_the_benchmark_measuring_until_max_repeats():
 
 
 def test_noisy_reason_reaches_the_tables(tiny_lm):
-    from optkit.report.speed import bench_table, speed_html
+    from optkit.report.html import render_html
+    from optkit.report.speed import bench_table
     from optkit.results import Environment, Report, VariantResult
 
     result = run_bench(tiny_lm, BenchSpec(prompt_len=8, prompt_lens=[4], gen_len=2, warmup=0, repeats=2,
@@ -171,7 +172,7 @@ def test_noisy_reason_reaches_the_tables(tiny_lm):
     text = bench_table(report)
     assert "(noisy)" in text and "decode batch 1: first and second half" in text
     assert "time to first token (batch 1): 4 tokens" in text and "end-to-end (prefill + 2 tokens" in text
-    html = speed_html(report)
+    html = render_html(report)
     assert "TTFT 4 tokens" in html and "differ by 15%" in html
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from optkit import node
-from optkit.executors import Work, nodelock
+from optkit.executors import nodelock
 from optkit.live import Board
 from optkit.progress import watching
 from optkit.results import BenchResult, Energy, NodeRecord, Report, Stats, VariantResult
@@ -135,24 +135,36 @@ def test_gpu_facts_and_hardware_class_from_nvidia_smi(tmp_path, monkeypatch):
     assert node.facts("cuda").hardware_class == "a100-nodes"
 
 
+def _job(name: str, device: str, folder=None, key=None, nodes=None):
+    """A placed job of a variant with no steps (nothing in these tests runs it)."""
+    from pathlib import Path
+
+    from optkit.job import VariantJob
+
+    job = VariantJob.model_validate({"variant": {"name": name},
+                                     "checkpoint": {"given": "m", "location": "m", "kind": "folder"},
+                                     "model": {"checkpoint": "m"}, "device": device})
+    folder = Path(folder or "/nonexistent")
+    return job.placed(folder / f"{name}.json", folder / f"{name}.log", key, nodes)
+
+
 def test_ray_task_options_hold_whole_gpus_and_pin_class_baselines(monkeypatch):
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'optkit[ray]'")
+    from optkit.executors.base import Executor
     from optkit.executors.ray import RayExecutor
     from optkit.recipe import ExecutorSpec
-    from optkit.worker import VariantJob
 
     ex = RayExecutor(ExecutorSpec(kind="ray", gpus=2, cpus=4))
-    job = VariantJob.model_validate({"variant": {"name": "v"},
-                                     "checkpoint": {"given": "m", "location": "m", "kind": "folder"},
-                                     "model": {"checkpoint": "m"}, "device": "cuda"})
-    opts = ex._options(Work(job, None, None, "v"))
+    assert isinstance(ex, Executor)
+    job = _job("v", "cuda")
+    opts = ex._options(job)
     assert opts["num_gpus"] == 2 and isinstance(opts["num_gpus"], int) and opts["num_cpus"] == 4
-    assert opts["max_retries"] == 0 and opts["scheduling_strategy"] == "SPREAD"
-    assert "num_gpus" not in ex._options(Work(job.model_copy(update={"device": "cpu"}), None, None, "v"))
+    assert opts["max_retries"] == 0 and opts["scheduling_strategy"] == "SPREAD" and opts["name"] == "optkit:v"
+    assert "num_gpus" not in ex._options(_job("v", "cpu"))
     monkeypatch.setattr(ex, "_nodes", lambda: [{"NodeID": "b" * 56, "Alive": True}])
-    pinned = ex._options(Work(job, None, None, "v@x", nodes=["a" * 56, "b" * 56]))
+    pinned = ex._options(_job("v", "cuda", key="v@x", nodes=["a" * 56, "b" * 56]))
     assert pinned["scheduling_strategy"].node_id == "b" * 56 and pinned["scheduling_strategy"].soft is False
-    assert ex._options(Work(job, None, None, "v@x", nodes=["a" * 56])) is None  # no live node of that class
+    assert ex._options(_job("v", "cuda", key="v@x", nodes=["a" * 56])) is None  # no live node of that class
 
 
 def test_local_executor_retries_a_crashed_worker_only(tmp_path, monkeypatch):
@@ -163,9 +175,13 @@ def test_local_executor_retries_a_crashed_worker_only(tmp_path, monkeypatch):
                     VariantResult(name="w", status="failed", error="ValueError: bad")])
     monkeypatch.setattr(local, "run_job", lambda job, out, log: next(results))
     said = []
-    works = [Work(None, tmp_path / f"{n}.json", tmp_path / f"{n}.log", n) for n in ("v", "w")]
-    done = list(local.LocalExecutor(retries=1).run(works, Board({"v": "v", "w": "w"}, said.append)))
-    assert [(c.name, c.status, c.attempts) for _, c in done] == [("v", "ok", 2), ("w", "failed", 1)]
+    jobs = [_job(n, "cpu", folder=tmp_path) for n in ("v", "w")]
+    jobs.append(_job("x", "cpu", folder=tmp_path, key="x@other", nodes=["n1"]))  # another class: not run here
+    board = Board({"v": "v", "w": "w", "x@other": "x"}, said.append)
+    done = list(local.LocalExecutor(retries=1).run_all(jobs, board))
+    assert [(j.variant.name, c.name, c.status, c.attempts) for j, c in done] == [("v", "v", "ok", 2),
+                                                                                  ("w", "w", "failed", 1)]
+    assert [board.lines[k].state for k in ("v", "w", "x@other")] == ["ok", "failed", "queued"]
     assert "v: worker killed by signal 9; trying again" in said
     assert VariantResult.model_validate_json((tmp_path / "v.json").read_text()).attempts == 2
 
@@ -196,8 +212,9 @@ def _report(variants, class_baselines=()):
 def test_speedups_against_the_baseline_of_the_same_hardware_class():
     from optkit.gate import evaluate
     from optkit.recipe import GateSpec
-    from optkit.report.analysis import recommend, rows
+    from optkit.report.analysis import rows
     from optkit.report.summary import markdown, text_table
+    from optkit.report.wording import recommend
 
     # "fast" ran on a node twice as fast: 150 tok/s there is slower than the baseline's 200 on that class
     variants = [_cand("base", 100, "Slow", 10.0), _cand("fast", 150, "Quick", 10.1), _cand("ok", 120, "Slow", 10.2)]

@@ -101,8 +101,9 @@ def test_flips_and_paired_ci(trust_run):
 
 
 def test_unchanged_model_hits_the_cache(trust_run, tiny_model, text_file, monkeypatch):
+    from optkit.job import VariantJob
     from optkit.results import VariantResult
-    from optkit.worker import VariantJob, evaluate
+    from optkit.worker import evaluate
 
     report, _, jobs, tmp = trust_run
     # "same" has the baseline's exact model (no steps), so the baseline's results were reused, not recomputed

@@ -29,7 +29,7 @@ def test_pickle_weights_need_explicit_trust(tiny_model, tmp_path):
     weights = folder / "model.safetensors"
     torch.save(load_file(weights), folder / "pytorch_model.bin")
     weights.unlink()
-    with pytest.raises(BadInput, match="pass --trust-pickle"):
+    with pytest.raises(BadInput, match="pass --allow-pickle"):
         loading.load(checkpoints.resolve(str(folder)))
     lm = loading.load(checkpoints.resolve(str(folder)), trust_pickle=True)
     assert lm.vocab_size > 0

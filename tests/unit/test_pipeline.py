@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,15 +96,20 @@ def test_killed_run_resumes_without_redoing_finished_variants(tmp_path, tiny_mod
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # the orchestrator only: its worker must not outlive it
     proc.wait()
     assert first.exists(), "the first variant should have been written before the kill"
     assert not (out / "report.json").exists()
+    end = time.time() + 30
+    while _workers(out) and time.time() < end:
+        time.sleep(0.2)
+    assert not _workers(out), "a worker outlived its killed orchestrator"
     stamp = first.stat().st_mtime_ns
     result = optkit_cli("run", str(path), "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "base: already done" in result.stderr
     assert first.stat().st_mtime_ns == stamp
+    assert not [p.name for p in (out / "variants").iterdir() if p.name.startswith(".")]  # nothing stale left
     report = json.loads((out / "report.json").read_text())
     assert [v["name"] for v in report["variants"]] == ["base", "bf16", "int8"]
     again = report["baseline_again"]
@@ -111,6 +117,19 @@ def test_killed_run_resumes_without_redoing_finished_variants(tmp_path, tiny_mod
     stamp = (out / "baselines" / "again.json").stat().st_mtime_ns
     assert optkit_cli("run", str(path), "--out", str(out)).returncode == 0
     assert (out / "baselines" / "again.json").stat().st_mtime_ns == stamp  # resumed like the variants
+
+
+def _workers(run_dir) -> list[int]:
+    """optkit.worker processes working for run_dir (their job file is in it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "optkit.worker" in cmd and str(run_dir) in cmd:
+            pids.append(int(proc.name))
+    return pids
 
 
 @pytest.mark.parametrize("extra, message", [

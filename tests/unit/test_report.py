@@ -2,9 +2,10 @@
 
 import json
 
-from optkit.report.analysis import frontier, recommend, rows
+from optkit.report.analysis import frontier, rows
 from optkit.report.html import render_html
 from optkit.report.summary import markdown, text_table
+from optkit.report.wording import recommend
 from optkit.results import json_schema
 from tests.unit.test_gate import cand, make_report
 
@@ -205,3 +206,107 @@ def test_a_lower_perplexity_within_the_noise_earns_no_place_on_the_frontier():
     assert set(frontier(rows(run(0.0)))) == {"base", "q8", "q4"}
     # the chart plots what the frontier ranks by: speed-ups (paired where measured), not each run's tokens/s
     assert "decode speed-up vs base" in render_html(noisy) and "4.00x</text>" in render_html(noisy)
+
+
+def rich_report(*names: str):
+    """The baseline and variants benchmarked at batch sizes 1, 4 and 16 (tokens/s: batch 1's x batch^0.8, p10-p90
+    +-10%) and scored on one task, 40 documents, per-document samples: what the batch-size and accuracy-delta
+    charts draw."""
+    from optkit.results import EvalResult, Stats, ThroughputPoint
+
+    report = make_report(*(cand(n, 20.0 + 0.5 * i, 20.0 * (i + 1.5)) for i, n in enumerate(names)))
+    for i, c in enumerate(report.variants):
+        one = c.bench.decode_tokens_per_s.median
+        c.bench.throughput = [ThroughputPoint(batch_size=b, prefill_ms=Stats(median=50, p10=45, p90=55, n=5),
+                                              decode_tokens_per_s=Stats(median=one * b**0.8, p10=0.9 * one * b**0.8,
+                                                                        p90=1.1 * one * b**0.8, n=5))
+                              for b in (1, 4, 16)]
+        samples = [1 if (d + i) % 3 else 0 for d in range(40)]  # the baseline 27/40 right, the others moved
+        c.accuracy.append(EvalResult(task="arc_easy", metric="acc", value=sum(samples) / 40, n=40,
+                                     higher_is_better=True, details={"samples": samples,
+                                                                     "doc_ids": list(range(40))}))
+    return report
+
+
+def test_html_charts_speed_by_batch_size_and_accuracy_deltas_with_ci_bars():
+    import re
+
+    from optkit.report.analysis import task_deltas
+
+    report = rich_report("int4", "int8")
+    page = render_html(report)
+    batch = re.search(r'<svg id="batch-chart".*?</svg>', page, re.S).group(0)
+    assert batch.count('class="series"') == 3  # a line per variant, ending in its name
+    for name in ("base", "int4", "int8"):
+        assert f">{name}</text></g>" in batch
+    series = re.findall(r'<polyline points="([^"]+)"', batch)
+    ys = [[float(p.split(",")[1]) for p in s.split()] for s in series]
+    assert all(y[0] > y[1] > y[2] for y in ys)  # tokens/s grow with the batch: each line climbs (svg y is down)
+    assert ys[0][2] > ys[1][2] > ys[2][2]  # and the baseline (20 tok/s at batch 1) slowest, int8 (50) fastest
+    panels = re.findall(r'<svg class="delta-chart".*?</svg>', page, re.S)
+    assert len(panels) == 2 and "token perplexity" in panels[0] and "arc_easy acc" in panels[1]
+    assert "(higher is better)" in panels[1]
+    for d in task_deltas(report):  # the figures beside each bar are the paired deltas and their CIs
+        assert f"{d.delta:+.3f} [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}]" in panels[1]
+    assert panels[1].count('<g class="delta">') == 2 and panels[1].count("<line") >= 2 + 3 * 2  # axes, 3 per bar
+    one_batch = make_report(cand("int4", 20.6, 40.0))
+    assert 'id="batch-chart"' not in render_html(one_batch)  # one batch size: no curve to draw
+
+
+def test_template_escapes_a_variant_name_with_markup():
+    evil = "<script>alert(1)</script>"
+    report = rich_report(evil)
+    report.variants[1].warnings.append('a "quoted" <b>warning</b> & more')
+    page = render_html(report)
+    assert "<script" not in page and "<b>warning" not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert page.count(escaped) >= 6  # frontier label, batch line, delta rows, tables, details
+    assert "&#34;quoted&#34; &lt;b&gt;warning&lt;/b&gt; &amp; more" in page
+    assert 'id="search"' not in page  # the search's section renders only with report.search
+
+
+def test_no_hand_escaping_left_in_the_report_code():
+    from pathlib import Path
+
+    import optkit.report
+
+    for path in Path(optkit.report.__file__).parent.glob("*.py"):
+        assert "html.escape" not in path.read_text() and "from html import" not in path.read_text(), path
+
+
+def test_search_block_renders_report_search_when_a_template_for_it_exists(monkeypatch):
+    from jinja2 import ChoiceLoader, DictLoader
+
+    from optkit.report import html
+    from optkit.results import Report
+
+    class Searched(Report):  # what the search adds to a report: its own data, its own template
+        search: list[str] = []
+
+    base = make_report(cand("int4", 20.6, 40.0))
+    assert 'id="search"' not in render_html(Searched(**dict(base), search=["q4_1", "<q8_0>"]))  # no template yet
+    env = html._templates()
+    own = DictLoader({"search.html.j2": '<section id="search">{% for c in report.search %}<i>{{ c }}</i>{% endfor %}'
+                                        '</section>'})
+    monkeypatch.setattr(env, "loader", ChoiceLoader([own, env.loader]))
+    page = render_html(Searched(**dict(base), search=["q4_1", "<q8_0>"]))
+    assert '<section id="search"><i>q4_1</i><i>&lt;q8_0&gt;</i></section>' in page
+    assert 'id="search"' not in render_html(base)
+    env.cache.clear()  # the test's search template must not outlive it
+
+
+def test_served_model_checks_render_through_the_template():
+    from optkit.results import LogitAgreement, TokenizerCheck
+
+    report = make_report(cand("q4", 20.5, 40.0))
+    check = TokenizerCheck(model="<m>.gguf", scored_with="built from the GGUF", reference="llama.cpp", samples=12,
+                           mismatches=1, round_trip_failures=0, result="disagrees", detail="id 5 vs <6>")
+    for c in report.variants:
+        c.tokenizer_checks = [check]
+    report.variants[1].logit_agreement = LogitAgreement(model="<m>.gguf", engines=["llamacpp", "torch"], tokens=64,
+                                                        kl_mean=0.0123, top1_agreement=0.984, result="agrees")
+    page = render_html(report)
+    assert '<tr class="disagrees"><td>&lt;m&gt;.gguf</td><td>built from the GGUF</td><td>llama.cpp</td><td>12</td>' \
+           "<td>disagrees</td><td>id 5 vs &lt;6&gt;</td><td>base, q4</td></tr>" in page  # one row for both variants
+    assert "<td>llamacpp vs torch</td><td>0.0123</td><td>98.4%</td><td>64</td><td>agrees</td>" in page
+    assert 'id="served"' not in render_html(make_report(cand("q4", 20.5, 40.0)))

@@ -327,8 +327,16 @@ def probe(path: Path) -> None:
     key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
     if key in _state.setdefault("probed", set()):
         return
-    child = subprocess.run([sys.executable, "-m", "optkit.engines.llamacpp.engine", str(path)], capture_output=True,
-                           text=True, timeout=300)
+    from optkit.isolate import die_with_parent
+
+    try:
+        child = subprocess.run([sys.executable, "-m", "optkit.engines.llamacpp.engine", str(path)],
+                               capture_output=True, text=True, timeout=300,
+                               preexec_fn=die_with_parent if sys.platform == "linux" else None)
+    except subprocess.TimeoutExpired:  # unknown, not refused: the worker loads it in its own process anyway
+        print(f"optkit: warning: llama.cpp's vocabulary check of {path} timed out after 300 s; not checked",
+              file=sys.stderr, flush=True)
+        return
     lines = child.stdout.strip().splitlines()
     answer = json.loads(lines[-1]) if child.returncode == 0 and lines else None
     if answer is None:

@@ -41,7 +41,10 @@ def convert(model_dir: Path, out: Path, outtype: str) -> Path:
     it fails."""
     cmd = [sys.executable, "-m", "optkit.engines.llamacpp.tools", str(converter_dir()), str(model_dir), str(out),
            outtype]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    from optkit.isolate import die_with_parent
+
+    done = subprocess.run(cmd, capture_output=True, text=True,  # dies with its worker (isolate.py)
+                          preexec_fn=die_with_parent if sys.platform == "linux" else None)
     if done.returncode != 0 or not out.is_file():
         tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-15:]
         print("\n".join(tail), file=sys.stderr, flush=True)

@@ -31,8 +31,6 @@ from optkit.progress import note
 from optkit.results import SkippedModule
 
 GROUPS = (32, 64, 128, 256)
-SPEED_NOTE = ("compressed-tensors run here by transformers, which dequantizes the weights on CPU: this timing is "
-              "not what vLLM's kernels would give, so the recommendation does not rank this variant on speed")
 
 
 class LlmcParams(Params):
@@ -100,7 +98,8 @@ class _Llmc(Method):
     requires = ("llmcompressor", "compressed_tensors")
     extra = "llmc"
     calibrated = True  # reads calibration text
-    notes = (SPEED_NOTE,)
+    # no speed note on the step: whether the timing is compressed-tensors' serving speed depends on the engine that
+    # measures it (PyTorch: no, formats.py's speed_note, shown by the report; vLLM: yes)
 
     def bytes_per_weight(self, params: LlmcParams, in_features, act_bytes):
         # None: unchanged. transformers decompresses compressed-tensors to float weights on load on CPU, so the
@@ -109,10 +108,7 @@ class _Llmc(Method):
 
     def check(self, info: ModelInfo, params: LlmcParams) -> list[str]:
         problems = super().check(info, params)
-        if params.scheme == "FP8_DYNAMIC" and not info.device.startswith("cuda"):
-            problems.append("FP8 (FP8_DYNAMIC) cannot be evaluated as it ships on a CPU-only run (no fp8 kernels; "
-                            "transformers would only dequantize it); run with device: cuda on an sm_89+ GPU, or use "
-                            "scheme W8A8 (int8) or W4A16 on CPU")
+        # FP8 on a CPU: whether it runs as it ships is the measuring engine's call (Engine.check_served)
         if info.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(f"needs a float model (it is {info.dtype})")
         g = params.weight_group()

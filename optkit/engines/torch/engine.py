@@ -130,11 +130,38 @@ def _check_weights_format(folder: Path, trust_pickle: bool) -> None:
     if any(folder.glob("*.safetensors")) or trust_pickle:
         return
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-        raise BadInput(
-            f"{folder} holds only pickle weights (.bin), which can run code when loaded; "
-            "pass --trust-pickle (recipe: model.trust_pickle: true) only if you trust the source"
-        )
+        raise BadInput(f"{folder} holds only pickle weights (.bin), which can run code when loaded; pass "
+                       "--allow-pickle only if you trust where it came from")
     raise BadInput(f"{folder} has no weights (*.safetensors); pass a complete Hugging Face model folder")
+
+
+def _config(ckpt, trust_remote_code: bool):
+    """The model's config, and its module on the meta device; transformers' errors (an unknown model_type, a
+    malformed config.json, code the caller did not trust) as one line naming the file and the fix."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from optkit.checkpoints import hf_folder
+
+    where = hf_folder(ckpt)
+    name = f"{where.location}/config.json" if where.kind != "hub" else f"{where.location} (hub) config.json"
+    try:
+        config = AutoConfig.from_pretrained(where.location, trust_remote_code=trust_remote_code,
+                                            revision=where.pinned() if where.kind == "hub" else None)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - transformers (and huggingface_hub's strict dataclasses) raise many types
+        full = " ".join(str(exc).split())
+        text = full[:300] or type(exc).__name__
+        if "trust_remote_code" in full:
+            text = "it names its own Python code (auto_map), which optkit runs only when asked"
+            fix = "pass --trust-remote-code only if you trust the model's code"
+        elif "model_type" in text or "model type" in text or isinstance(exc, (KeyError, ValueError)):
+            fix = "check model_type and the fields there, or upgrade transformers if the architecture is new"
+        else:
+            fix = "check the file is a complete, valid Hugging Face config"
+        raise BadInput(f"{name}: transformers cannot read it ({type(exc).__name__}: {text}); {fix}") from None
+    return config, model
 
 
 def _check_gguf_architecture(path: str) -> None:
@@ -157,7 +184,8 @@ def _tokenizer(ckpt, trust_remote_code: bool):
 
     if ckpt.kind != "hub" and source_of(Path(ckpt.location)) is not None:  # a folder optkit converted from a GGUF
         return load_tokenizer(Path(ckpt.location))
-    return AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
+                                         revision=ckpt.pinned() if ckpt.kind == "hub" else None)
 
 
 def _say(text: str) -> None:
@@ -186,7 +214,6 @@ class TorchEngine(Engine):
                  trust_pickle: bool = False) -> ModelInfo:
         """Linear shapes from the config alone (meta tensors: no weights are read)."""
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
 
         from optkit.checkpoints import hf_folder
 
@@ -197,13 +224,20 @@ class TorchEngine(Engine):
         elif ckpt.kind != "hub":
             _check_weights_format(Path(ckpt.location), trust_pickle)
             _checked_tokenizer(Path(ckpt.location), ckpt.given)  # a folder optkit converted from a GGUF
-        config = AutoConfig.from_pretrained(hf_folder(ckpt).location, trust_remote_code=trust_remote_code)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        _, model = _config(ckpt, trust_remote_code)
         linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear)}
         fmt = "hf" if ckpt.format == "gguf" else ckpt.format
         return ModelInfo(linears=linears, dtype=dtype, device=device, format=fmt)
+
+    def check_served(self, info: ModelInfo, steps: list) -> list[str]:
+        # FP8 here: transformers only dequantizes it on a CPU, so neither its speed nor its numerics are FP8's
+        if info.format == "compressed-tensors" and not info.device.startswith("cuda") and any(
+                getattr(params, "scheme", None) == "FP8_DYNAMIC" for _, params in steps):
+            return ["FP8 (FP8_DYNAMIC) cannot be evaluated as it ships on a CPU-only run in PyTorch (no fp8 kernels; "
+                    "transformers would only dequantize it); run with device: cuda on an sm_89+ GPU, serve it with "
+                    "engine: vllm on a CPU with AMX, or use scheme W8A8 (int8) or W4A16 on CPU"]
+        return []
 
     def load(self, ckpt, dtype: str = "float32", device: str = "cpu", trust_pickle: bool = False,
              trust_remote_code: bool = False) -> TorchLM:
@@ -213,7 +247,8 @@ class TorchEngine(Engine):
         from optkit.checkpoints import hf_folder
 
         ckpt = hf_folder(ckpt)
-        kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if trust_pickle else True)
+        kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if trust_pickle else True,
+                      revision=ckpt.pinned() if ckpt.kind == "hub" else None)
         if ckpt.kind != "hub":
             _check_weights_format(Path(ckpt.location), trust_pickle)
         try:
