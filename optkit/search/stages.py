@@ -69,7 +69,7 @@ def forecast(s, bench_report, types: dict, sizes: dict, widths: dict) -> None:
     """Bytes per decoded token and the bound they set (memory bandwidth / bytes); with the decode objective, a
     candidate whose bound is below the source's measured decode speed cannot beat it and leaves. GGUF candidates
     are priced tensor by tensor from the source's header, the other engines' by optkit plan's forecast."""
-    from optkit.forecast import device_speed
+    from optkit.meters.roofline import device_speed
 
     src = next((c for c in bench_report.variants if c.name == cands.SOURCE), None)
     measured = src.bench.decode_tokens_per_s.median if src and src.status == "ok" and src.bench else None

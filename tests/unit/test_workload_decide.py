@@ -2,8 +2,8 @@
 broken by size then perplexity and said so, a duel beyond its interval overturns the ranking against the baseline,
 and the headline names the workload it ranked for."""
 
-from optkit.report.wording import recommend
 from optkit.report.recommend import runoff_pairs
+from optkit.report.wording import recommend
 from optkit.results import HeadToHead, Stats
 from tests.unit.test_gate import cand, make_report
 
