@@ -274,25 +274,26 @@ def test_no_hand_escaping_left_in_the_report_code():
         assert "html.escape" not in path.read_text() and "from html import" not in path.read_text(), path
 
 
-def test_search_block_renders_report_search_when_a_template_for_it_exists(monkeypatch):
-    from jinja2 import ChoiceLoader, DictLoader
-
-    from optkit.report import html
-    from optkit.results import Report
-
-    class Searched(Report):  # what the search adds to a report: its own data, its own template
-        search: list[str] = []
+def test_search_block_renders_report_search_through_its_template():
+    from optkit.results import GroupSensitivity, SearchCandidate, SearchResult, Sensitivity, Stats
 
     base = make_report(cand("int4", 20.6, 40.0))
-    assert 'id="search"' not in render_html(Searched(**dict(base), search=["q4_1", "<q8_0>"]))  # no template yet
-    env = html._templates()
-    own = DictLoader({"search.html.j2": '<section id="search">{% for c in report.search %}<i>{{ c }}</i>{% endfor %}'
-                                        '</section>'})
-    monkeypatch.setattr(env, "loader", ChoiceLoader([own, env.loader]))
-    page = render_html(Searched(**dict(base), search=["q4_1", "<q8_0>"]))
-    assert '<section id="search"><i>q4_1</i><i>&lt;q8_0&gt;</i></section>' in page
     assert 'id="search"' not in render_html(base)
-    env.cache.clear()  # the test's search template must not outlive it
+    sp = Stats(median=1.4, p10=1.3, p90=1.5, n=4, unit="x")
+    res = SearchResult(source="m.gguf", max_ppl_increase=0.05, time_budget_s=600, chosen="<mix>", candidates=[
+        SearchCandidate(name="source", kind="source", stage="benchmark"),
+        SearchCandidate(name="<mix>", kind="mix", stage="benchmark", ppl_delta=0.03, speedup=sp, size_mb=70.0),
+        SearchCandidate(name="q4_0", kind="uniform", stage="perplexity", ppl_delta=0.12, left="over budget",
+                        speedup=Stats(median=1.6, p10=1.5, p90=1.7, n=4, unit="x"))],
+        sensitivity=Sensitivity(low="Q4_0", tokens=64, groups=[GroupSensitivity(
+            group="ffn_down <0-7>", pattern="x", tensors=8, weights=10**6, bytes_saved=2**20, kl=0.0123, rank=1)]))
+    page = render_html(base.model_copy(update={"search": res}))
+    section = page[page.index('<h2 id="search">'):page.index("<h2>Variants</h2>")]
+    assert 'id="search-plot"' in section and "budget +5%" in section
+    assert "&lt;mix&gt;" in section and "<mix>" not in section  # names escaped by the template
+    assert section.count('class="eliminated"') == 1 and section.count('class="candidate"') == 2
+    assert 'id="sensitivity"' in section and "ffn_down &lt;0-7&gt;" in section and "0.01230" in section
+    assert "over budget" in section and "1.40x [1.30-1.50]" in section
 
 
 def test_served_model_checks_render_through_the_template():
