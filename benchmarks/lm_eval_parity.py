@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from optkit.engines.llamacpp.convert import hf_folder
+
 
 def bare(folder: str, task: str, limit: int, batch_size: int, include: str) -> dict:
     import lm_eval
@@ -74,7 +76,7 @@ def main() -> int:
     if not offline:
         print(f"{args.task} is not a shipped offline task", file=sys.stderr)
         return 2
-    ckpt = checkpoints.hf_folder(checkpoints.resolve(args.checkpoint))
+    ckpt = hf_folder(checkpoints.resolve(args.checkpoint))
     print(f"checkpoint {args.checkpoint} -> {ckpt.location}; task {task}, limit {args.limit}, batch "
           f"{args.batch_size}, fp32 CPU, {torch.get_num_threads()} threads", flush=True)
     with tempfile.TemporaryDirectory(prefix="optkit-parity-") as tmp:

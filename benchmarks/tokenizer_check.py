@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from optkit.engines.llamacpp.convert import hf_folder
+
 
 def once(path: Path, folder: Path) -> tuple[float, float, float]:
     from optkit.engines.llamacpp import vocab
@@ -40,7 +42,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     for path in args.files:
-        folder = Path(checkpoints.hf_folder(checkpoints.resolve(str(path))).location)
+        folder = Path(hf_folder(checkpoints.resolve(str(path))).location)
         runs = [once(path, folder) for _ in range(args.runs)]
         cols = list(zip(*runs))
         fmt = lambda xs: f"{statistics.median(xs):.3f} s ({min(xs):.3f}-{max(xs):.3f})"  # noqa: E731

@@ -15,6 +15,8 @@ import argparse
 import json
 from dataclasses import asdict
 
+from optkit.engines.llamacpp.convert import hf_folder
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
@@ -29,7 +31,7 @@ if __name__ == "__main__":
     from optkit import checkpoints
     from optkit.engines.vllm.serving import sweep
 
-    folder = checkpoints.hf_folder(checkpoints.resolve(args.model)).location
+    folder = hf_folder(checkpoints.resolve(args.model)).location
     startup, points = sweep(folder, args.dtype, [int(c) for c in args.concurrency.split(",")], args.requests,
                             args.prompt_len, args.gen_len)
     print(f"server start-up {startup['startup_s']:.1f} s (apart from the steady state below)")

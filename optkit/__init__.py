@@ -10,7 +10,7 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from optkit.version import __version__
 
 _API = ("run", "evaluate", "bench", "quantize", "prune", "export", "gate", "gate_rules", "search", "Report")
 __all__ = ["__version__", *_API]

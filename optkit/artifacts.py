@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from optkit import __version__
 from optkit.checkpoints import MANIFEST, SHA1, Checkpoint, content_hash, resolve
 from optkit.errors import BadInput
+from optkit.files import atomic_write
 from optkit.recipe import ModelSpec, Step
-from optkit.results import StepRecord, atomic_write
+from optkit.results import StepRecord
 from optkit.trust import Trust, needed_by
+from optkit.version import __version__
 
 
 def _replayable(step: Step, record: StepRecord) -> Step:

@@ -2,7 +2,7 @@
 resolved to a location and a format without loading anything heavy, and identified by content hash.
 
 GGUF files that a PyTorch variant needs are converted once to a safetensors folder, cached by content hash
-(engines/llamacpp/convert.py).
+(engines/llamacpp/convert.py: hf_folder).
 Safety: weights load from safetensors only; pickle needs --allow-pickle, remote code --trust-remote-code (trust.py).
 A hub id is pinned by the commit its revision resolves to (recorded in the report and in every cache key).
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from optkit.errors import BadInput
+from optkit.files import atomic_write, cache_dir, read_memo
 
 MANIFEST = "optkit.json"  # every artifact optkit writes carries one (artifacts.py)
 # alias -> (module that carries the file, file name, how to install it)
@@ -44,10 +45,6 @@ class Checkpoint:
     def pinned(self) -> str | None:
         """What a hub id is loaded at: its resolved commit, else the revision asked for."""
         return self.commit or self.revision
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("OPTKIT_CACHE", Path.home() / ".cache" / "optkit"))
 
 
 def _alias_path(alias: str) -> Path:
@@ -179,8 +176,6 @@ def content_hash(location: str) -> str | None:
             memo[key], changed = file_sha256(f), True
         hashes.append((str(f.relative_to(path)) if path.is_dir() else f.name, memo[key]))
     if changed:
-        from optkit.results import atomic_write
-
         try:
             atomic_write(memo_path, json.dumps(memo))
         except OSError:
@@ -188,24 +183,3 @@ def content_hash(location: str) -> str | None:
     if path.is_file():
         return hashes[0][1]
     return hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in hashes).encode()).hexdigest()
-
-
-def read_memo(path: Path) -> dict:
-    """A JSON object of optkit's own cache, or {} when it is missing, unreadable or of another shape: a cache
-    is rebuilt, never trusted into a traceback."""
-    try:
-        memo = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
-def hf_folder(ckpt: Checkpoint, say=None) -> Checkpoint:
-    """A GGUF file as a cached safetensors folder for the PyTorch engine (converted once per file, in a child
-    process, its tokenizer built from the file and checked against llama.cpp: engines/llamacpp/convert.py); other
-    checkpoints unchanged."""
-    if ckpt.kind != "gguf":
-        return ckpt
-    from optkit.engines.llamacpp.convert import converted
-
-    return Checkpoint(ckpt.given, "folder", str(converted(Path(ckpt.location), say)), "hf")

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 import yaml
 
-from optkit import __version__
 from optkit.errors import BadInput, OptkitError, quiet_libraries
+from optkit.version import __version__
 
 
 def _fail(exc: OptkitError) -> None:

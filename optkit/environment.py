@@ -7,8 +7,8 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from optkit import __version__
 from optkit.results import Environment
+from optkit.version import __version__
 
 
 def _version(dist: str) -> str | None:

@@ -168,9 +168,7 @@ def build(spec: EnvSpec, kind: str | None = None, say=print) -> Path:
 
 def source_path(folder: Path) -> Path:
     """A folder holding only a link to this optkit package, for the environment's PYTHONPATH."""
-    import optkit
-
-    package = Path(optkit.__file__).resolve().parent
+    package = Path(__file__).resolve().parent  # this module's own folder is the optkit package
     links = folder / "optkit-src" / hashlib.sha256(str(package).encode()).hexdigest()[:10]
     if not (links / "optkit").exists():
         links.mkdir(parents=True, exist_ok=True)

@@ -120,9 +120,8 @@ def _finding(hit) -> bool:
 def check_weights(location: str) -> None:
     """BadInput naming the file and tensor when a local checkpoint's safetensors hold NaN or infinite weights.
     Each file is read once per (path, size, mtime): the answer is remembered in the cache (finite.json)."""
-    from optkit.checkpoints import cache_dir, read_memo
     from optkit.errors import BadInput
-    from optkit.results import atomic_write
+    from optkit.files import atomic_write, cache_dir, read_memo
 
     folder = Path(location)
     files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []

@@ -94,7 +94,7 @@ def compute_bound_from(params: int, weight_bytes: float, kv: float, ridge: float
 def forecast(plan, remeasure: bool = False) -> Forecast:
     from transformers import AutoConfig
 
-    from optkit.checkpoints import hf_folder
+    from optkit.engines.llamacpp.convert import hf_folder
     from optkit.meters.roofline import device_speed
     from optkit.preflight import model_info
 

@@ -46,11 +46,11 @@ def _merge(built: VariantResult | None, measured: VariantResult, run: dict) -> V
     return out
 
 
-def run(job, out: Path, log: Path, env: dict | None, shown_log: Path | None) -> VariantResult:
-    """worker.run_job for a variant whose engine has its own environment."""
+def run(job, out: Path, log: Path, env: dict | None, shown_log: Path | None, run_job) -> VariantResult:
+    """job.run_job for a variant whose engine has its own environment; run_job (passed in, so this module stands
+    below job.py) runs each of the two workers."""
     from optkit import envs
     from optkit.checkpoints import resolve
-    from optkit.job import run_job
 
     name = engine_of(job)
     spec = envs.spec_of(name)
@@ -81,7 +81,7 @@ def run(job, out: Path, log: Path, env: dict | None, shown_log: Path | None) -> 
     before = _adopt_orphans()
     try:
         measured = run_job(measure, out, log, envs.worker_env(folder, env), shown_log,
-                                  python=str(envs.python(folder)), append=built is not None)
+                           python=str(envs.python(folder)), append=built is not None)
     finally:
         _kill_orphans(before)
         _cleanup(scratch)

@@ -88,7 +88,7 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
     from optkit.isolate import last_line, run_module
 
     if python is None and handoff.engine_of(job):
-        return handoff.run(job, out, log, env, shown_log)
+        return handoff.run(job, out, log, env, shown_log, run_job)
     out.unlink(missing_ok=True)
     job_file = out.with_name(f".{out.stem}.job.json")
     write_model(job_file, job)

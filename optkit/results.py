@@ -4,17 +4,30 @@ is NaN or infinite is written as the string "NaN" / "Infinity" / "-Infinity" (fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from optkit.files import atomic_write
 from optkit.finite import Data, Num
-from optkit.meters.roofline import Roofline
 
 REPORT_SCHEMA_VERSION = 1
+
+
+class Roofline(Data):
+    """What bounds decode here (meters/roofline.py): the machine's measured peaks against the model's bytes."""
+
+    bandwidth_gb_s: Num
+    matmul_gflop_s: Num
+    matmul_dtype: str
+    params: int = Field(description="logical weight count (before quantization)")
+    weight_bytes: int
+    kv_bytes_per_token: int = Field(description="KV cache bytes of one sequence at the mean decode context")
+    bound_tokens_per_s: Num = Field(description="batch-1 decode speed if only weight + KV bytes mattered")
+    achieved_fraction: Num | None = None
+    ridge_flops_per_byte: Num
+    verdicts: list[str] = Field(default_factory=list)
 
 
 class SkippedModule(Data):
@@ -397,23 +410,6 @@ class Report(Data):
                                     "timed against each other in interleaved rounds (the tie rule reads these)")
     search: SearchResult | None = Field(default=None, description="optkit search: every candidate tried, the stage "
                                         "it left at and why, and the per-tensor sensitivity")
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are meant to be shared like any file
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_model(path: Path, model: BaseModel) -> None:

@@ -86,8 +86,8 @@ def _task_file(name: str) -> list[Path]:
 
 
 def _versions() -> dict:
-    from optkit import __version__
     from optkit.evaluators.cache import EVAL_VERSION, _stack
+    from optkit.version import __version__
 
     try:
         from importlib.metadata import version

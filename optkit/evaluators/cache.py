@@ -15,7 +15,8 @@ import json
 import os
 from pathlib import Path
 
-from optkit.results import EvalResult, atomic_write
+from optkit.files import atomic_write
+from optkit.results import EvalResult
 
 EVAL_VERSION = 2  # bump when an evaluator's numbers change for the same inputs (2: the tokenizer's BOS rule)
 
@@ -25,7 +26,7 @@ def enabled(spec_flag: bool = True) -> bool:
 
 
 def root() -> Path:
-    from optkit.checkpoints import cache_dir
+    from optkit.files import cache_dir
 
     return cache_dir() / "eval"
 

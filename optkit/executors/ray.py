@@ -17,11 +17,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from optkit import __version__
 from optkit.errors import BadInput
 from optkit.executors.base import Executor, again
+from optkit.files import atomic_write
 from optkit.job import VariantJob
-from optkit.results import NodeRecord, VariantResult, atomic_write, write_model
+from optkit.results import NodeRecord, VariantResult, write_model
+from optkit.version import __version__
 
 FORWARD = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 

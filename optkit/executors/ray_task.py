@@ -37,10 +37,11 @@ def _env(forwarded: dict, threads: int, job, node_id: str, cpus: int | None) -> 
 @ray.remote(num_returns="streaming", max_retries=0)
 def run_variant(job_json: str, reference: bytes | None, forwarded: dict, version: str, threads: int,
                 shown_log: str):
-    from optkit import __version__, node, progress
+    from optkit import node, progress
     from optkit.checkpoints import ALIASES
     from optkit.job import VariantJob, run_job
     from optkit.results import VariantResult
+    from optkit.version import __version__
 
     node_id = ray.get_runtime_context().get_node_id()
     job = VariantJob.model_validate_json(job_json)

@@ -15,24 +15,9 @@ import statistics
 import time
 from functools import cache
 
-from pydantic import Field
-
-from optkit.finite import Data, Num
+from optkit.results import Roofline
 
 MEMORY_BOUND = 0.5  # at least this share of the bandwidth bound: decode is limited by bytes moved
-
-
-class Roofline(Data):
-    bandwidth_gb_s: Num
-    matmul_gflop_s: Num
-    matmul_dtype: str
-    params: int = Field(description="logical weight count (before quantization)")
-    weight_bytes: int
-    kv_bytes_per_token: int = Field(description="KV cache bytes of one sequence at the mean decode context")
-    bound_tokens_per_s: Num = Field(description="batch-1 decode speed if only weight + KV bytes mattered")
-    achieved_fraction: Num | None = None
-    ridge_flops_per_byte: Num
-    verdicts: list[str] = Field(default_factory=list)
 
 
 def _timed(fn, sync, reps: int = 5) -> float:
@@ -87,8 +72,7 @@ def device_speed(device: str, remeasure: bool = False) -> tuple[float, float, st
     """(bandwidth GB/s, float32 matmul GFLOP/s, where from): measured once per machine and cached in
     $OPTKIT_CACHE/device-speed.json; a remeasurement keeps the higher of old and new, since contention only ever
     lowers a peak."""
-    from optkit.checkpoints import cache_dir, read_memo
-    from optkit.results import atomic_write
+    from optkit.files import atomic_write, cache_dir, read_memo
 
     path = cache_dir() / "device-speed.json"
     table = read_memo(path)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optkit.results import Report, atomic_write, write_model
+from optkit.files import atomic_write
+from optkit.results import Report, write_model
 
 
 def write_all(report: Report, run_dir: Path) -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from optkit import checkpoints
+from optkit.engines.llamacpp.convert import hf_folder
 from tests.conftest import optkit_cli
 
 pytestmark = pytest.mark.integration
@@ -44,9 +45,9 @@ def smollm2():
 
 
 def test_gguf_conversion_is_cached(smollm2):
-    first = checkpoints.hf_folder(smollm2)
+    first = hf_folder(smollm2)
     started = time.perf_counter()
-    again = checkpoints.hf_folder(smollm2)
+    again = hf_folder(smollm2)
     assert again == first and time.perf_counter() - started < 5  # hash only, no second conversion
     assert any(p.suffix == ".safetensors" for p in __import__("pathlib").Path(first.location).iterdir())
 

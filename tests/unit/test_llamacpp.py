@@ -31,7 +31,7 @@ def pair(tiny_gguf, family):
 
 def llama_ids(lm, text: str) -> list[int]:
     """llama.cpp's own tokenizer on the file's embedded vocabulary."""
-    from optkit.engines.llamacpp.engine import library
+    from optkit.engines.llamacpp.lib import library
 
     lib, data = library(), text.encode()
     buf = (lib.llama_token * (len(data) + 8))()

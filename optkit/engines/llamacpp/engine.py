@@ -18,8 +18,6 @@ machine) cut SmolLM2 Q4_1 decode from 85 to 22-25 tokens/s on two quiet cores.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import shutil
 import sys
 import weakref
@@ -27,64 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optkit.engines.base import Engine, LoadedModel, ModelInfo
+from optkit.engines.llamacpp.lib import ENVIRONMENT, default_threads, last_error, library, load_model, version
 from optkit.errors import BadInput, RunError
 
-ENVIRONMENT: dict[str, str] = {}  # variables read once, when the library loads: the worker sets them first
 FLASH_ATTN = True
 CHUNK = 512  # tokens per llama_decode call (n_batch = n_ubatch): bounds the logits buffer at CHUNK x vocab
 MIN_CONTEXT = 1024  # KV cells per sequence at least; prompt + room to generate
 FACTS = "optkit-gguf.json"  # beside a saved .gguf: parameter count and source, as ort's optkit-export.json
-_state: dict = {}
-_log: list[str] = []  # llama.cpp's last warnings and errors: failure messages quote them
-
-
-def library():
-    """llama_cpp, loaded once per process: the backend initialised and its log kept, not printed."""
-    for key, value in ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
-    import llama_cpp
-
-    if "log" not in _state:
-        def keep(level, text, _user):
-            if level >= 3 or (level == 5 and _log):  # WARN, ERROR, and their continuation lines
-                _log.append((text or b"").decode(errors="replace").rstrip())
-                del _log[:-20]
-        _state["log"] = llama_cpp.llama_log_callback(keep)
-        llama_cpp.llama_log_set(_state["log"], ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
-    return llama_cpp
-
-
-def last_error() -> str:
-    """llama.cpp's reason: the last "error loading model: ..." line where there is one (the lines after it only
-    say that loading failed), else its last warning or error."""
-    for line in reversed(_log):
-        if "error loading model:" in line:
-            return line.split("error loading model:", 1)[1].strip()
-    return next((line for line in reversed(_log) if line.strip()), "no message from llama.cpp")
-
-
-def version() -> str:
-    from importlib.metadata import version as dist_version
-
-    return dist_version("llama-cpp-python")
-
-
-def default_threads() -> int:
-    """The cores this process may use: what torch picks on its own here, so engines compare at equal threads."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def load_model(path, gpu: bool = False, vocab_only: bool = False):
-    """A llama_model pointer; RunError with llama.cpp's own reason when it refuses the file."""
-    lib = library()
-    params = lib.llama_model_default_params()
-    params.n_gpu_layers = -1 if gpu else 0
-    params.vocab_only = vocab_only
-    model = lib.llama_model_load_from_file(os.fsencode(str(path)), params)
-    if not model:
-        raise RunError(f"llama.cpp {version()} cannot load {path}: {last_error()}")
-    return model
+_probed: set = set()  # files probed in this process
 
 
 @dataclass(frozen=True)
@@ -325,7 +273,7 @@ def probe(path: Path) -> None:
     import subprocess
 
     key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
-    if key in _state.setdefault("probed", set()):
+    if key in _probed:
         return
     from optkit.isolate import die_with_parent
 
@@ -351,7 +299,7 @@ def probe(path: Path) -> None:
             raise BadInput(f"{path}: llama.cpp {version()} cannot read GGUF architecture {arch!r}; run the file in "
                            "PyTorch (drop engine: llamacpp) or install a llama-cpp-python that knows it")
         raise BadInput(f"{path}: {answer['error']}; convert the model again with llama.cpp's converter")
-    _state["probed"].add(key)
+    _probed.add(key)
 
 
 def _probe_child(path: str) -> dict:

@@ -25,7 +25,7 @@ CONVERTER_ENV = "OPTKIT_LLAMACPP_CONVERTER"
 
 def converter_dir() -> Path:
     """Where llama.cpp's converter for the installed llama-cpp-python is; BadInput with the fix when absent."""
-    from optkit.engines.llamacpp.engine import version
+    from optkit.engines.llamacpp.lib import version
 
     env = os.environ.get(CONVERTER_ENV)
     path = Path(env) if env else Path(sys.prefix) / "share" / f"llama.cpp-converter-{version()}"

@@ -27,7 +27,7 @@ from optkit.results import TokenizerCheck
 
 
 def library():
-    from optkit.engines.llamacpp.engine import library as load
+    from optkit.engines.llamacpp.lib import library as load
 
     return load()
 
@@ -37,7 +37,7 @@ class NativeTokenizer:
 
     def __init__(self, path, model=None, owner=None):
         """model: the llama_model of a LlamaCppLM (`owner`, kept alive with this tokenizer), else a vocab-only load."""
-        from optkit.engines.llamacpp.engine import load_model
+        from optkit.engines.llamacpp.lib import load_model
 
         lib = library()
         self.path, self._owner = Path(path), owner
@@ -103,7 +103,7 @@ class NativeTokenizer:
         return self.vocab_size
 
     def describe(self) -> str:
-        from optkit.engines.llamacpp.engine import version
+        from optkit.engines.llamacpp.lib import version
 
         return f"llama.cpp {version()}'s tokenizer on {self.path.name}"
 

@@ -141,7 +141,7 @@ def _config(ckpt, trust_remote_code: bool):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from optkit.checkpoints import hf_folder
+    from optkit.engines.llamacpp.convert import hf_folder
 
     where = hf_folder(ckpt)
     name = f"{where.location}/config.json" if where.kind != "hub" else f"{where.location} (hub) config.json"
@@ -215,7 +215,7 @@ class TorchEngine(Engine):
         """Linear shapes from the config alone (meta tensors: no weights are read)."""
         import torch
 
-        from optkit.checkpoints import hf_folder
+        from optkit.engines.llamacpp.convert import hf_folder
 
         if ckpt.kind == "gguf":
             _check_gguf_architecture(ckpt.location)
@@ -244,7 +244,7 @@ class TorchEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from optkit.checkpoints import hf_folder
+        from optkit.engines.llamacpp.convert import hf_folder
 
         ckpt = hf_folder(ckpt)
         kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if trust_pickle else True,

@@ -67,7 +67,7 @@ class VllmEngine(Engine):
              trust_remote_code: bool = False):
         from transformers import AutoConfig
 
-        from optkit.checkpoints import hf_folder
+        from optkit.engines.llamacpp.convert import hf_folder
         from optkit.engines.vllm import runtime
         from optkit.engines.vllm.model import VllmLM
 

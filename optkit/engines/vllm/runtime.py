@@ -22,7 +22,7 @@ TOP_K = 256  # the most log-probs per position optkit asks for (fidelity's top-k
 
 def prepare_environment() -> None:
     """Before vLLM is imported: caches under OPTKIT_CACHE, offline, no usage reports."""
-    from optkit.checkpoints import cache_dir
+    from optkit.files import cache_dir
 
     root = cache_dir() / "vllm"
     os.environ.setdefault("VLLM_CACHE_ROOT", str(root))
