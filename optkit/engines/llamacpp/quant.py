@@ -50,7 +50,7 @@ def compute_imatrix(lm, spec) -> tuple[dict, dict]:
 
     import numpy as np
 
-    from optkit.checkpoints import cache_dir
+    from optkit.files import cache_dir
 
     st = lm.path.stat()
     key = hashlib.sha256(json.dumps([str(lm.path.resolve()), st.st_size, st.st_mtime_ns, spec.model_dump()],
