@@ -63,7 +63,8 @@ def _comparable(report: dict) -> dict:
         # a reason that is there only when the machine was busy: optional either way
         return "str|None" if value is None or isinstance(value, str) else type(value).__name__
 
-    out = {k: v for k, v in report.items() if k not in ("created", "run")}
+    # "duels" too: which variants are timed head to head follows from the measured speed-ups (report/decide.py)
+    out = {k: v for k, v in report.items() if k not in ("created", "run", "duels")}
     for v in out["variants"]:
         del v["seconds"], v["timeline"]
         for step in v["steps"]:

@@ -117,3 +117,18 @@ def test_search_bad_input(tmp_path):
         parse_text("name: r\nmodel: {checkpoint: x}\nvariants: [{name: a}]\nsearch: {max_ppl_increase: lots}\n")
     bad = optkit_cli("search", "smollm2-135m", "--workload", "2000")
     assert bad.returncode == 2 and "PROMPT/OUTPUT" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+
+def test_search_through_the_python_api_refuses_as_the_cli_does(tmp_path):
+    import optkit
+    from optkit.errors import BadInput
+    from optkit.search.run import search as run_search  # the package stays importable beside the API function
+
+    assert callable(optkit.search) and callable(run_search)
+    plain = tmp_path / "r.yaml"
+    plain.write_text("name: r\nmodel: {checkpoint: x}\nvariants: [{name: a}]\n")
+    with pytest.raises(BadInput, match="no search: section"):
+        optkit.search(plain)
+    with pytest.raises(BadInput, match="PROMPT/OUTPUT"):
+        optkit.run(plain, tmp_path / "out", workload="2000")
