@@ -90,7 +90,11 @@ def test_search_end_to_end_and_resume(tiny_gguf, text_file, tmp_path):
     report = read_report(tmp_path / "out")
     res = report.search
     kinds = {c.name: c.kind for c in res.candidates}
-    assert kinds["source"] == "source" and kinds["q4_0"] == "uniform" and "mix" in kinds.values()
+    assert kinds["source"] == "source" and kinds["q4_0"] == "uniform"
+    # mixes move only groups whose move was timed to save decode time: on a busy machine the head-to-head timing
+    # can find none, and then there is no mix to try
+    saves = any((g.ms_saved or 0) > 0 for g in res.sensitivity.groups)
+    assert ("mix" in kinds.values()) == saves
     assert all(c.left or c.stage == "benchmark" for c in res.candidates)  # who stopped early says why
     assert res.chosen in kinds and res.sensitivity.low == "Q4_0" and res.sensitivity.groups
     assert 0 <= res.bookkeeping_s < res.wall_s and [t.stage for t in res.stages][:2] == ["benchmark", "screen"]
