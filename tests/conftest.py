@@ -98,8 +98,14 @@ def build_family_model(family: str, folder: Path, seed: int = 0) -> Path:
 def private_caches(tmp_path_factory):
     """No test writes into the user's caches: optkit's (hash memo, converted GGUF folders, eval results, device
     speeds), Hugging Face's (lm-eval's dataset builds) and XDG's go to a temporary folder of this session, and the
-    hub is offline. Worker and CLI subprocesses inherit the variables."""
-    root = tmp_path_factory.mktemp("caches")
+    hub is offline. Worker and CLI subprocesses inherit the variables. Under xdist the workers share one such
+    folder (the run's base temp is their common parent), so the demo GGUF is converted and its logit agreement
+    measured once per test run, not once per worker: optkit's caches are written atomically for concurrent use."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "caches"
+        root.mkdir(exist_ok=True)
+    else:
+        root = tmp_path_factory.mktemp("caches")
     saved = {k: os.environ.get(k) for k in ("OPTKIT_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")}
     os.environ.update(OPTKIT_CACHE=str(root / "optkit"), HF_HOME=str(root / "hf"), XDG_CACHE_HOME=str(root / "xdg"),
                       HF_HUB_OFFLINE="1")  # nothing from the hub (and no 20 s wait for it) in a test
