@@ -38,7 +38,7 @@ def mix_text(cand) -> str:
     """The winner's recipe in words: its type and the tensors moved, and what its file holds."""
     from collections import Counter
 
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     step = next((s for s in cand.steps if s["method"] == "gguf.quantize"), None)
     if step is None:

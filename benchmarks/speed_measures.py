@@ -69,18 +69,18 @@ def legacy_paired(lm, base, spec) -> dict:
     """bench.paired_speedup as it was before issue 26: paired_rounds single repetitions of gen_len tokens per side,
     order swapped every round, the median per-round ratio; also each side's own tokens/s per round, so the
     baseline's speed can be compared between the processes whose ratios the report compared."""
-    from optkit.bench import _one_rep, _Samples, prompts
+    from optkit.meters.decode import Samples, one_rep, prompts
     from optkit.meters.energy import EnergyCounter
 
     for m in (lm, base):
         m.set_threads(spec.threads)
     prompt, energy = prompts(lm, 1, spec.prompt_len), EnergyCounter("cpu")
-    mine, theirs = _Samples(), _Samples()
+    mine, theirs = Samples(), Samples()
     for model in (lm, base):
-        _one_rep(model, prompt, spec.gen_len, energy, _Samples())
+        one_rep(model, prompt, spec.gen_len, energy, Samples())
     for i in range(spec.paired_rounds):
         for model, into in ((lm, mine), (base, theirs))[:: 1 if i % 2 == 0 else -1]:
-            _one_rep(model, prompt, spec.gen_len, energy, into)
+            one_rep(model, prompt, spec.gen_len, energy, into)
     return {"ratio": statistics.median(v / b for v, b in zip(mine.tps, theirs.tps)), "rounds": spec.paired_rounds,
             "variant": mine.tps, "fp32": theirs.tps}
 

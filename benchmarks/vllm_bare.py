@@ -2,7 +2,7 @@
 rounds, so drift and other load hit both alike. Goal: optkit's decode tokens/s and time to first token within 5%
 of the bare loop's.
 
-optkit's side is its benchmark's own repetition (optkit.bench._one_rep: start/step through vLLM's engine loop,
+optkit's side is its benchmark's own repetition (optkit.meters.decode.one_rep: start/step through vLLM's engine loop,
 one-hot "logits" of vLLM's greedy tokens); the bare side is what a vLLM user writes: LLM.generate on token
 prompts, greedy, ignore_eos, no detokenization; TTFT = a max_tokens=1 request, decode = (gen_len + 1 tokens) -
 (1 token), per sequence.
@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from optkit import checkpoints, registry
-    from optkit.bench import _one_rep, _Samples, prompts
+    from optkit.meters.decode import Samples, one_rep, prompts
     from optkit.meters.energy import EnergyCounter
 
     ckpt = checkpoints.resolve(args.model)
@@ -60,14 +60,14 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         ids = prompts(lm, batch, args.prompt_len)
         lm.expect_decode(args.gen_len)
-        _one_rep(lm, ids, args.gen_len, energy, _Samples())  # warm-up, both sides
+        one_rep(lm, ids, args.gen_len, energy, Samples())  # warm-up, both sides
         bare(lm.llm, ids.tolist(), args.gen_len)
-        ours, theirs = _Samples(), []
+        ours, theirs = Samples(), []
         for i in range(args.rounds):  # alternate, order swapped every round
             first, second = (0, 1) if i % 2 == 0 else (1, 0)
             for side in (first, second):
                 if side == 0:
-                    _one_rep(lm, ids, args.gen_len, energy, ours)
+                    one_rep(lm, ids, args.gen_len, energy, ours)
                 else:
                     theirs.append(bare(lm.llm, ids.tolist(), args.gen_len))
         o_tps, b_tps = statistics.median(ours.tps), statistics.median(t for _, t in theirs)

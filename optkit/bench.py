@@ -4,15 +4,10 @@ watched for contention, and each batch size measured for at least `min_seconds` 
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
-from optkit.meters.energy import EnergyCounter, PowerSampler
+from optkit.meters.decode import Samples, contention_limit, one_rep, prompts, time_prefill
+from optkit.meters.energy import EnergyCounter
 from optkit.meters.latency import (
-    BUSY_SHARE,
     HALVES,
-    CpuWatch,
-    busy_limit,
     enough,
     halves_gap,
     marked,
@@ -26,68 +21,7 @@ from optkit.results import BenchResult, Energy
 HARD_CAP = 10_000  # repetitions per batch size, whatever min_seconds asks of a very fast model
 
 
-@dataclass
-class _Samples:
-    limit: float = BUSY_SHARE  # share of all cores others may use before a sample counts as contended
-    prefill_ms: list[float] = field(default_factory=list)
-    prefill_share: list[float | None] = field(default_factory=list)
-    tps: list[float] = field(default_factory=list)
-    decode_share: list[float | None] = field(default_factory=list)
-    e2e_ms: list[float] = field(default_factory=list)
-    e2e_share: list[float | None] = field(default_factory=list)
-    joules: list[float | None] = field(default_factory=list)  # decode
-    prefill_joules: list[float | None] = field(default_factory=list)
-    sampled_joules: list[float | None] = field(default_factory=list)  # decode, by power sampling
-    decode_s: float = 0.0  # all repetitions
-    clean_decode_s: float = 0.0  # uncontended repetitions only
-
-
-def _prefill(lm, prompt):
-    """One timed prefill; the device is idle before the clock starts and finished when it stops."""
-    lm.synchronize()
-    with CpuWatch() as watch:
-        t0 = time.perf_counter()
-        logits, past = lm.start(prompt)
-        lm.synchronize()
-        seconds = time.perf_counter() - t0
-    return logits, past, seconds, watch.share
-
-
-def _joules(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b < a else b - a
-
-
-def _one_rep(lm, prompt, gen_len: int, energy: EnergyCounter, into: _Samples) -> None:
-    ep = energy.read()
-    with CpuWatch() as w_all:
-        t_start = time.perf_counter()
-        logits, past, prefill, pre_share = _prefill(lm, prompt)
-        token = logits.argmax(-1, keepdim=True)
-        lm.synchronize()
-        with CpuWatch() as w_dec, PowerSampler(energy) as sampler:
-            e0 = energy.read()
-            t0 = time.perf_counter()
-            for _ in range(gen_len):
-                logits, past = lm.step(token, past)
-                token = logits.argmax(-1, keepdim=True)
-            lm.synchronize()
-            t_end = time.perf_counter()
-            e1 = energy.read()
-    into.prefill_joules.append(_joules(ep, e0))
-    into.sampled_joules.append(sampler.joules)
-    decode = t_end - t0
-    into.prefill_ms.append(prefill * 1000)
-    into.prefill_share.append(pre_share)
-    into.tps.append(prompt.shape[0] * gen_len / decode)
-    into.decode_share.append(w_dec.share)
-    into.e2e_ms.append((t_end - t_start) * 1000)
-    into.e2e_share.append(w_all.share)
-    into.joules.append(_joules(e0, e1))
-    into.decode_s += decode
-    into.clean_decode_s += decode if enough([w_dec.share], 1, into.limit) else 0.0
-
-
-def _done(s: _Samples, spec: BenchSpec) -> bool:
+def _done(s: Samples, spec: BenchSpec) -> bool:
     """Enough uncontended repetitions, enough uncontended decode time, and (from 4 repetitions on) first and
     second half agreeing within 10%; past max_repeats, contention and drift are no longer waited out (the
     result is flagged instead) but min_seconds of measurement still is."""
@@ -103,23 +37,23 @@ def _done(s: _Samples, spec: BenchSpec) -> bool:
     return n >= spec.max_repeats and s.decode_s >= spec.min_seconds
 
 
-def _measure(lm, prompt, spec: BenchSpec, energy: EnergyCounter, limit: float) -> _Samples:
+def _measure(lm, prompt, spec: BenchSpec, energy: EnergyCounter, limit: float) -> Samples:
     """Warm up, then repeat until _done."""
     for _ in range(spec.warmup):
-        _one_rep(lm, prompt, spec.gen_len, energy, _Samples(limit))
-    samples = _Samples(limit)
+        one_rep(lm, prompt, spec.gen_len, energy, Samples(limit))
+    samples = Samples(limit)
     while not samples.tps or not _done(samples, spec):
-        _one_rep(lm, prompt, spec.gen_len, energy, samples)
+        one_rep(lm, prompt, spec.gen_len, energy, samples)
     return samples
 
 
 def _prefill_only(lm, prompt, spec: BenchSpec, limit: float):
     """Time to first token at one more prompt length: repeats (plus contention extras up to max_repeats)."""
     for _ in range(spec.warmup):
-        _prefill(lm, prompt)
+        time_prefill(lm, prompt)
     ms, shares = [], []
     while len(ms) < spec.max_repeats:
-        _, _, seconds, share = _prefill(lm, prompt)
+        _, _, seconds, share = time_prefill(lm, prompt)
         ms.append(seconds * 1000)
         shares.append(share)
         if enough(shares, spec.repeats, limit):
@@ -127,7 +61,7 @@ def _prefill_only(lm, prompt, spec: BenchSpec, limit: float):
     return stats(ms, "ms", shares, spec.repeats, limit)
 
 
-def _energy(counter: EnergyCounter, first: _Samples, spec: BenchSpec, idle: float | None) -> Energy | None:
+def _energy(counter: EnergyCounter, first: Samples, spec: BenchSpec, idle: float | None) -> Energy | None:
     """Batch-1 energy per decoded and per prompt token, above idle, and the sampling cross-check."""
     if not counter.available or not first.joules or any(j is None for j in first.joules):
         return None
@@ -145,24 +79,6 @@ def _energy(counter: EnergyCounter, first: _Samples, spec: BenchSpec, idle: floa
     if sampled is not None:
         out.sampled_vs_counter = sampled / decode_j
     return out
-
-
-def prompts(lm, batch: int, length: int):
-    """Seeded random token ids, led by the model's own prefix (BOS where its tokenizer adds one)."""
-    import torch
-
-    ids = torch.randint(3, lm.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
-    prefix = torch.tensor(lm.prefix[:length], dtype=ids.dtype)
-    ids[:, :len(prefix)] = prefix
-    return ids
-
-
-def _limit(lm, spec: BenchSpec) -> float:
-    """Set the benchmark's threads; the share of the CPU others may use before a sample counts as contended."""
-    if spec.threads:
-        lm.set_threads(spec.threads)
-    lm.expect_decode(spec.gen_len)
-    return busy_limit(lm.threads if lm.device == "cpu" else 1)  # on a GPU one CPU thread feeds it
 
 
 def paired_speedup(lm, base, baseline: str, spec: BenchSpec, workload: WorkloadSpec | None = None):
@@ -187,7 +103,7 @@ def run_bench(lm, spec: BenchSpec, workload: WorkloadSpec | None = None) -> Benc
     from optkit.meters.roofline import analyze, kv_bytes_per_token
     from optkit.results import PrefillPoint, ThroughputPoint
 
-    limit = _limit(lm, spec)
+    limit = contention_limit(lm, spec)
     longest = max(spec.prefill_lens())
     ids = prompts(lm, min(max(spec.batch_sizes), lm.max_batch or max(spec.batch_sizes)), longest)
     energy = EnergyCounter(lm.device)

@@ -104,7 +104,7 @@ def _resolve(given: str, base_dir: Path | None) -> Checkpoint:
         if path.is_file():
             if path.suffix != ".gguf":
                 raise BadInput(f"checkpoint {given!r} is a file but not .gguf; pass a .gguf file or an HF folder")
-            from optkit.engines.llamacpp.header import read
+            from optkit.gguf_header import read
 
             read(path)  # not GGUF, or cut short: one line now, not a traceback in a worker
             return Checkpoint(given, "gguf", str(path), "gguf")

@@ -16,6 +16,7 @@ import time
 
 from pydantic import BaseModel, Field
 
+from optkit.meters.decode import Samples, contention_limit, one_rep, workload_prompts
 from optkit.meters.latency import CpuWatch, collapsed, stats
 from optkit.recipe import BenchSpec, Variant, WorkloadSpec
 from optkit.results import HeadToHead, SideFigures
@@ -36,21 +37,11 @@ class DuelSpec(BaseModel):
     round_s: float = MIN_ROUND_S
 
 
-def workload_prompts(lm, other, w: WorkloadSpec) -> list:
-    """Seeded prompt ids per workload point, valid for both models (the smaller vocabulary)."""
-    from optkit.bench import prompts
-
-    small = lm if lm.vocab_size <= other.vocab_size else other
-    return [prompts(small, w.concurrency, p.prompt) for p in w.requests]
-
-
 def one_pass(lm, w: WorkloadSpec, ids: list, into: Totals, energy) -> None:
     """One request per workload point, timed as the benchmark times a repetition."""
-    from optkit.bench import _one_rep, _Samples
-
     for point, prompt in zip(w.requests, ids):
-        s = _Samples()
-        _one_rep(lm, prompt, point.output, energy, s)
+        s = Samples()
+        one_rep(lm, prompt, point.output, energy, s)
         into.add(point, prompt.shape[0], s.decode_s, s.prefill_ms[0], s.e2e_ms[0])
 
 
@@ -69,11 +60,10 @@ def half(lm, w: WorkloadSpec, ids: list, min_s: float, energy) -> tuple[Totals, 
 def head_to_head(a, b, names: tuple[str, str], w: WorkloadSpec, spec: BenchSpec, min_round_s: float = MIN_ROUND_S,
                  rounds: int = ROUNDS) -> HeadToHead:
     """a against b on workload w, `rounds` clean interleaved rounds (at most 2 x rounds run)."""
-    from optkit.bench import _limit
     from optkit.meters.energy import EnergyCounter
 
-    limit = _limit(a, spec)
-    _limit(b, spec)
+    limit = contention_limit(a, spec)
+    contention_limit(b, spec)
     ids = workload_prompts(a, b, w)
     energy = EnergyCounter(a.device)
     for lm in (a, b):  # warm-up: first calls allocate caches and page weights in
@@ -136,70 +126,3 @@ def _result(names, halves, shares, fell, w: WorkloadSpec, rounds: int, limit: fl
     return HeadToHead(a=names[0], b=names[1], objective=obj, unit=UNIT[obj], rounds=len(shares),
                       retried=len(shares) - len(clean), collapsed=len(fell), round_s=min_round_s, speedup=ratio,
                       decode_speedup=decode, ttft_speedup=ttft, sides=[side("a", names[0]), side("b", names[1])])
-
-
-def _side(job, variant, file: str | None, like):
-    """One side of a duel job: the file a variant's run kept, opened by its engine where it is still there (no
-    rebuild: a GGUF search candidate takes seconds to open and minutes to export again), else rebuilt from its
-    steps as the variant's own worker built it."""
-    from pathlib import Path
-
-    from optkit import loading, registry
-    from optkit.engines.method import apply_steps
-
-    if file and Path(file).is_file():
-        return registry.engines.get("llamacpp").open(file, like=like)
-    if not variant.steps and loading.engine_name(job.checkpoint, variant.engine) == like.engine:
-        return like
-    lm = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
-                      job.trust.trust_remote_code, loading.engine_name(job.checkpoint, variant.engine, variant.steps))
-    return apply_steps(lm, variant.steps)[0]
-
-
-def run_duel_job(job, cand) -> None:
-    """The worker's side of a duel job (VariantJob.duel): both variants in this process, cand.head_to_head set."""
-    from optkit import loading
-
-    spec = job.duel
-    like = loading.load(job.checkpoint, job.model.dtype, job.device, job.trust.allow_pickle,
-                        job.trust.trust_remote_code, loading.engine_name(job.checkpoint, spec.a.engine))
-    a = _side(job, spec.a, spec.files.get(spec.a.name), like)
-    b = _side(job, spec.b, spec.files.get(spec.b.name), like)
-    w = spec.workload
-    bench = job.bench or BenchSpec()
-    cand.head_to_head = head_to_head(a, b, (spec.a.name, spec.b.name), w, bench, spec.round_s, spec.rounds)
-
-
-def runoff(plan, report, run_dir, executor, board, resume: bool) -> list:
-    """The pipeline's last round: the variant ranked first against the baseline is timed head to head against
-    each contender (report/decide.py picks them), one duel job each; finished duels are kept on resume."""
-    from pathlib import Path
-
-    from optkit import reuse
-    from optkit.pipeline import _previous
-    from optkit.report.recommend import runoff_pairs
-    from optkit.workload import resolve
-
-    recipe = plan.recipe
-    jobs = {j.variant.name: j for j in plan.jobs}
-    files = {c.name: c.file for c in report.variants if c.file}
-    kept, placed = [], []
-    for a, b in runoff_pairs(report):
-        out = Path(run_dir) / "duels" / f"{a}--{b}.json"
-        spec = DuelSpec(a=jobs[a].variant, b=jobs[b].variant, files={n: files[n] for n in (a, b) if n in files},
-                        workload=resolve(recipe.workload, recipe.bench), rounds=recipe.bench.paired_rounds,
-                        round_s=min(MIN_ROUND_S, recipe.bench.min_seconds / 2))
-        job = reuse.stamp(jobs[a].model_copy(update={"duel": spec, "eval": None, "reference": None, "save_to": None,
-                                                     "pair_with": None, "keep_in": None}))
-        previous = _previous(out) if resume else None
-        if reuse.why_not(previous, job) is None and previous.head_to_head is not None:  # same two, same inputs
-            kept.append(previous.head_to_head)
-            continue
-        key = f"{a} vs {b}"
-        board.add(key, f"[+] {key} (head to head)")
-        placed.append(job.placed(out, Path(run_dir) / "logs" / f"{a}--{b}.log", key))
-    for job, cand in executor.run_all(placed, board):
-        board.say(f"{job.where.key}: {cand.status}" + (f" ({cand.error})" if cand.error else ""))
-        if cand.head_to_head is not None:
-            kept.append(cand.head_to_head)
-    return kept

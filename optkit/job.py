@@ -17,7 +17,7 @@ from optkit.duel import DuelSpec
 from optkit.evaluators.fidelity import Reference
 from optkit.recipe import DEFAULT_TIMEOUT_S, BenchSpec, EvalSpec, ModelSpec, Variant, WorkloadSpec
 from optkit.results import VariantResult, write_model
-from optkit.search.sensitivity import SensitivitySpec
+from optkit.searchspec import SensitivitySpec
 from optkit.trust import Trust
 
 

@@ -88,17 +88,9 @@ def _bench_only(plan: Plan, name: str) -> VariantJob:
     return reuse.stamp(job.model_copy(update={"eval": None, "reference": None, "save_to": None, "pair_with": None}))
 
 
-def _previous(out: Path) -> VariantResult | None:
-    """What a previous run left at out, or None when nothing readable is there (a damaged file is redone)."""
-    try:
-        return VariantResult.model_validate_json(out.read_text()) if out.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
 def _resumed(out: Path, job: VariantJob) -> VariantResult | None:
     """A benchmark a previous run finished (ok, with its timings, from the same inputs) at out, else None."""
-    previous = _previous(out)
+    previous = reuse.previous(out)
     return previous if reuse.why_not(previous, job) is None and previous.bench is not None else None
 
 
@@ -199,7 +191,7 @@ def _run(plan: Plan, run_dir: Path, resume: bool, say: Callable[[str], None], ex
     todo = []
     for job in ordered:
         out = run_dir / "variants" / f"{job.variant.name}.json"
-        previous = _previous(out) if resume else None
+        previous = reuse.previous(out) if resume else None
         why = reuse.why_not(previous, job)
         if why is None and job.is_baseline and not Path(job.reference.path).is_file():
             why = "its fidelity reference is gone and the others need it"
@@ -239,7 +231,7 @@ def _run(plan: Plan, run_dir: Path, resume: bool, say: Callable[[str], None], ex
             baseline_again=again,
         )
         if plan.recipe.bench and plan.recipe.bench.paired_rounds:  # contenders timed against each other
-            from optkit.duel import runoff
+            from optkit.runoff import runoff
 
             report.duels = runoff(plan, report, run_dir, executor, board, resume)
     finally:

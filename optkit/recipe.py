@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from optkit.calibration import CalibrationSpec
 from optkit.errors import BadInput
-from optkit.search.spec import SearchSpec
+from optkit.searchspec import SearchSpec
+from optkit.units import parse_fraction
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -29,24 +30,6 @@ TRUST_FLAGS = {"trust_pickle": "--allow-pickle", "allow_pickle": "--allow-pickle
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-def parse_fraction(value: Any) -> float:
-    """'5%' -> 0.05; a bare number is already a fraction (0.05). Anything else (a list, null, true, nan) is a
-    ValueError, which pydantic turns into a one-line error naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"must be a number or a percentage like '5%', not {type(value).__name__} {value!r}")
-    try:
-        if isinstance(value, str):
-            text = value.strip()
-            number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-        else:
-            number = float(value)
-    except (ValueError, OverflowError):
-        raise ValueError(f"must be a number or a percentage like '5%', not {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"must be a finite number, not {value!r}")
-    return number
 
 
 class ModelSpec(Strict):

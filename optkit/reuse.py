@@ -147,3 +147,13 @@ def why_not(previous: VariantResult | None, job: VariantJob) -> str | None:
         return None
     changed = [REASONS[k] for k, v in job.key_parts.items() if previous.key_parts.get(k) != v]
     return ", ".join(changed) or "its inputs changed"
+
+
+def previous(out: Path) -> VariantResult | None:
+    """What a previous run left at out, or None when nothing readable is there (a damaged file is redone)."""
+    from optkit.results import VariantResult
+
+    try:
+        return VariantResult.model_validate_json(out.read_text()) if out.is_file() else None
+    except (OSError, ValueError):
+        return None

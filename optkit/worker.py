@@ -215,7 +215,7 @@ def _environment(job: VariantJob) -> None:
 
 def _duel(job: VariantJob, cand: VariantResult) -> None:
     """Two variants timed against each other in this process (duel.py), instead of one variant's own work."""
-    from optkit.duel import run_duel_job
+    from optkit.runoff import run_duel_job
 
     with _hold(cand, nodelock.exclusive, "other work on the node first") as threads:
         if threads and job.bench and not job.bench.threads:  # the node is the duel's alone: all its CPUs

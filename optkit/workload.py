@@ -107,21 +107,20 @@ def is_default_shape(w: WorkloadSpec, bench: BenchSpec) -> bool:
 def measure(lm, w: WorkloadSpec, spec: BenchSpec, energy, limit: float):
     """The workload's figures for one model: passes until `repeats` clean ones and `min_seconds` of decode (at
     most max_repeats); the objective per pass, and per point its time to first token, decode and end-to-end."""
-    from optkit.bench import _one_rep, _Samples
-    from optkit.duel import workload_prompts
+    from optkit.meters.decode import Samples, one_rep, workload_prompts
     from optkit.meters.latency import enough, marked, stats
     from optkit.results import WorkloadFigures, WorkloadPointFigures
 
     ids = workload_prompts(lm, lm, w)
-    per_point = [_Samples(limit) for _ in w.requests]
+    per_point = [Samples(limit) for _ in w.requests]
     values: list[float] = []
     shares: list[float | None] = []
     for warm in range(spec.warmup + spec.max_repeats):
         totals = Totals()
         for point, prompt, into in zip(w.requests, ids, per_point):
-            s = _Samples(limit) if warm < spec.warmup else into
+            s = Samples(limit) if warm < spec.warmup else into
             before = s.decode_s
-            _one_rep(lm, prompt, point.output, energy, s)
+            one_rep(lm, prompt, point.output, energy, s)
             totals.add(point, prompt.shape[0], s.decode_s - before, s.prefill_ms[-1], s.e2e_ms[-1])
         if warm < spec.warmup:
             continue

@@ -53,7 +53,7 @@ def write(path: Path, vocab: Path, arch: str = "llama", seed: int = 0) -> Path:
     import gguf
     import numpy as np
 
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
     meta = read(vocab, arrays=keys).metadata

@@ -16,7 +16,7 @@ from optkit.recipe import Step, Variant
 from optkit.results import SearchCandidate
 from optkit.search.mix import Mix
 from optkit.search.sensitivity import FLOATS, bytes_per_weight, members, quantize_params
-from optkit.search.spec import SearchSpec
+from optkit.searchspec import SearchSpec
 
 SOURCE = "source"
 # uniform formats of the other engines, as recipe steps from a float (PyTorch) model; llm-compressor's schemes are

@@ -36,7 +36,7 @@ def recipe_for(source: str, budget: str | None, minutes: float | None) -> tuple[
     """(the recipe, the folder its relative paths are relative to): a YAML recipe with a search: section as it is,
     else a default search recipe around the checkpoint; --budget and --time override either."""
     from optkit.recipe import load_recipe, parse_recipe
-    from optkit.search.spec import SearchSpec
+    from optkit.searchspec import SearchSpec
 
     path = Path(source)
     if path.suffix in (".yaml", ".yml"):

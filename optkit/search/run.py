@@ -26,9 +26,7 @@ from pathlib import Path
 from optkit.recipe import EvalSpec, FidelitySpec, PerplexitySpec, Recipe
 from optkit.results import Report, SearchCandidate, SearchResult, StageTime
 from optkit.search import candidates as cands
-from optkit.search.spec import SearchSpec
-
-STAGES = {"screen": "1-screen", "perplexity": "2-perplexity", "benchmark": "3-benchmark"}
+from optkit.searchspec import STAGES, SearchSpec
 
 
 class Search:

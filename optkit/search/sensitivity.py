@@ -14,23 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from pydantic import BaseModel, Field
-
 from optkit.calibration import CalibrationSpec
 from optkit.results import GroupSensitivity, Sensitivity
+from optkit.searchspec import SensitivitySpec
 
 BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")
 FLOATS = ("F32", "F16", "BF16")
-
-
-class SensitivitySpec(BaseModel):
-    """A sensitivity job: the groups, the low type, how the rest is kept."""
-
-    low: str
-    groups: dict[str, str] = Field(description="group name -> regex on tensor names")
-    keep_type: str | None = Field(default=None, description="type of every other tensor (default: as in the source)")
-    calibration: CalibrationSpec
-    imatrix: CalibrationSpec | None = None
 
 
 def groups(types: dict[str, str], blocks: int) -> dict[str, str]:
@@ -103,10 +92,10 @@ def run_sensitivity_job(job, cand) -> None:
 
     from optkit import loading
     from optkit.calibration import calibration_batch
-    from optkit.engines.llamacpp.header import read
     from optkit.engines.llamacpp.methods import Quantize
     from optkit.engines.llamacpp.quant import compute_imatrix
     from optkit.engines.method import apply_steps
+    from optkit.gguf_header import read
     from optkit.progress import note
 
     spec: SensitivitySpec = job.sensitivity

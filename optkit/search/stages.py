@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from optkit.search import candidates as cands
+from optkit.searchspec import STAGES
 
 SHARE = {"screen": 0.4, "perplexity": 0.5, "benchmark": 1.0}  # of the time left a stage may use (the rest: later)
 
@@ -17,7 +18,7 @@ def source_tensors(s) -> tuple[dict, dict, dict]:
     for a float checkpoint, its f32 export as the sensitivity job records it (empty until then)."""
     if s.ckpt.kind == "gguf":
         from optkit.engines.llamacpp.engine import gguf_file
-        from optkit.engines.llamacpp.header import read
+        from optkit.gguf_header import read
 
         h = read(gguf_file(s.ckpt))
         return h.tensor_types, h.sizes, h.row_widths
@@ -28,10 +29,10 @@ def add_mixes(s, types: dict) -> None:
     """The sensitivity job for each low type (resumed from out/sensitivity-<low>.json), then the mixes it suggests."""
     from optkit import reuse
     from optkit.live import Board
-    from optkit.pipeline import _previous
     from optkit.pipeline import plan as make_plan
     from optkit.search.mix import mixes
-    from optkit.search.sensitivity import SensitivitySpec, groups
+    from optkit.search.sensitivity import groups
+    from optkit.searchspec import SensitivitySpec
 
     spec = s.spec.mixes
     requantize = any(t not in cands.FLOATS for t in types.values())
@@ -46,7 +47,7 @@ def add_mixes(s, types: dict) -> None:
             low=low, groups=groups(types, spec.blocks), calibration=s.spec.calibration,
             keep_type=spec.high or (None if requantize else "Q8_0"),
             imatrix=s.spec.imatrix if spec.imatrix else None)}))
-        done = _previous(out)  # kept when its inputs (the sensitivity spec among them) are the same: reuse.py
+        done = reuse.previous(out)  # kept when its inputs (the sensitivity spec among them) are the same: reuse.py
         if reuse.why_not(done, job) is not None or done.sensitivity is None:
             started = time.perf_counter()
             board = Board({variant.name: variant.name}, s.say)
@@ -191,12 +192,10 @@ def reuse_source(s, done: str, into: str, plan) -> None:
     of its content key but the benchmark's is the same as the new job's (reuse.py); it is stamped with the new
     job's key, since the stage needs its perplexity only."""
     from optkit import reuse
-    from optkit.pipeline import _previous
     from optkit.results import write_model
-    from optkit.search.run import STAGES
 
     dst = s.out / "stages" / STAGES[into] / "variants" / f"{cands.SOURCE}.json"
-    previous = _previous(s.out / "stages" / STAGES[done] / "variants" / f"{cands.SOURCE}.json")
+    previous = reuse.previous(s.out / "stages" / STAGES[done] / "variants" / f"{cands.SOURCE}.json")
     if dst.is_file() or previous is None or previous.status != "ok" or previous.key is None:
         return
     job = reuse.stamp(next(j for j in plan.jobs if j.variant.name == cands.SOURCE))
@@ -211,7 +210,6 @@ def benchmark(s, report) -> tuple[str | None, list[str]]:
     search's. Returns (chosen, notes)."""
     from optkit.report.analysis import frontier, rows
     from optkit.report.wording import recommendation
-    from optkit.search.run import STAGES
 
     rs = {r.name: r for r in rows(report)}
     front = set(frontier(list(rs.values())))

@@ -29,7 +29,8 @@ variants:
       - method: torch.dynamic_int8
 eval:
   perplexity: {max_tokens: 1024, window: 512, stride: 256}
-bench: {prompt_len: 32, gen_len: 8, warmup: 1, repeats: 3, max_repeats: 3, min_seconds: 0, paired_rounds: 0, roofline: false}
+bench: {prompt_len: 32, gen_len: 8, warmup: 1, repeats: 3, max_repeats: 3, min_seconds: 0, paired_rounds: 0,
+        roofline: false}
 """
 
 

@@ -142,12 +142,13 @@ def test_halves_that_disagree_flag_the_result_noisy():
 
 
 def test_drifting_halves_keep_the_benchmark_measuring_until_max_repeats():
-    from optkit.bench import _done, _Samples
+    from optkit.bench import _done
+    from optkit.meters.decode import Samples
 
     spec = BenchSpec(repeats=3, max_repeats=8, min_seconds=0)
-    drifting = _Samples(tps=[100, 101, 120, 121], decode_share=[0.0] * 4, prefill_share=[0.0] * 4,
+    drifting = Samples(tps=[100, 101, 120, 121], decode_share=[0.0] * 4, prefill_share=[0.0] * 4,
                         decode_s=1.0, clean_decode_s=1.0)
-    steady = _Samples(tps=[100, 101, 100, 102], decode_share=[0.0] * 4, prefill_share=[0.0] * 4,
+    steady = Samples(tps=[100, 101, 100, 102], decode_share=[0.0] * 4, prefill_share=[0.0] * 4,
                       decode_s=1.0, clean_decode_s=1.0)
     assert _done(steady, spec) and not _done(drifting, spec)
     drifting.tps += [140] * 4  # still drifting

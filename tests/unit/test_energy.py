@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from optkit.bench import _energy, _one_rep, _Samples
+from optkit.bench import _energy
+from optkit.meters.decode import Samples, one_rep
 from optkit.meters.energy import EnergyCounter
 from optkit.recipe import BenchSpec
 
@@ -37,9 +38,9 @@ def measure(counter, tiny_lm, reps=3):
 
     spec = BenchSpec(prompt_len=8, gen_len=8, min_seconds=0)
     prompt = torch.randint(3, tiny_lm.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
-    samples = _Samples()
+    samples = Samples()
     for _ in range(reps):
-        _one_rep(tiny_lm, prompt, spec.gen_len, counter, samples)
+        one_rep(tiny_lm, prompt, spec.gen_len, counter, samples)
     return samples, spec
 
 

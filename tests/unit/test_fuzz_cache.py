@@ -175,8 +175,8 @@ def test_fuzz_eval_cache_entries(cache, record_property):
 
 
 def test_fuzz_run_folder_results_and_reports(tmp_path, record_property):
-    from optkit.pipeline import _previous
     from optkit.results import Report, VariantResult, read_report
+    from optkit.reuse import previous
 
     variant = VariantResult(name="base", status="ok", key="a" * 24, key_parts={"recipe": "b" * 24})
     report = Report(run="r", created="now", checkpoint="c", baseline="base", variants=[variant],
@@ -188,7 +188,7 @@ def test_fuzz_run_folder_results_and_reports(tmp_path, record_property):
     for text in contents(rng, real, 1500):
         path.write_text(text)
         (tmp_path / "report.json").write_text(text)
-        results.run(lambda: "recomputed" if _previous(path) is None else "kept if its key matches", text)
+        results.run(lambda: "recomputed" if previous(path) is None else "kept if its key matches", text)
         reports.run(lambda: "read" if isinstance(read_report(tmp_path), Report) else "?", text)
     check(results, record_property, 1500)
     check(reports, record_property, 1500)

@@ -123,7 +123,7 @@ def tiny_gguf(path: Path) -> Path:
 
 def header_bytes(path: Path) -> tuple[bytes, int]:
     """The header (up to the aligned start of the tensor data) and the file's size."""
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     h = read(path)
     data = path.read_bytes()
@@ -136,7 +136,7 @@ class Fuzzer:
         self.path, self.cases, self.refused, self.read, self.tracebacks = folder / "case.gguf", 0, 0, 0, []
 
     def run(self, data: bytes, size: int, label: str) -> None:
-        from optkit.engines.llamacpp.header import read
+        from optkit.gguf_header import read
 
         with open(self.path, "wb") as fh:
             fh.write(data)
@@ -210,7 +210,7 @@ def test_bad_alignment_is_one_line(tmp_path, alignment, why):
     import numpy as np
     from gguf import GGUFWriter
 
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     path = tmp_path / "a.gguf"
     w = GGUFWriter(str(path), "llama")
@@ -230,7 +230,7 @@ def test_bad_alignment_is_one_line(tmp_path, alignment, why):
 
 
 def test_huge_lengths_and_counts_are_refused_without_allocating(tmp_path):
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     base = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
     cases = {

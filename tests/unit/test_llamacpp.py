@@ -103,7 +103,7 @@ def test_include_exclude_and_imatrix(tiny_gguf, text_file):
     q, (step,) = apply_steps(lm, [Step(method="gguf.quantize", params=params)])
     kept = {s.module for s in step.modules_skipped}
     assert kept == {"blk.0.ffn_down.weight", "blk.1.ffn_down.weight"}
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     types = read(q.path).tensor_types
     assert types["blk.0.ffn_down.weight"] == "F32" and types["blk.0.ffn_up.weight"] == "Q4_0"
@@ -118,8 +118,8 @@ def test_an_embedding_type_its_rows_do_not_fit_is_refused_before_quantizing(tiny
     """llama.cpp applies token_embedding_type without its fallback, writes rows a 256-block type cannot hold
     and then fails with "quantized data validation failed" (seen on SmolLM2's 576-wide rows): optkit names the
     tensor and the types that fit instead, before computing an imatrix or calling the quantizer."""
-    from optkit.engines.llamacpp.header import read
     from optkit.errors import RunError
+    from optkit.gguf_header import read
 
     _, lm, _ = pair(tiny_gguf, "llama")
     with pytest.raises(RunError, match=r"token_embedding_type Q4_K: token_embd.weight has rows of 64 weights, not a "
@@ -138,7 +138,7 @@ def test_k_and_iq_types_on_a_wide_model(tmp_path):
     """K and IQ types quantize 256-wide blocks: the 64-wide tiny model falls back to other types, this one not."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
     from tests.conftest import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "hf")

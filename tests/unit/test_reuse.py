@@ -100,8 +100,8 @@ def test_a_changed_sparsity_is_recomputed_not_kept(tmp_path, tiny_model, text_fi
 
 @pytest.mark.parametrize("content", ["[]", "{}", '{"name": 3}', "null", '"x"', "[[[[[[[[[[]]]]]]]]]]", "{\"name\""])
 def test_a_damaged_result_in_the_run_folder_is_recomputed_not_a_traceback(tmp_path, content):
-    from optkit.pipeline import _previous
+    from optkit.reuse import previous
 
     path = tmp_path / "v.json"
     path.write_text(content)
-    assert _previous(path) is None
+    assert previous(path) is None

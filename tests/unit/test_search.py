@@ -11,11 +11,12 @@ pytest.importorskip("llama_cpp")
 
 from optkit import checkpoints  # noqa: E402
 from optkit.calibration import CalibrationSpec  # noqa: E402
-from optkit.engines.llamacpp.header import read  # noqa: E402
+from optkit.gguf_header import read  # noqa: E402
 from optkit.job import VariantJob  # noqa: E402
 from optkit.recipe import ModelSpec, Variant, parse_text  # noqa: E402
 from optkit.results import VariantResult  # noqa: E402
-from optkit.search.sensitivity import SensitivitySpec, groups, members, quantize_params  # noqa: E402
+from optkit.search.sensitivity import groups, members, quantize_params  # noqa: E402
+from optkit.searchspec import SensitivitySpec  # noqa: E402
 from tests.conftest import optkit_cli  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from optkit.results import GroupSensitivity
 from optkit.search.candidates import bytes_per_token, tensor_types, uniform
 from optkit.search.mix import mixes, order
 from optkit.search.sensitivity import groups, members, quantize_params
-from optkit.search.spec import SearchSpec
+from optkit.searchspec import SearchSpec
 
 CLASSES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
 

@@ -50,7 +50,7 @@ def check_architecture(path: str) -> None:
     """transformers dequantizes GGUF files of the architectures it maps; others are refused before converting."""
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     arch = read(path).architecture
     known = sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))

@@ -85,8 +85,8 @@ class LlamaCppLM(LoadedModel):
     def __init__(self, path, config=None, params: int | None = None, device: str = "cpu",
                  threads: int | None = None, owner=None, fmt: str = "gguf"):
         from optkit.engines.llamacpp.config import from_header
-        from optkit.engines.llamacpp.header import read
         from optkit.engines.llamacpp.vocab import NativeTokenizer, native
+        from optkit.gguf_header import read
 
         self.path, self.owner = Path(path), owner
         self.config = config if config is not None else from_header(read(self.path))
@@ -292,7 +292,7 @@ def probe(path: Path) -> None:
                        f"{child.returncode}); convert the model again with llama.cpp's converter (gguf.export does) "
                        "or run the file in PyTorch (drop engine: llamacpp)")
     if answer.get("error"):
-        from optkit.engines.llamacpp.header import read
+        from optkit.gguf_header import read
 
         arch = read(path).architecture
         if "unknown model architecture" in answer["error"] or "unsupported model architecture" in answer["error"]:

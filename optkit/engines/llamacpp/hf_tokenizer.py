@@ -66,7 +66,7 @@ class Unsupported(Exception):
 
 def build(path):
     """A transformers PreTrainedTokenizerFast that tokenizes like llama.cpp does with the file's vocabulary."""
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     meta = read(Path(path), arrays=KEYS).metadata
     model = meta.get("tokenizer.ggml.model")

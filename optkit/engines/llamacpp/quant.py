@@ -209,8 +209,8 @@ def _params(params, threads: int, overrides: dict[str, str], imatrix: dict | Non
 
 def quantize(lm, dst, params) -> dict:
     """Write `dst` from lm's GGUF; the step's details, with "changed" (tensors whose type changed) and "skipped"."""
-    from optkit.engines.llamacpp.header import read
     from optkit.engines.llamacpp.lib import last_error, library
+    from optkit.gguf_header import read
 
     library()  # loaded (it is, with lm), and with the environment it needs
     header = read(lm.path)

@@ -170,7 +170,7 @@ def skipped(what: str, scored_with: str, why: str) -> TokenizerCheck:
 
 def refusal(result: TokenizerCheck, path) -> str:
     """The one line a disagreeing check stops a model with."""
-    from optkit.engines.llamacpp.header import read
+    from optkit.gguf_header import read
 
     try:
         model = read(path).metadata.get("tokenizer.ggml.model", "?")

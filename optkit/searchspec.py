@@ -1,6 +1,7 @@
 """What `optkit search` (or a recipe's `search:` section) asks for: the accuracy budget against the file the user
-started from, the time budget, the engines and types to explore, and the per-tensor mixes' settings. Only pydantic
-here: recipe.py imports it."""
+started from, the time budget, the engines and types to explore, and the per-tensor mixes' settings; and what one
+sensitivity job (search/sensitivity.py, run by a worker) measures. Only pydantic here, outside the search/ folder
+because recipe.py and job.py, below the search, hold these specs."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from optkit.calibration import CalibrationSpec
+from optkit.units import parse_fraction
 
 # uniform llama.cpp types tried by default: the 8- to 4-bit range a +5% budget can hold; those marked with an
 # importance matrix are tried with and without one (it helps the symmetric 4-bit and K types most)
 GGUF_TYPES = ["Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q5_K_M", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS"]
+# the search's stages, each a pipeline run in a folder of its own under the search's output
+STAGES = {"screen": "1-screen", "perplexity": "2-perplexity", "benchmark": "3-benchmark"}
 WITH_IMATRIX = ["Q4_K_M", "Q4_0", "IQ4_NL", "IQ4_XS"]
 
 
 def _fraction(value):
-    from optkit.recipe import parse_fraction
-
     return parse_fraction(value)
 
 
@@ -62,3 +64,13 @@ class SearchSpec(BaseModel):
 
     _fractions = field_validator("max_ppl_increase", "max_acc_drop", mode="before")(
         lambda v: None if v is None else _fraction(v))
+
+
+class SensitivitySpec(BaseModel):
+    """A sensitivity job: the groups, the low type, how the rest is kept."""
+
+    low: str
+    groups: dict[str, str] = Field(description="group name -> regex on tensor names")
+    keep_type: str | None = Field(default=None, description="type of every other tensor (default: as in the source)")
+    calibration: CalibrationSpec
+    imatrix: CalibrationSpec | None = None
