@@ -89,12 +89,11 @@ class OpenVinoEngine(Engine):
         model = OVModelForCausalLM.from_pretrained(folder, ov_config=dict(props), compile=True)
         tokenizer, checks, why = tokens.load(folder, ckpt.given)
         compiled = model.request.get_compiled_model()
-        settings = {key: str(compiled.get_property(key)) for key in ("INFERENCE_PRECISION_HINT",
-                                                                      "KV_CACHE_PRECISION", "INFERENCE_NUM_THREADS")}
-        if settings["INFERENCE_PRECISION_HINT"] != {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[
-                props["INFERENCE_PRECISION_HINT"]]:
+        settings = {key: _named(compiled.get_property(key)) for key in (
+            "INFERENCE_PRECISION_HINT", "KV_CACHE_PRECISION", "INFERENCE_NUM_THREADS")}
+        if settings["INFERENCE_PRECISION_HINT"] != props["INFERENCE_PRECISION_HINT"]:
             raise RunError(f"OpenVINO computes in {settings['INFERENCE_PRECISION_HINT']}, not the "
-                           f"{props['INFERENCE_PRECISION_HINT']} asked for, on this CPU")
+                           f"{props['INFERENCE_PRECISION_HINT']} asked for, on this CPU; set OPTKIT_OV_PRECISION")
         decoder = None
         max_len = min(getattr(config, "max_position_embeddings", None) or MAX_LEN, MAX_LEN)
         if why is None:
@@ -110,6 +109,11 @@ class OpenVinoEngine(Engine):
                   _param_count(config), settings, startup, decoder)
         lm.tokenizer_checks = checks
         return lm
+
+
+def _named(value) -> str:
+    """An OpenVINO property as text: element types by their short names (f32, u8)."""
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
 
 def _param_count(config) -> int:

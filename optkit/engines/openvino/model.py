@@ -36,7 +36,8 @@ class OvLM(LoadedModel):
 
     @property
     def dtype(self) -> str:
-        return "float32" if self.engine_settings.get("INFERENCE_PRECISION_HINT") == "f32" else "bfloat16"
+        hint = self.engine_settings.get("INFERENCE_PRECISION_HINT")
+        return {"f32": "float32", "f16": "float16"}.get(hint, "bfloat16")
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.glob("openvino_model.*"))
@@ -75,10 +76,6 @@ class OvLM(LoadedModel):
     def expect_decode(self, tokens: int) -> None:
         if self.decoder is not None:
             self.decoder.budget = tokens
-
-    @property
-    def threads(self) -> int | None:
-        return self.engine_settings.get("threads")
 
     def save(self, folder) -> str | None:
         import shutil
