@@ -9,8 +9,8 @@ and perplexity on the same windows within a relative 1e-4. int8 weights (per cha
 tiny model's perplexity by well under 20%.
 
 Cost: one process in the OpenVINO environment exports and loads both models and answers every member
-(openvino_probe.py), one `optkit run` (PyTorch baseline, OpenVINO f32, ov.compress int8: four workers and an
-export), and preflight refusals that start no worker."""
+(openvino_probe.py); one `optkit run` of an ov.compress int8 variant (a worker here, the export there, a worker
+there); one `optkit run` refused at preflight, and refusals in-process that start no worker."""
 
 import json
 import subprocess
@@ -105,36 +105,42 @@ def test_scores_and_decoding_match_pytorch(probed, family):
 
 
 @needs_env
-def test_run_hands_variants_to_openvino_and_compresses(models, tmp_path):
-    """`optkit run`: the Llama model in PyTorch, in OpenVINO (f32) and int8-compressed by ov.compress (the step in
-    optkit's environment, the export in OpenVINO's, measured there): one report, the environment recorded."""
+def test_run_compresses_in_optkit_and_measures_in_openvino(models, tmp_path):
+    """`optkit run`: an int8 variant whose ov.compress step runs in optkit's environment (the model saved, the export
+    and NNCF in OpenVINO's), measured in OpenVINO's (two workers, one result), its environment and precision
+    recorded; its perplexity against PyTorch's fp32 on the same windows, computed here. (The float export is
+    checked against PyTorch above, through the probe: one OpenVINO worker fewer.)"""
     import yaml
+
+    from optkit import checkpoints, loading
+    from optkit.evaluators import perplexity
+    from optkit.recipe import PerplexitySpec
 
     text = tmp_path / "corpus.txt"
     text.write_text(CORPUS)
+    spec = {"path": str(text), "max_tokens": 200, "window": 64, "stride": 32}
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({
-        "name": "ov-handoff", "model": {"checkpoint": str(models["llama"])}, "baseline": "torch",
-        "variants": [{"name": "torch"}, {"name": "ov-f32", "engine": "openvino"},
-                     {"name": "ov-int8", "engine": "openvino", "steps": [{"method": "ov.compress"}]}],
-        "eval": {"perplexity": {"path": str(text), "max_tokens": 200, "window": 64, "stride": 32}},
+        "name": "ov-handoff", "model": {"checkpoint": str(models["llama"])}, "eval": {"perplexity": spec},
+        "variants": [{"name": "ov-int8", "engine": "openvino", "steps": [{"method": "ov.compress"}]}],
         "bench": None}))
     res = optkit_cli("run", str(recipe), "--out", str(tmp_path / "run"), timeout=600,
                      env={"OPTKIT_CACHE": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr[-3000:]
-    by = {v["name"]: v for v in json.loads((tmp_path / "run" / "report.json").read_text())["variants"]}
-    assert all(v["status"] == "ok" for v in by.values()), {k: v.get("error") for k, v in by.items()}
-    ppl = {k: v["accuracy"][0]["value"] for k, v in by.items()}
-    assert ppl["ov-f32"] == pytest.approx(ppl["torch"], rel=1e-4)
-    int8 = by["ov-int8"]
+    [int8] = json.loads((tmp_path / "run" / "report.json").read_text())["variants"]
+    assert int8["status"] == "ok", int8.get("error")
     assert int8["engine"] == "openvino" and int8["format"] == "openvino"
-    [step] = int8["steps"]
+    [step] = int8["steps"]  # the first worker's record, kept in the merge
     assert step["method"] == "ov.compress" and step["details"]["weight_types"].get("u8", 0) > 0
-    assert any("q_proj" in m for m in step["modules_changed"])
+    assert {f"model.layers.{i}.self_attn.q_proj.weight" for i in (0, 1)} <= {m.removeprefix("self.")
+                                                                             for m in step["modules_changed"]}
     run = int8["engine_run"]
     assert run["environment"].startswith("openvino-") and run["versions"]["nncf"]
-    assert run["settings"]["INFERENCE_PRECISION_HINT"] == "f32"
-    assert ppl["ov-int8"] != ppl["ov-f32"] and abs(ppl["ov-int8"] / ppl["ov-f32"] - 1) < 0.2
+    assert run["settings"]["INFERENCE_PRECISION_HINT"] == "f32" and run["settings"]["KV_CACHE_PRECISION"] == "f32"
+    # int8 weights move a random tiny model's perplexity a little, not a lot
+    fp32 = perplexity.evaluate(loading.load(checkpoints.resolve(str(models["llama"]))), PerplexitySpec(**spec))
+    ppl = int8["accuracy"][0]["value"]
+    assert ppl != pytest.approx(fp32[0].value, rel=1e-6) and abs(ppl / fp32[0].value - 1) < 0.2
 
 
 def _bad_recipe(folder: Path, text: Path, params: dict) -> dict:

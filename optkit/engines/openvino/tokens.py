@@ -1,9 +1,11 @@
 """The tokenizer an OpenVINO model is scored and served with. optkit scores with the folder's Hugging Face tokenizer
-(the same tokenizer.json optkit's environment reads); openvino-genai serves with the OpenVINO tokenizer converted
-from it (export.py). Where that conversion exists the two are held together on the fixed sample (ids as text and as
-a prompt, and decode back) and a model whose ids differ is refused with one line: its perplexity would not be the
-served model's. Where the conversion failed (GGUF-derived byte-level BPE), nothing serves with another tokenizer:
-the check is recorded as skipped, with why, and decoding goes through OVModelForCausalLM with the HF tokenizer.
+(the same tokenizer.json optkit's environment reads, through the same tokenizers library); openvino-genai serves
+with the OpenVINO tokenizer converted from it (export.py). Where that conversion exists the two are held together on
+the fixed sample (ids as text and as a prompt, and decode back): openvino-genai decodes the benchmark only when they
+agree. Where they disagree (SmolLM2's GGUF-derived byte-level BPE: emoji and symbols split differently) or the
+conversion failed, the check is recorded (disagrees / skipped, with the first difference or why) and decoding goes
+through OVModelForCausalLM with the model's own tokenizer, so no number optkit reports comes from other ids. A
+folder whose HF tokenizer does not load is refused with one line.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def load(folder: Path, what: str):
 
     from optkit.engines.openvino.export import marker
 
-    hf = AutoTokenizer.from_pretrained(folder)
+    try:
+        hf = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 - any library failure: the folder's tokenizer is unusable here
+        raise BadInput(f"{what}: its tokenizer does not load in OpenVINO's environment (transformers "
+                       f"{transformers.__version__}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                       "use engine: torch") from None
     scored_with = f"transformers {transformers.__version__}'s tokenizer on {Path(folder).name}"
     if not (Path(folder) / "openvino_tokenizer.xml").is_file():
         why = marker(folder).get("genai_tokenizer_problem") or "the folder has no openvino_tokenizer.xml"
@@ -66,7 +73,6 @@ def load(folder: Path, what: str):
     check = compare(hf, openvino_genai.Tokenizer(str(folder)), what, scored_with)
     if check.result != "agrees":
         failing = check.mismatches + check.round_trip_failures
-        raise BadInput(f"OpenVINO's tokenizer for {what} disagrees with the one optkit scores it with on {failing} of "
-                       f"{check.samples} samples, {check.detail}; optkit will not score it in OpenVINO (its ids would "
-                       "not be the served model's): use engine: torch, or report it with the tokenizer's type")
+        return hf, [check], (f"openvino-tokenizers' conversion disagrees with the model's tokenizer on {failing} of "
+                             f"{check.samples} samples, {check.detail}")
     return hf, [check], None
