@@ -102,8 +102,9 @@ class OpenVinoEngine(Engine):
             decoder = GenAIDecoder(folder, props, config.vocab_size, max_len)
             settings["decoding"] = "openvino_genai.ContinuousBatchingPipeline (what LLMPipeline runs on CPU)"
         else:
-            settings["decoding"] = f"optimum-intel OVModelForCausalLM: openvino-genai cannot load it ({why})"
-        settings["weights"] = json.dumps((export.marker(folder) or {}).get("compression"))
+            settings["decoding"] = f"optimum-intel OVModelForCausalLM, not openvino-genai: {why}"
+        compression = export.marker(folder).get("compression")
+        settings["weights"] = json.dumps(compression) if compression else "float32 (no compression)"
         startup = {"export": round(exported - started, 2), "total": round(time.perf_counter() - started, 2)}
         lm = OvLM(model, folder, "openvino" if ckpt.format == "openvino" else ckpt.format, tokenizer, config,
                   _param_count(config), settings, startup, decoder)

@@ -74,14 +74,15 @@ def exported(source: Path, compression: Compression | None = None) -> Path:
     return out
 
 
-def _quantization(compression: Compression):
+def _quantization(compression: Compression, source: Path):
     from optimum.intel import OVWeightQuantizationConfig
 
     data = bool(compression.awq or compression.scale_estimation)
     return OVWeightQuantizationConfig(
         bits=compression.bits, sym=compression.sym, group_size=compression.group_size, ratio=compression.ratio,
         quant_method="awq" if compression.awq else "default", scale_estimation=compression.scale_estimation or None,
-        dataset=list(compression.texts) if data else None, num_samples=len(compression.texts) if data else None)
+        dataset=list(compression.texts) if data else None, num_samples=len(compression.texts) if data else None,
+        tokenizer=str(source) if data else None)
 
 
 def write(source: Path, out: Path, compression: Compression | None = None) -> dict:
@@ -91,7 +92,7 @@ def write(source: Path, out: Path, compression: Compression | None = None) -> di
     from transformers import AutoTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    options = {"quantization_config": _quantization(compression)} if compression else {"load_in_8bit": False}
+    options = {"quantization_config": _quantization(compression, source)} if compression else {"load_in_8bit": False}
     model = OVModelForCausalLM.from_pretrained(source, export=True, compile=False, **options)
     model.save_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(source)
