@@ -56,8 +56,10 @@ class OpenVinoEngine(Engine):
         properties()  # a bad setting: one line now, before any worker
         if trust_remote_code:
             raise BadInput("the OpenVINO engine does not run remote code; drop trust_remote_code or use engine: torch")
-        plain = replace(ckpt, kind="folder", format="hf") if ckpt.format == "openvino" else ckpt
-        info = TorchEngine().describe(plain, dtype, device, trust_remote_code, trust_pickle)
+        ir = ckpt.format == "openvino"
+        plain = replace(ckpt, kind="folder", format="hf") if ir else ckpt
+        # an IR folder's openvino_model.bin is OpenVINO's weight blob, not pickle: only the config is read here
+        info = TorchEngine().describe(plain, dtype, device, trust_remote_code, trust_pickle or ir)
         info.format = "hf" if ckpt.format == "gguf" else ckpt.format
         return info
 
