@@ -106,7 +106,11 @@ class OpenVinoEngine(Engine):
         else:
             settings["decoding"] = f"optimum-intel OVModelForCausalLM, not openvino-genai: {why}"
         compression = export.marker(folder).get("compression")
-        settings["weights"] = json.dumps(compression) if compression else "float32 (no compression)"
+        settings["weights"] = json.dumps(compression) if compression else "as the IR holds them"
+        kinds, _ = export.weights(folder / export.XML)
+        total = sum(kinds.values()) or 1
+        settings["weight_types"] = ", ".join(f"{k} {n / total:.0%}" for k, n in sorted(kinds.items(), key=lambda kv:
+                                                                                       -kv[1]) if n / total >= 0.01)
         startup = {"export": round(exported - started, 2), "total": round(time.perf_counter() - started, 2)}
         lm = OvLM(model, folder, "openvino" if ckpt.format == "openvino" else ckpt.format, tokenizer, config,
                   _param_count(config), settings, startup, decoder)
