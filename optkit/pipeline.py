@@ -42,6 +42,7 @@ def plan(recipe: Recipe, source: str = "<recipe>", base_dir: Path | None = None,
     from optkit.finite import check_weights
 
     trust = trust or Trust()
+    preflight.check_names(recipe, source)
     device = device or preflight.resolve_device(recipe.device)
     ckpt = checkpoints.resolve(recipe.model.checkpoint, base_dir, recipe.model.revision)
     preflight.check_variants(recipe, ckpt, device, source, trust)

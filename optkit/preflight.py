@@ -72,6 +72,32 @@ def _params(method, step, where: str):
         raise BadInput(f"{where}: params.{field}: {err['msg']} (params allowed: {allowed})") from None
 
 
+def _named_step(step, where: str):
+    """The step's method and its validated params: what its name and the recipe alone can tell."""
+    try:
+        method = registry.get(step.method)
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
+    params = _params(method, step, where)
+    if step.auto_exclude is not None and not method.supports_auto_exclude:
+        raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
+                       "remove auto_exclude from this step")
+    return method, params
+
+
+def check_names(recipe: Recipe, source: str) -> None:
+    """What names and params alone can tell (an unknown method or engine, a bad param), checked before the device
+    is probed or the checkpoint's config is read: a typo costs no torch or transformers import."""
+    for i, variant in enumerate(recipe.variants):
+        if variant.engine:
+            try:
+                registry.engines.get(variant.engine)
+            except BadInput as exc:
+                raise BadInput(f"{source}: variants[{i}] ({variant.name}) engine {variant.engine}: {exc}") from None
+        for n, step in enumerate(variant.steps, 1):
+            _named_step(step, f"{source}: variants[{i}] ({variant.name}) step {n} ({step.method})")
+
+
 def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, source: str) -> None:
     variant = recipe.variants[index]
     info = ModelInfo(linears=info.linears, dtype=info.dtype, device=device, format=info.format)
@@ -79,15 +105,8 @@ def check_variant(index: int, recipe: Recipe, info: ModelInfo, device: str, sour
     chain = []  # (method, params) of every step, for the engine's own check of what they make
     for n, step in enumerate(variant.steps, 1):
         where = f"{source}: variants[{index}] ({variant.name}) step {n} ({step.method})"
-        try:
-            method = registry.get(step.method)
-        except BadInput as exc:
-            raise BadInput(f"{where}: {exc}") from None
-        params = _params(method, step, where)
+        method, params = _named_step(step, where)
         chain.append((method, params))
-        if step.auto_exclude is not None and not method.supports_auto_exclude:
-            raise BadInput(f"{where}: does not support auto_exclude (it changes no layer's precision); "
-                           "remove auto_exclude from this step")
         if step.auto_exclude is not None:
             try:
                 calibration_file(step.auto_exclude.calibration.path)
