@@ -127,7 +127,10 @@ def _resolve(given: str, base_dir: Path | None) -> Checkpoint:
 
 def _folder_format(path: Path) -> str:
     """An HF folder's format from its config: compressed-tensors (llm-compressor's output, whoever wrote it) is
-    packed, so float-only methods refuse it and the report flags its timing; anything else is taken as float."""
+    packed, so float-only methods refuse it and the report flags its timing; an OpenVINO IR folder (optimum-cli
+    export openvino) is OpenVINO's; anything else is taken as float."""
+    if (path / "openvino_model.xml").is_file():
+        return "openvino"
     try:
         quant = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
     except (OSError, ValueError, AttributeError, RecursionError):

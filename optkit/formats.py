@@ -41,6 +41,7 @@ BUILTIN = {f.name: f for f in (
     Format("onnx-quantized", "onnxruntime", "an onnxruntime-quantized ONNX model", packed=True,
            artifact="onnx-folder"),
     Format("gguf", "llamacpp", "a GGUF file", artifact="gguf-file"),
+    Format("openvino", "openvino", "an OpenVINO IR folder", packed=True, artifact="openvino-folder"),
     Format("replay", "torch", "an optkit replay artifact", packed=True),
 )}
 

@@ -25,10 +25,11 @@ DIRECT = ("folder", "hub", "artifact")  # checkpoint kinds an engine in its own 
 
 
 def engine_of(job) -> str | None:
-    """The variant's engine when it has an environment of its own and this process is not in it; else None."""
+    """The variant's engine when it has an environment of its own and this process is not in it; else None. The
+    engine the variant starts in: the one it names, else its checkpoint format's (an OpenVINO IR folder)."""
     from optkit import envs
 
-    name = job.variant.engine
+    name = job.engine
     spec = envs.spec_of(name) if name else None
     if spec is None or envs.inside(spec):
         return None

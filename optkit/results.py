@@ -327,6 +327,8 @@ class EngineRun(Data):
     startup_seconds: dict[str, float] = Field(default_factory=dict, description="starting the engine: total, and "
                                               "the parts the engine reports (compile, engine_init); eager=1: "
                                               "no compilation")
+    settings: dict[str, str] = Field(default_factory=dict, description="what the engine computes with, as it "
+                                     "reports it (OpenVINO: precision hint, KV cache precision, decoding path)")
 
 
 class VariantResult(Data):

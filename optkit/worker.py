@@ -180,10 +180,10 @@ def _deployable(lm, job: VariantJob, cand: VariantResult) -> None:
     """What the variant runs in, and the file to deploy where the model is one file (kept out of a step's
     temporary folder, so the report can name it)."""
     cand.engine, cand.format = lm.engine, lm.format
-    if lm.startup_seconds:  # an engine with a costly start (vLLM): reported apart from its speed
+    if lm.startup_seconds or lm.engine_settings:  # a costly start (vLLM), reported apart from its speed
         from optkit.results import EngineRun
 
-        cand.engine_run = EngineRun(startup_seconds=dict(lm.startup_seconds))
+        cand.engine_run = EngineRun(startup_seconds=dict(lm.startup_seconds), settings=dict(lm.engine_settings))
     if job.keep_in and not job.save_to:
         path = lm.keep(Path(job.keep_in), job.variant.name)
         cand.file = str(path) if path else None

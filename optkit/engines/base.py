@@ -42,6 +42,8 @@ class LoadedModel(ABC):
     # what starting the engine cost, apart from its steady-state speed ("total", "compile" seconds); an engine
     # with a heavy start (vLLM: compilation, KV cache) fills it and the result records it
     startup_seconds: dict[str, float] = {}
+    # settings the engine reports it computes with (OpenVINO's precision hints), recorded with the result
+    engine_settings: dict[str, str] = {}
 
     @property
     @abstractmethod
