@@ -164,19 +164,6 @@ def _config(ckpt, trust_remote_code: bool):
     return config, model
 
 
-def _check_gguf_architecture(path: str) -> None:
-    """transformers dequantizes GGUF files of the architectures it maps; others are refused before converting."""
-    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
-
-    from optkit.gguf_header import read
-
-    arch = read(path).architecture
-    known = sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
-    if arch not in GGUF_CONFIG_MAPPING:
-        raise BadInput(f"{path}: transformers cannot read GGUF architecture {arch!r} (it reads {', '.join(known)}); "
-                       "give the model as an HF folder")
-
-
 def _tokenizer(ckpt, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
@@ -215,10 +202,10 @@ class TorchEngine(Engine):
         """Linear shapes from the config alone (meta tensors: no weights are read)."""
         import torch
 
-        from optkit.engines.llamacpp.convert import hf_folder
+        from optkit.engines.llamacpp.convert import check_architecture, hf_folder
 
         if ckpt.kind == "gguf":
-            _check_gguf_architecture(ckpt.location)
+            check_architecture(ckpt.location)
             folder = Path(hf_folder(ckpt, say=_say).location)
             _checked_tokenizer(folder, ckpt.given)  # a tokenizer that disagrees with llama.cpp's: exit 2 here
         elif ckpt.kind != "hub":
