@@ -100,13 +100,20 @@ def _result(names, halves, shares, fell, w: WorkloadSpec, rounds: int, limit: fl
     obj = w.objective
     clean = [i for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit)]
     usable = sorted((i for i in range(len(shares)) if i not in fell), key=lambda i: shares[i] or 0.0)
+    every_fell = not usable  # no round left to drop to: all are kept, and the figure says so
+    if every_fell:
+        usable = sorted(range(len(shares)), key=lambda i: shares[i] or 0.0)
     keep = sorted(clean if len(clean) >= rounds else usable[:rounds])
     pairs = [(halves["a"][i], halves["b"][i]) for i in keep]
     seen = [shares[i] for i in keep]
 
     def ratios(values: list[float]):
         st = stats(values, "x", seen, rounds, limit)
-        if fell and st.noisy:
+        if every_fell:
+            st.noisy = True
+            st.noisy_reason = (st.noisy_reason + "; " if st.noisy_reason else "") + \
+                "every round collapsed (one side over 2x slower than its fast halves): kept, not to be trusted"
+        elif fell and st.noisy:
             st.noisy_reason += f"; {len(fell)} collapsed rounds were dropped"
         return st
 

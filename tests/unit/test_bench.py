@@ -93,7 +93,8 @@ def test_prompt_lens_give_one_time_to_first_token_each(tiny_lm):
     points = result.prefill_by_prompt_len
     assert [p.prompt_len for p in points] == [4, 16, 480]  # sorted, prompt_len always included
     assert points[1].prefill_ms == result.prefill_ms  # the decode run's prefill is not measured twice
-    assert all(p.prefill_ms.median > 0 and p.prefill_ms.n >= 5 for p in points)
+    # at least `repeats` samples each; a jittery one set aside as collapsed is counted, not used
+    assert all(p.prefill_ms.median > 0 and p.prefill_ms.n + p.prefill_ms.collapsed >= 5 for p in points)
     # contention only ever adds time, so the fastest samples show the work: 120x the tokens cost more
     assert points[2].prefill_ms.p10 > points[0].prefill_ms.p10
     e2e = result.e2e_ms

@@ -99,9 +99,10 @@ def test_engines_without_an_environment_run_here_and_vllm_declares_one():
     from optkit.handoff import engine_of
     from optkit.recipe import Variant
 
-    class Job:
+    class Job:  # what engine_of reads of a VariantJob: the engine the variant starts in
         def __init__(self, engine):
             self.variant = Variant(name="v", engine=engine)
+            self.engine = engine or "torch"
 
     assert envs.spec_of("torch") is None and engine_of(Job("torch")) is None and engine_of(Job(None)) is None
     spec = envs.spec_of("vllm")
