@@ -60,3 +60,25 @@ def test_latency_objective_and_a_collapse_is_retried(tiny_lm):
     duel = head_to_head(Delayed(tiny_lm, 0.004), slow, ("a", "b"), w, SPEC, min_round_s=0.1, rounds=4)
     assert duel.unit == "ms" and duel.collapsed >= 1 and duel.retried >= 1 and duel.rounds >= 5
     assert 0.6 < duel.speedup.median < 1.6  # the same model both sides: no difference once the collapse is out
+
+
+def test_every_round_collapsed_is_kept_and_flagged_not_a_crash():
+    """When each round has a collapsed half (here a's round 0 and b's round 1, 10x slower), no round is left to
+    drop to: all are used, and the speed-up says it is not to be trusted (it failed on an empty median before)."""
+    from optkit.duel import _result
+    from optkit.workload import Totals
+
+    point = WorkloadPoint(prompt=8, output=4)
+    w = WorkloadSpec(requests=[point])
+
+    def totals(decode_s):
+        t = Totals()
+        t.add(point, 1, decode_s, 1.0, 1.0 + decode_s * 1000)
+        return t
+
+    halves = {"a": [totals(1.0), totals(0.1)], "b": [totals(0.2), totals(2.0)]}
+    fell = {0, 1}  # as _fell finds them over longer runs: each round has one collapsed half
+    result = _result(("a", "b"), halves, [0.0, 0.0], fell, w, rounds=2, limit=0.5, min_round_s=0.0)
+    ratios = sorted([(4 / 1.0) / (4 / 0.2), (4 / 0.1) / (4 / 2.0)])  # a's decode speed over b's, per round
+    assert result.decode_speedup.median == pytest.approx(sum(ratios) / 2)
+    assert result.decode_speedup.noisy and "every round collapsed" in result.decode_speedup.noisy_reason
