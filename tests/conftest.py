@@ -200,3 +200,14 @@ def tiny_gguf(tmp_path_factory):
         return made[family]
 
     return get
+
+
+def torch_logprobs(folder: Path, ids: list[int]):
+    """PyTorch's log-softmax over one sequence of a saved model, from the definition (float32): what the engines
+    in their own environments (vLLM, OpenVINO) are held against."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)

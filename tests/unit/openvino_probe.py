@@ -6,17 +6,16 @@ model: importing optimum-intel and exporting are the cost."""
 import json
 import sys
 
+from engine_probe import decode_perplexity_bench
+
 
 def probe(folder: str, ask: dict, other: str) -> dict:
     import openvino_genai
     import torch
 
-    from optkit.bench import run_bench
     from optkit.checkpoints import Checkpoint
     from optkit.engines.openvino import tokens
     from optkit.engines.openvino.engine import OpenVinoEngine
-    from optkit.evaluators import perplexity
-    from optkit.recipe import BenchSpec, PerplexitySpec
 
     lm = OpenVinoEngine().load(Checkpoint(folder, "folder", folder, "hf"), "float32")
     ids = ask["ids"]
@@ -31,19 +30,7 @@ def probe(folder: str, ask: dict, other: str) -> dict:
     again, _ = lm.logits(torch.tensor([ids[10:]]), state)
     out["cache_error"] = max(float((torch.cat([first, rest], 1) - whole).abs().max()),
                              float((again - rest).abs().max()))
-    lm.expect_decode(5)
-    logits, past = lm.start(torch.tensor([ids[:8], ids[4:12]]))
-    rows = [logits.argmax(-1)]
-    for _ in range(5):
-        logits, past = lm.step(rows[-1][:, None], past)
-        rows.append(logits.argmax(-1))
-    out["stepped"] = torch.stack(rows, dim=1).tolist()
-    spec = PerplexitySpec(path=ask["text_file"], max_tokens=200, window=64, stride=32)
-    out["perplexity"] = perplexity.evaluate(lm, spec)[0].value
-    bench = run_bench(lm, BenchSpec(prompt_len=16, gen_len=4, warmup=0, repeats=1, max_repeats=1, min_seconds=0,
-                                    batch_sizes=[1, 2], roofline=False, paired_rounds=0))
-    out["bench"] = {"decode": bench.decode_tokens_per_s.median, "prefill_ms": bench.prefill_ms.median,
-                    "batches": [p.batch_size for p in bench.throughput]}
+    out.update(decode_perplexity_bench(lm, ids, ask["text_file"]))
     # another model's OpenVINO tokenizer held against this one's: the check that refuses a disagreeing pair
     from pathlib import Path
 

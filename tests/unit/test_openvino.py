@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from optkit import envs
-from tests.conftest import CORPUS, build_family_model, optkit_cli
+from tests.conftest import CORPUS, build_family_model, optkit_cli, torch_logprobs
 
 SPEC = envs.spec_of("openvino")
 ENV = envs.ready(SPEC)
@@ -32,14 +32,6 @@ FAMILIES = ("llama", "qwen3")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("ov-models")
     return {f: build_family_model(f, root / f, seed=5) for f in FAMILIES}
-
-
-def _torch_logprobs(folder: Path, ids: list[int]) -> torch.Tensor:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,7 @@ def test_scores_and_decoding_match_pytorch(probed, family):
 
     got, ask, folder, text_file = probed[family]
     ids = ask["ids"]
-    logp = _torch_logprobs(folder, ids)
+    logp = torch_logprobs(folder, ids)
     assert got["token_logprobs"] == pytest.approx([float(logp[i - 1, ids[i]]) for i in range(1, len(ids))],
                                                   abs=1e-4)
     assert got["cache_error"] < 1e-4

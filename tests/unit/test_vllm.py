@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from optkit import envs
-from tests.conftest import CORPUS, FAMILIES, build_family_model, optkit_cli
+from tests.conftest import CORPUS, FAMILIES, build_family_model, optkit_cli, torch_logprobs
 
 SPEC = envs.spec_of("vllm")
 ENV = envs.ready(SPEC)
@@ -32,14 +32,6 @@ def models(tmp_path_factory):
         return {f: build_family_model(f, root / f, seed=3) for f in HEAD_32}
 
 
-def _torch_logprobs(folder: Path, ids: list[int]) -> torch.Tensor:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
-
-
 @pytest.fixture(scope="module")
 def probed(models, tmp_path_factory):
     """Every member's answer from vLLM, and PyTorch's log-probs for the same ids."""
@@ -51,14 +43,14 @@ def probed(models, tmp_path_factory):
     ask, ref = {"models": {k: str(v) for k, v in models.items()}}, {}
     for family, folder in models.items():
         ids = AutoTokenizer.from_pretrained(folder)(CORPUS[:200])["input_ids"][:24]
-        logp = _torch_logprobs(folder, ids)
+        logp = torch_logprobs(folder, ids)
         order = logp.argsort(dim=-1, descending=True)
         index = torch.cat([order[:, :4], order[:, -4:]], dim=1)  # 4 likely tokens, 4 vLLM's top-8 will not hold
         pairs = [(ids[:10], ids[10:13]), (ids[:5], ids[5:6]), (ids[:12], [int(order[11, 0]), int(order[11, -1])])]
         ask[family] = {"ids": ids, "index": index.tolist(), "pairs": pairs, "text": CORPUS[:300],
                        "text_file": str(text_file)}
         ref[family] = {"logp": logp, "ids": ids, "index": index, "pairs": pairs, "folder": folder,
-                       "pair_logp": [_torch_logprobs(folder, ctx + cont) for ctx, cont in pairs]}
+                       "pair_logp": [torch_logprobs(folder, ctx + cont) for ctx, cont in pairs]}
     (tmp / "ask.json").write_text(json.dumps(ask))
     env = envs.worker_env(ENV)
     env["OPTKIT_VLLM_EAGER"] = "1"

@@ -6,15 +6,14 @@ cost (imports alone take ~30 s on 2 busy cores)."""
 import json
 import sys
 
+from engine_probe import decode_perplexity_bench
+
 
 def probe(folder: str, ask: dict) -> dict:
     import torch
 
-    from optkit.bench import run_bench
     from optkit.checkpoints import Checkpoint
     from optkit.engines.vllm.engine import VllmEngine
-    from optkit.evaluators import perplexity
-    from optkit.recipe import BenchSpec, PerplexitySpec
 
     lm = VllmEngine().load(Checkpoint(folder, "folder", folder, "hf"), "float32")
     ids = ask["ids"]
@@ -27,20 +26,7 @@ def probe(folder: str, ask: dict) -> dict:
     out["top1"] = top1.tolist()
     out["loglikelihoods"] = lm.loglikelihoods([tuple(p) for p in ask["pairs"]])
     out["generated"] = lm.generate_greedy([(ids[:8], 6, [])])[0]
-    lm.expect_decode(5)
-    logits, past = lm.start(torch.tensor([ids[:8], ids[4:12]]))
-    rows = [logits.argmax(-1)]
-    for _ in range(5):
-        logits, past = lm.step(rows[-1][:, None], past)
-        rows.append(logits.argmax(-1))
-    out["stepped"] = torch.stack(rows, dim=1).tolist()
-    spec = PerplexitySpec(path=ask["text_file"], max_tokens=200, window=64, stride=32)
-    out["perplexity"] = perplexity.evaluate(lm, spec)[0].value
-    bench = run_bench(lm, BenchSpec(prompt_len=16, gen_len=4, warmup=0, repeats=1, max_repeats=1, min_seconds=0,
-                                    batch_sizes=[1, 2], roofline=False, paired_rounds=0))
-    out["bench"] = {"decode": bench.decode_tokens_per_s.median, "prefill_ms": bench.prefill_ms.median,
-                    "batches": [p.batch_size for p in bench.throughput], "memory_source": bench.peak_memory_source,
-                    "peak_mb": bench.peak_memory_mb}
+    out.update(decode_perplexity_bench(lm, ids, ask["text_file"]))
     lm.llm.llm_engine.engine_core.shutdown()  # before the next model's engine starts
     return out
 
