@@ -21,3 +21,18 @@ SAMPLE = (
     "a",
     "",
 )
+
+
+def id_mismatches(text: str, ours, theirs, whose: str) -> tuple[int, str]:
+    """One sample text tokenized both ways optkit tokenizes it (as text, and as a prompt), by `ours(text, prompt)`
+    and `theirs(text, prompt)`: how many of the two disagree, and the first difference in words ("" if none)."""
+    mismatches, detail = 0, ""
+    for prompt in (False, True):
+        a, b = ours(text, prompt), theirs(text, prompt)
+        if a != b:
+            mismatches += 1
+            if not detail:
+                i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                detail = (f"first at {text[:40]!r} ({'as a prompt' if prompt else 'as text'}): token {i}: "
+                          f"ours {a[i:i + 4]}, {whose} {b[i:i + 4]}")
+    return mismatches, detail

@@ -21,7 +21,7 @@ import time
 import weakref
 from pathlib import Path
 
-from optkit.common.sample import SAMPLE
+from optkit.common.sample import SAMPLE, id_mismatches
 from optkit.errors import RunError
 from optkit.results import TokenizerCheck
 
@@ -124,10 +124,6 @@ def sample_texts(native: NativeTokenizer | None = None) -> list[str]:
     return texts
 
 
-def _first_difference(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
 def check(tokenizer, native: NativeTokenizer, what: str, scored_with: str) -> TokenizerCheck:
     """Compare `tokenizer` (HF-like: __call__, decode) with llama.cpp's on the fixed sample in both ways optkit
     tokenizes: text as text (no special tokens added or parsed: perplexity, fidelity, calibration) and text as a
@@ -137,15 +133,11 @@ def check(tokenizer, native: NativeTokenizer, what: str, scored_with: str) -> To
     texts = sample_texts(native)
     mismatches, round_trips, detail = 0, 0, ""
     for text in texts:
-        for prompt in (False, True):
-            ours = list(tokenizer(text, add_special_tokens=prompt, split_special_tokens=not prompt)["input_ids"])
-            theirs = native.encode(text, prompt, split_special_tokens=not prompt)
-            if ours != theirs:
-                mismatches += 1
-                if not detail:
-                    i = _first_difference(ours, theirs)
-                    detail = (f"first at {text[:40]!r} ({'as a prompt' if prompt else 'as text'}): token {i}: "
-                              f"ours {ours[i:i + 4]}, llama.cpp's {theirs[i:i + 4]}")
+        missed, first = id_mismatches(
+            text, lambda t, prompt: list(tokenizer(t, add_special_tokens=prompt,
+                                                   split_special_tokens=not prompt)["input_ids"]),
+            lambda t, prompt: native.encode(t, prompt, split_special_tokens=not prompt), "llama.cpp's")
+        mismatches, detail = mismatches + missed, detail or first
         if text in SAMPLE and tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) != text:
             round_trips += 1  # prose without special tokens must come back as it went in
             if not detail:

@@ -13,13 +13,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from optkit.common.sample import SAMPLE
+from optkit.common.sample import SAMPLE, id_mismatches
 from optkit.errors import BadInput
 from optkit.results import TokenizerCheck
-
-
-def _first_difference(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def compare(hf, native, what: str, scored_with: str) -> TokenizerCheck:
@@ -27,15 +23,12 @@ def compare(hf, native, what: str, scored_with: str) -> TokenizerCheck:
     started = time.perf_counter()
     mismatches, round_trips, detail = 0, 0, ""
     for text in SAMPLE:
-        for prompt in (False, True):
-            ours = list(hf(text, add_special_tokens=prompt, split_special_tokens=not prompt)["input_ids"])
-            theirs = [int(t) for t in native.encode(text, add_special_tokens=prompt).input_ids.data[0]]
-            if ours != theirs:
-                mismatches += 1
-                if not detail:
-                    i = _first_difference(ours, theirs)
-                    detail = (f"first at {text[:40]!r} ({'as a prompt' if prompt else 'as text'}): token {i}: "
-                              f"ours {ours[i:i + 4]}, OpenVINO's {theirs[i:i + 4]}")
+        missed, first = id_mismatches(
+            text,
+            lambda t, prompt: list(hf(t, add_special_tokens=prompt, split_special_tokens=not prompt)["input_ids"]),
+            lambda t, prompt: [int(i) for i in native.encode(t, add_special_tokens=prompt).input_ids.data[0]],
+            "OpenVINO's")
+        mismatches, detail = mismatches + missed, detail or first
         ids = hf(text, add_special_tokens=False)["input_ids"]
         if native.decode(ids, skip_special_tokens=False) != text:
             round_trips += 1
