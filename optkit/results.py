@@ -214,6 +214,10 @@ class Sensitivity(Data):
                                     "type's move below")
     type_ms_saved: dict[str, Num] = Field(default_factory=dict, description="source tensor type -> decode ms per "
                                             "token saved when every tensor of it moves to the low type (head to head)")
+    uniform_speedup: dict[str, Num] = Field(default_factory=dict, description="type -> decode speed-up of the whole "
+                                            "file in it over the source, head to head (the forecast's order)")
+    keep_type: str | None = Field(default=None, description="the type mixes keep their other groups in; None: "
+                                  "each tensor's type in the source")
     groups: list[GroupSensitivity] = Field(default_factory=list)
     seconds: Num = 0.0
 
@@ -235,6 +239,9 @@ class SearchCandidate(Data):
     ppl_tokens: int | None = None
     bytes_per_token: Num | None = Field(default=None, description="weights read per decoded token (forecast)")
     bound_tokens_per_s: Num | None = Field(default=None, description="memory bandwidth / bytes_per_token")
+    timed_speedup: Num | None = Field(default=None, description="forecast: decode speed-up over the source as the "
+                                      "sensitivity job timed it (uniform: its whole file; mix: the source's time less "
+                                      "what its groups' moves saved)")
     speedup: Stats | None = Field(default=None, description="objective speed-up vs the source, paired in one process")
     size_mb: Num | None = None
     file: str | None = None

@@ -71,6 +71,9 @@ class SensitivitySpec(BaseModel):
 
     low: str
     groups: dict[str, str] = Field(description="group name -> regex on tensor names")
-    keep_type: str | None = Field(default=None, description="type of every other tensor (default: as in the source)")
+    keep_type: str | None = Field(default=None, description="type of every other tensor (default: as in the source, "
+                                  "or Q8_0 where `uniform` timed it faster than the source here)")
     calibration: CalibrationSpec
     imatrix: CalibrationSpec | None = None
+    uniform: list[str] = Field(default_factory=list, description="whole-file types timed head to head with the "
+                               "source, for the forecast's order")

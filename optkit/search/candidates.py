@@ -75,10 +75,10 @@ def other_engines(spec: SearchSpec) -> list[Variant]:
             for engine in spec.engines if engine != "llamacpp" for name, steps in ENGINE_FORMATS[engine]]
 
 
-def mixed(ckpt, spec: SearchSpec, mix: Mix, low: str, source_types: dict[str, str]) -> Variant:
+def mixed(ckpt, spec: SearchSpec, mix: Mix, low: str, source_types: dict[str, str], keep: str | None) -> Variant:
+    """keep: the type the other groups stay in, as the sensitivity job measured them (None: as in the source)."""
     requantize = any(t not in FLOATS for t in source_types.values())
-    high = spec.mixes.high or (None if requantize else "Q8_0")
-    params = quantize_params(low, mix.patterns, high, requantize, spec.imatrix if spec.mixes.imatrix else None)
+    params = quantize_params(low, mix.patterns, keep, requantize, spec.imatrix if spec.mixes.imatrix else None)
     return _variant(ckpt, mix.name, params)
 
 

@@ -3,9 +3,11 @@
 Stages, cheapest first; a candidate leaves at the first stage that shows it cannot win, and the report keeps it
 with that stage and the reason:
 
-    sensitivity  one job: each tensor group quantized alone, KL from the source on calibration text (mixes only)
-    forecast     no run: bytes read per decoded token bound decode speed; a candidate whose bound is below the
-                 source's measured speed cannot beat it (decode objective)
+    sensitivity  one job: each tensor group quantized alone, KL from the source on calibration text, and each
+                 uniform type's whole file timed head to head with the source (mixes only)
+    forecast     no run: the timed speed-ups order the candidates (a mix's: the source's time less what its groups'
+                 moves saved); timed clearly slower than the source, or bound by bytes read per decoded token below
+                 the source's measured speed, a candidate cannot win (decode objective)
     screen       a run: KL and perplexity on a few hundred test tokens; out when the paired 95% CI is all over budget
     perplexity   a run: perplexity on ppl_tokens with its paired CI; out when it is over budget
     benchmark    a run: the workload benchmark, paired against the source in one process, the contenders timed

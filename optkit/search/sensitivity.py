@@ -20,6 +20,7 @@ from optkit.searchspec import SensitivitySpec
 
 BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")
 FLOATS = ("F32", "F16", "BF16")
+KEEP_FASTER = 1.05  # Q8_0 timed at least this much faster than the source: mixes keep their other groups in it
 
 
 def groups(types: dict[str, str], blocks: int) -> dict[str, str]:
@@ -111,6 +112,11 @@ def run_sensitivity_job(job, cand) -> None:
         ref = [torch.log_softmax(lm.logits(w[None])[0][0].float(), -1) for w in windows]
     if spec.imatrix is not None:
         compute_imatrix(lm, spec.imatrix)  # once: each group's quantize finds it in the cache
+    uniform = uniform_speedups(lm, spec, requantize, job.bench)
+    if spec.keep_type is None and requantize and uniform.get("Q8_0", 0.0) > KEEP_FASTER:
+        # Q8_0 holds any 4- to 6-bit block to within 1/254 of its range: keeping the other groups in it costs next
+        # to nothing and buys its speed where it decodes faster than the source's own types (SmolLM2's Q4_1 here)
+        spec = spec.model_copy(update={"keep_type": "Q8_0"})
     out = []
     for i, (name, pattern) in enumerate(spec.groups.items(), 1):
         note(f"sensitivity: group {i}/{len(spec.groups)} ({name})")
@@ -134,6 +140,7 @@ def run_sensitivity_job(job, cand) -> None:
                                    tokens=int(windows.numel()), imatrix=spec.imatrix is not None, groups=out,
                                    source_ms=source_ms, type_ms_saved={k: v * _of_type(k, types, sizes, spec)[1]
                                                                        for k, v in saved.items()},
+                                   uniform_speedup=uniform, keep_type=spec.keep_type,
                                    seconds=time.perf_counter() - started)
 
 
@@ -143,19 +150,52 @@ def _of_type(kind: str, types: dict, sizes: dict, spec: SensitivitySpec) -> tupl
     return names, sum(sizes[n] for n in names)
 
 
+def _workload(bench):
+    from optkit.recipe import BenchSpec, WorkloadPoint, WorkloadSpec
+
+    bench = bench or BenchSpec()
+    return WorkloadSpec(requests=[WorkloadPoint(prompt=bench.prompt_len, output=bench.gen_len)]), bench
+
+
+def _timed(lm, other, label: str, bench) -> tuple[float, float]:
+    """(lm's, other's) decode ms per token, timed head to head in this process (3 interleaved rounds of >= 0.5 s)."""
+    from optkit.duel import head_to_head
+
+    w, bench = _workload(bench)
+    duel = head_to_head(lm, other, ("source", label), w, bench, min_round_s=0.5, rounds=3)
+    src, new = (1000 / side.decode_tokens_per_s for side in duel.sides)
+    return src, new
+
+
+def uniform_speedups(lm, spec: SensitivitySpec, requantize: bool, bench) -> dict[str, float]:
+    """Each of spec.uniform as a whole file, its decode timed head to head with the source: what this machine does
+    with each type, which bytes per token do not tell (on SmolLM2 here Q8_0 decodes faster than Q4_1 with twice the
+    bytes, and Q6_K slower)."""
+    from optkit.engines.llamacpp.methods import NEEDS_IMATRIX, Quantize
+    from optkit.progress import note
+
+    out = {}
+    for kind in spec.uniform:
+        if kind in NEEDS_IMATRIX and spec.imatrix is None:
+            continue
+        note(f"sensitivity: timing the whole file in {kind}, head to head with the source")
+        other, _ = Quantize().apply(lm, Quantize.Params(type=kind, allow_requantize=requantize,
+                                                        imatrix=spec.imatrix if kind in NEEDS_IMATRIX else None))
+        src, new = _timed(lm, other, kind, bench)
+        out[kind] = src / new
+        del other
+    return out
+
+
 def type_savings(lm, spec: SensitivitySpec, types: dict, sizes: dict, requantize: bool,
                  bench) -> tuple[float | None, dict]:
     """(the source's decode ms per token, {type: ms saved per token per weight}): for each type the groups' tensors
     are kept in, every such tensor moved to the low type at once and timed head to head against the source on this
     machine. The low type's gain is mostly its kernel here (Q4_1 -> Q4_0 saves a tenth of the bytes, its AVX2
     kernel far more time), so this, not bytes, is what a mix buys with each group."""
-    from optkit.duel import head_to_head
     from optkit.engines.llamacpp.methods import Quantize
     from optkit.progress import note
-    from optkit.recipe import BenchSpec, WorkloadPoint, WorkloadSpec
 
-    bench = bench or BenchSpec()
-    w = WorkloadSpec(requests=[WorkloadPoint(prompt=bench.prompt_len, output=bench.gen_len)])
     kinds = sorted({spec.keep_type or types[n] for p in spec.groups.values() for n in members(p, types)})
     per_weight, source_ms = {}, None
     if spec.keep_type:  # a float source: what a mix keeps is keep_type, so that is what the low type is timed against
@@ -169,8 +209,7 @@ def type_savings(lm, spec: SensitivitySpec, types: dict, sizes: dict, requantize
         params = Quantize.Params.model_validate(quantize_params(
             spec.low, [f"^{re.escape(n)}$" for n in names], None, requantize, spec.imatrix))
         other, _ = Quantize().apply(lm, params)
-        duel = head_to_head(lm, other, ("source", kind), w, bench, min_round_s=0.5, rounds=3)
-        src, new = (1000 / side.decode_tokens_per_s for side in duel.sides)
+        src, new = _timed(lm, other, kind, bench)
         per_weight[kind], source_ms = (src - new) / max(1, weights), source_ms or src
         del other
     return source_ms, per_weight

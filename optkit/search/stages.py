@@ -11,6 +11,7 @@ from optkit.search import candidates as cands
 from optkit.searchspec import STAGES
 
 SHARE = {"screen": 0.4, "perplexity": 0.5, "benchmark": 1.0}  # of the time left a stage may use (the rest: later)
+SLOWER = 0.9  # timed below this share of the source's decode speed (3 short rounds): out at the forecast
 
 
 def source_tensors(s) -> tuple[dict, dict, dict]:
@@ -46,7 +47,7 @@ def add_mixes(s, types: dict) -> None:
         job = reuse.stamp(job.model_copy(update={"eval": None, "sensitivity": SensitivitySpec(
             low=low, groups=groups(types, spec.blocks), calibration=s.spec.calibration,
             keep_type=spec.high or (None if requantize else "Q8_0"),
-            imatrix=s.spec.imatrix if spec.imatrix else None)}))
+            imatrix=s.spec.imatrix if spec.imatrix else None, uniform=_uniform_types(s))}))
         done = reuse.previous(out)  # kept when its inputs (the sensitivity spec among them) are the same: reuse.py
         if reuse.why_not(done, job) is not None or done.sensitivity is None:
             started = time.perf_counter()
@@ -60,15 +61,40 @@ def add_mixes(s, types: dict) -> None:
             s.say(f"search: the sensitivity job for {low} failed ({done.error if done else 'not run'}); no {low} "
                   "mixes")
             continue
-        s.sensitivity = done.sensitivity
-        for mix in mixes(done.sensitivity.groups, low, spec.points):
-            s.add(cands.mixed(s.ckpt, s.spec, mix, low, types), "mix", predicted_kl=mix.predicted_kl,
-                  low_share=mix.low_share)
+        s.sensitivity = sens = done.sensitivity
+        for mix in mixes(sens.groups, low, spec.points):
+            s.add(cands.mixed(s.ckpt, s.spec, mix, low, types, sens.keep_type), "mix", predicted_kl=mix.predicted_kl,
+                  low_share=mix.low_share, timed_speedup=_mix_speedup(sens, mix))
+        for r in s.records.values():
+            kind = r.steps[-1]["params"]["type"].upper() if r.kind == "uniform" and r.steps and \
+                r.steps[-1]["method"] == "gguf.quantize" else None
+            if kind in sens.uniform_speedup:
+                r.timed_speedup = sens.uniform_speedup[kind]
+
+
+def _uniform_types(s) -> list[str]:
+    """The uniform candidates' llama.cpp types, each timed once by the sensitivity job (with or without an
+    importance matrix, a type decodes alike)."""
+    kinds = [v.steps[-1].params["type"].upper() for n, v in s.variants.items()
+             if s.records[n].kind == "uniform" and v.steps and v.steps[-1].method == "gguf.quantize"]
+    return sorted(set(kinds))
+
+
+def _mix_speedup(sens, mix) -> float | None:
+    """A mix's decode speed-up over the source as timed: the kept file's time (the source's, or its keep_type's
+    whole-file time) less what its groups' moves saved, each timed against that file."""
+    moved = [g for g in sens.groups if g.group in mix.groups]
+    keep = sens.uniform_speedup.get(sens.keep_type, None) if sens.keep_type else 1.0
+    if not sens.source_ms or keep is None or any(g.ms_saved is None for g in moved):
+        return None
+    left = sens.source_ms - sum(g.ms_saved for g in moved)
+    return keep * sens.source_ms / left if left > 0 else None
 
 
 def forecast(s, bench_report, types: dict, sizes: dict, widths: dict) -> None:
     """Bytes per decoded token and the bound they set (memory bandwidth / bytes); with the decode objective, a
-    candidate whose bound is below the source's measured decode speed cannot beat it and leaves. GGUF candidates
+    candidate timed slower than the source by the sensitivity job, or whose bound is below the source's measured
+    decode speed, cannot beat it and leaves. GGUF candidates
     are priced tensor by tensor from the source's header, the other engines' by optkit plan's forecast."""
     from optkit.meters.roofline import device_speed
 
@@ -89,7 +115,10 @@ def forecast(s, bench_report, types: dict, sizes: dict, widths: dict) -> None:
         if not r.bytes_per_token:
             continue
         r.bound_tokens_per_s = bandwidth / r.bytes_per_token
-        if objective == "decode" and measured and r.bound_tokens_per_s < measured:
+        if objective == "decode" and r.timed_speedup is not None and r.timed_speedup < SLOWER:
+            s.leave(name, "forecast", f"decodes {r.timed_speedup:.2f}x the source's speed, timed head to head by the "
+                    "sensitivity job")
+        elif objective == "decode" and measured and r.bound_tokens_per_s < measured:
             s.leave(name, "forecast", f"reads {r.bytes_per_token / 1e6:.0f} MB per token: at most "
                     f"{r.bound_tokens_per_s:.0f} tokens/s at {bandwidth / 1e9:.1f} GB/s, and the source decodes "
                     f"{measured:.0f}")
@@ -149,10 +178,10 @@ def perplexity(s, report) -> None:
 
 
 def priority(s, name: str) -> tuple:
-    """Who goes first when time runs short: the likely fastest (fewest bytes per token, most weights in the low
-    type), then the most accurate."""
+    """Who goes first when time runs short: the likely fastest (timed fastest by the sensitivity job, else most
+    weights in the low type, fewest bytes per token), then the most accurate."""
     r = s.records[name]
-    return (-(r.low_share or 0.0), r.bytes_per_token or float("inf"), r.ppl_delta or 0.0)
+    return (-(r.timed_speedup or 0.0), -(r.low_share or 0.0), r.bytes_per_token or float("inf"), r.ppl_delta or 0.0)
 
 
 def fit_time(s, stage: str, names: list[str]) -> list[str]:
@@ -169,20 +198,22 @@ def fit_time(s, stage: str, names: list[str]) -> list[str]:
     room = s.left_s() * SHARE[stage]
     fits = max(1, int(room // per)) if per else len(names)
     for n in names[fits:]:
-        s.leave(n, s.records[n].stage, f"time budget: {stage} needs ~{per:.0f} s per candidate and "
-                f"{max(0.0, s.left_s()):.0f} s of the {s.spec.time_budget_min:g} minutes are left")
+        s.leave(n, s.records[n].stage, f"time budget: {stage} needs ~{per:.0f} s per candidate; its share "
+                f"({SHARE[stage]:.0%}) of the {max(0.0, s.left_s()):.0f} s left of {s.spec.time_budget_min:g} "
+                f"minutes fits {fits}, taken in order of forecast speed")
     return names[:fits]
 
 
 def _cost(s, stage: str) -> float | None:
-    """Seconds per candidate of a stage, from what ran: the source's own benchmark for the screen (a build and a
-    short evaluation: x0.6) and for the benchmark stage (paired rounds, a share of the head-to-heads: x2.5), the
-    screen for perplexity (a longer text: x1.5)."""
+    """Seconds per candidate of a stage, from what ran: the source's own benchmark run for the screen (a build and a
+    short evaluation) and for the benchmark stage (paired rounds, a share of the head-to-heads), the screen for
+    perplexity (a longer text). The factors are what the demo model's search measured (benchmarks/search_demo.py on
+    2 cores: source run 59 s; per candidate screen 14.6 s, perplexity 35 s, benchmark 34 s)."""
     done = {t.stage: t for t in s.stages}
     first = next((t for t in s.stages if t.stage == "benchmark"), None)
     if stage == "perplexity" and "screen" in done and done["screen"].candidates:
-        return 1.5 * done["screen"].wall_s / (done["screen"].candidates + 1)
-    factor = {"screen": 0.6, "benchmark": 2.5}.get(stage)
+        return 2.4 * done["screen"].wall_s / (done["screen"].candidates + 1)
+    factor = {"screen": 0.25, "benchmark": 0.6}.get(stage)
     return factor * first.wall_s if factor and first else None
 
 

@@ -29,7 +29,8 @@ def test_sensitivity_job_matches_a_plain_kl(tiny_gguf, text_file, family):
     _, path, _ = tiny_gguf(family)
     header = read(path)
     calib = CalibrationSpec(samples=2, seq_len=32, path=str(text_file))
-    spec = SensitivitySpec(low="Q4_0", groups=groups(header.tensor_types, 1), keep_type="Q8_0", calibration=calib)
+    spec = SensitivitySpec(low="Q4_0", groups=groups(header.tensor_types, 1), keep_type="Q8_0", calibration=calib,
+                           uniform=["Q8_0"])
     job = VariantJob(variant=Variant(name="s", engine="llamacpp"), checkpoint=checkpoints.resolve(str(path)),
                      model=ModelSpec(checkpoint=str(path)), device="cpu", sensitivity=spec)
     cand = VariantResult(name="s", status="ok")
@@ -39,7 +40,8 @@ def test_sensitivity_job_matches_a_plain_kl(tiny_gguf, text_file, family):
     assert sum(g.weights for g in sens.groups) == sum(header.sizes[n] for n in matrices)
     assert sens.tokens == 64 and all(g.kl >= 0 for g in sens.groups) and max(g.kl for g in sens.groups) > 0
     # a float source's mixes keep Q8_0: moving all of it to Q4_0 was timed against it, each group gets its share
-    assert list(sens.type_ms_saved) == ["Q8_0"] and sens.source_ms > 0
+    assert list(sens.type_ms_saved) == ["Q8_0"] and sens.source_ms > 0 and sens.keep_type == "Q8_0"
+    assert list(sens.uniform_speedup) == ["Q8_0"] and sens.uniform_speedup["Q8_0"] > 0  # the whole file, timed
     assert all(g.ms_saved == pytest.approx(sens.type_ms_saved["Q8_0"] * g.weights / sum(x.weights for x in
                sens.groups)) for g in sens.groups)
     worst = max(sens.groups, key=lambda g: g.kl)

@@ -84,3 +84,27 @@ def test_uniform_candidates_skip_the_sources_own_type_and_need_imatrix_where_lla
     assert names == ["q4_0", "q4_0-imatrix", "iq2_xxs-imatrix"]
     v = uniform(ckpt, spec, smollm_like())[0]
     assert v.engine == "llamacpp" and v.steps[0].params == {"type": "Q4_0", "allow_requantize": True}
+
+
+def test_timed_forecast_orders_candidates_and_prices_mixes_against_the_kept_file():
+    from types import SimpleNamespace
+
+    from optkit.results import SearchCandidate, Sensitivity
+    from optkit.search.mix import Mix
+    from optkit.search.stages import _mix_speedup, priority
+
+    row = {"pattern": "x", "tensors": 1, "weights": 10, "bytes_saved": 1, "kl": 0.01}
+    sens = Sensitivity(low="Q4_0", source_ms=8.0, keep_type="Q8_0", uniform_speedup={"Q8_0": 1.25, "Q6_K": 0.8},
+                       groups=[GroupSensitivity(group="a", ms_saved=2.0, **row),
+                               GroupSensitivity(group="b", ms_saved=1.0, **row)])
+    mix = Mix(name="m", groups=["a"], patterns=["x"], predicted_kl=0.01, low_share=0.5)
+    # kept groups in Q8_0, timed 1.25x the source; the move saves 2 of the Q8_0 file's 8 ms: 1.25 * 8 / 6
+    assert _mix_speedup(sens, mix) == pytest.approx(1.25 * 8 / 6)
+    assert _mix_speedup(sens.model_copy(update={"keep_type": None}), mix) == pytest.approx(8 / 6)
+    assert _mix_speedup(sens.model_copy(update={"uniform_speedup": {}}), mix) is None  # kept file never timed
+    rec = {"q8_0": dict(kind="uniform", timed_speedup=1.25, bytes_per_token=2e8),  # twice the bytes, timed fastest
+           "q4_k_m": dict(kind="uniform", timed_speedup=1.1, bytes_per_token=1e8),
+           "mix": dict(kind="mix", low_share=0.5, timed_speedup=1.2, bytes_per_token=1.5e8),
+           "torch-bf16": dict(kind="uniform", bytes_per_token=3e8)}  # another engine: never timed, last
+    s = SimpleNamespace(records={n: SearchCandidate(name=n, stage="forecast", **f) for n, f in rec.items()})
+    assert sorted(rec, key=lambda n: priority(s, n)) == ["q8_0", "mix", "q4_k_m", "torch-bf16"]
