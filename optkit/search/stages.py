@@ -27,7 +27,8 @@ def source_tensors(s) -> tuple[dict, dict, dict]:
 
 
 def add_mixes(s, types: dict) -> None:
-    """The sensitivity job for each low type (resumed from out/sensitivity-<low>.json), then the mixes it suggests."""
+    """The sensitivity job for each low type (resumed from out/sensitivity-<low>.json), then the mixes it suggests.
+    The first job that runs times the uniform types and decides the type mixes keep; the others reuse both."""
     from optkit import reuse
     from optkit.live import Board
     from optkit.pipeline import plan as make_plan
@@ -37,6 +38,7 @@ def add_mixes(s, types: dict) -> None:
 
     spec = s.spec.mixes
     requantize = any(t not in cands.FLOATS for t in types.values())
+    keep, timed = spec.high or (None if requantize else "Q8_0"), {}
     for low in spec.low:
         out = s.out / f"sensitivity-{low.lower()}.json"
         variant = cands.source_variant(s.ckpt).model_copy(update={"name": f"sensitivity-{low.lower()}",
@@ -46,8 +48,8 @@ def add_mixes(s, types: dict) -> None:
         job = make_plan(recipe, "search sensitivity", s.base_dir, device=s.device, trust=s.trust).jobs[0]
         job = reuse.stamp(job.model_copy(update={"eval": None, "sensitivity": SensitivitySpec(
             low=low, groups=groups(types, spec.blocks), calibration=s.spec.calibration,
-            keep_type=spec.high or (None if requantize else "Q8_0"),
-            imatrix=s.spec.imatrix if spec.imatrix else None, uniform=_uniform_types(s))}))
+            keep_type=keep, imatrix=s.spec.imatrix if spec.imatrix else None,
+            uniform=[] if timed else _uniform_types(s))}))
         done = reuse.previous(out)  # kept when its inputs (the sensitivity spec among them) are the same: reuse.py
         if reuse.why_not(done, job) is not None or done.sensitivity is None:
             started = time.perf_counter()
@@ -62,14 +64,15 @@ def add_mixes(s, types: dict) -> None:
                   "mixes")
             continue
         s.sensitivity = sens = done.sensitivity
+        keep, timed = sens.keep_type, timed or sens.uniform_speedup
         for mix in mixes(sens.groups, low, spec.points):
-            s.add(cands.mixed(s.ckpt, s.spec, mix, low, types, sens.keep_type), "mix", predicted_kl=mix.predicted_kl,
-                  low_share=mix.low_share, timed_speedup=_mix_speedup(sens, mix))
-        for r in s.records.values():
-            kind = r.steps[-1]["params"]["type"].upper() if r.kind == "uniform" and r.steps and \
-                r.steps[-1]["method"] == "gguf.quantize" else None
-            if kind in sens.uniform_speedup:
-                r.timed_speedup = sens.uniform_speedup[kind]
+            s.add(cands.mixed(s.ckpt, s.spec, mix, low, types, keep), "mix", predicted_kl=mix.predicted_kl,
+                  low_share=mix.low_share, timed_speedup=_mix_speedup(sens, mix, timed))
+    for r in s.records.values():
+        kind = r.steps[-1]["params"]["type"].upper() if r.kind == "uniform" and r.steps and \
+            r.steps[-1]["method"] == "gguf.quantize" else None
+        if kind in timed:
+            r.timed_speedup = timed[kind]
 
 
 def _uniform_types(s) -> list[str]:
@@ -80,11 +83,11 @@ def _uniform_types(s) -> list[str]:
     return sorted(set(kinds))
 
 
-def _mix_speedup(sens, mix) -> float | None:
+def _mix_speedup(sens, mix, timed: dict) -> float | None:
     """A mix's decode speed-up over the source as timed: the kept file's time (the source's, or its keep_type's
-    whole-file time) less what its groups' moves saved, each timed against that file."""
+    whole-file time, from `timed`) less what its groups' moves saved, each timed against that file."""
     moved = [g for g in sens.groups if g.group in mix.groups]
-    keep = sens.uniform_speedup.get(sens.keep_type, None) if sens.keep_type else 1.0
+    keep = timed.get(sens.keep_type, None) if sens.keep_type else 1.0
     if not sens.source_ms or keep is None or any(g.ms_saved is None for g in moved):
         return None
     left = sens.source_ms - sum(g.ms_saved for g in moved)

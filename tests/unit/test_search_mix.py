@@ -99,9 +99,9 @@ def test_timed_forecast_orders_candidates_and_prices_mixes_against_the_kept_file
                                GroupSensitivity(group="b", ms_saved=1.0, **row)])
     mix = Mix(name="m", groups=["a"], patterns=["x"], predicted_kl=0.01, low_share=0.5)
     # kept groups in Q8_0, timed 1.25x the source; the move saves 2 of the Q8_0 file's 8 ms: 1.25 * 8 / 6
-    assert _mix_speedup(sens, mix) == pytest.approx(1.25 * 8 / 6)
-    assert _mix_speedup(sens.model_copy(update={"keep_type": None}), mix) == pytest.approx(8 / 6)
-    assert _mix_speedup(sens.model_copy(update={"uniform_speedup": {}}), mix) is None  # kept file never timed
+    assert _mix_speedup(sens, mix, sens.uniform_speedup) == pytest.approx(1.25 * 8 / 6)
+    assert _mix_speedup(sens.model_copy(update={"keep_type": None}), mix, {}) == pytest.approx(8 / 6)
+    assert _mix_speedup(sens, mix, {}) is None  # the kept file never timed
     rec = {"q8_0": dict(kind="uniform", timed_speedup=1.25, bytes_per_token=2e8),  # twice the bytes, timed fastest
            "q4_k_m": dict(kind="uniform", timed_speedup=1.1, bytes_per_token=1e8),
            "mix": dict(kind="mix", low_share=0.5, timed_speedup=1.2, bytes_per_token=1.5e8),
