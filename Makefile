@@ -127,10 +127,11 @@ browser:
 
 # Two test processes (files kept whole, so a file's fixtures and its Ray cluster stay in one): most tests spend
 # their time in one-threaded Python (imports, worker processes), so two keep both cores of a small machine busy.
+# Files go out longest first (tests/conftest.py orders them; xdist's own reorder, by test count, is off).
 TEST_WORKERS ?= 2
 test: check-tools
 	@$(MAKE) --no-print-directory -j4 $(STAMP) browser $(ENGINE_ENVS)
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check optkit tests benchmarks
