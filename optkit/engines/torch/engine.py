@@ -10,6 +10,22 @@ from optkit.engines.base import Engine, LoadedModel, ModelInfo
 from optkit.errors import BadInput, RunError
 
 
+def _skip_sklearn() -> None:
+    """transformers' auto classes import scikit-learn (with SciPy and pandas) for one thing only, assisted
+    generation's confidence threshold (generation/candidate_generator.py), which optkit never runs: 1.5-2.3 s of
+    every process that loads a model here, measured with -X importtime. Told that scikit-learn is absent before
+    that module loads, they skip it; lm-eval still imports scikit-learn itself for the metrics that need it."""
+    import sys
+
+    if "transformers.generation.candidate_generator" not in sys.modules:
+        import transformers.utils
+
+        transformers.utils.is_sklearn_available = lambda: False
+
+
+_skip_sklearn()  # this module is imported only to load or describe a model through transformers
+
+
 class TorchLM(LoadedModel):
     """A PyTorch causal LM with its tokenizer."""
 
