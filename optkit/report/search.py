@@ -13,11 +13,14 @@ W, H, PAD, RIGHT = 720, 360, 60, 200
 
 
 def _speed(c: SearchCandidate, src_bound: float | None) -> tuple[float | None, bool]:
-    """(x, measured): the paired speed-up against the source where benchmarked, else bound / source's bound."""
+    """(x, measured): the paired speed-up against the source where benchmarked, else the sensitivity job's short
+    timing, else bound / source's bound."""
     if c.kind == "source":
         return 1.0, True
     if c.speedup is not None:
         return c.speedup.median, True
+    if c.timed_speedup:
+        return c.timed_speedup, False
     if c.bound_tokens_per_s and src_bound:
         return c.bound_tokens_per_s / src_bound, False
     return None, False
@@ -61,6 +64,9 @@ def search_lines(res: SearchResult | None) -> list[str]:
         out.append(f"sensitivity ({len(ranked)} groups, each alone in {sens.low}, KL on {sens.tokens} calibration "
                    f"tokens); moved first: " + ", ".join(f"{g.group} {g.kl:.4f}" for g in ranked[:4])
                    + "; kept longest: " + ", ".join(f"{g.group} {g.kl:.4f}" for g in ranked[-4:]))
+    if sens and sens.uniform_speedup:
+        out.append("whole files timed head to head with the source (the forecast's order): "
+                   + ", ".join(f"{k} {v:.2f}x" for k, v in sorted(sens.uniform_speedup.items(), key=lambda kv: -kv[1])))
     return out
 
 

@@ -68,6 +68,8 @@ def add_mixes(s, types: dict) -> None:
         for mix in mixes(sens.groups, low, spec.points):
             s.add(cands.mixed(s.ckpt, s.spec, mix, low, types, keep), "mix", predicted_kl=mix.predicted_kl,
                   low_share=mix.low_share, timed_speedup=_mix_speedup(sens, mix, timed))
+    if s.sensitivity is not None:  # the report's table: the last job's groups, the first one's whole-file timings
+        s.sensitivity = s.sensitivity.model_copy(update={"uniform_speedup": timed})
     for r in s.records.values():
         kind = r.steps[-1]["params"]["type"].upper() if r.kind == "uniform" and r.steps and \
             r.steps[-1]["method"] == "gguf.quantize" else None
