@@ -99,8 +99,8 @@ def _mix_speedup(sens, mix, timed: dict) -> float | None:
 def forecast(s, bench_report, types: dict, sizes: dict, widths: dict) -> None:
     """Bytes per decoded token and the bound they set (memory bandwidth / bytes); with the decode objective, a
     candidate timed slower than the source by the sensitivity job, or whose bound is below the source's measured
-    decode speed, cannot beat it and leaves. GGUF candidates
-    are priced tensor by tensor from the source's header, the other engines' by optkit plan's forecast."""
+    decode speed, cannot beat it and leaves. GGUF candidates are priced tensor by tensor from the source's header,
+    the other engines' by optkit plan's forecast."""
     from optkit.meters.roofline import device_speed
 
     src = next((c for c in bench_report.variants if c.name == cands.SOURCE), None)
