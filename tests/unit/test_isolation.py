@@ -69,8 +69,12 @@ def test_the_orchestrator_gone_takes_the_whole_group(tmp_path, how):
     """kill -9 (nothing of the orchestrator runs: the kernel's parent-death signal and the worker's guard do it),
     Ctrl-C and SIGTERM (the orchestrator kills the group as it unwinds)."""
     pids = tmp_path / "pids"
-    code = ORCHESTRATOR if how != signal.SIGTERM else \
-        "import signal, sys\nsignal.signal(signal.SIGTERM, lambda s, f: sys.exit(143))\n" + ORCHESTRATOR
+    prelude = {  # SIGINT as a terminal's Ctrl-C delivers it: a suite started in the background by a non-interactive
+        # shell inherits SIGINT ignored, and Python then leaves it ignored
+        signal.SIGINT: "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n",
+        signal.SIGTERM: "import signal, sys\nsignal.signal(signal.SIGTERM, lambda s, f: sys.exit(143))\n",
+    }
+    code = prelude.get(how, "") + ORCHESTRATOR
     orchestrator = subprocess.Popen([sys.executable, "-c", code, str(pids), str(tmp_path / "log")], env=env())
     worker, child = wait_for(pids)
     os.kill(orchestrator.pid, how)

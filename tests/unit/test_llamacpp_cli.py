@@ -43,7 +43,9 @@ variants:
         assert v[name]["engine"] == "llamacpp" and v[name]["format"] == "gguf"
         assert v[name]["file"] == str(tmp_path / "run" / "artifacts" / f"{name}.gguf")
         assert (tmp_path / "run" / "artifacts" / f"{name}.gguf").is_file()
-        assert v[name]["bench"]["paired"]["decode_speedup"]["n"] == 2  # llama.cpp and torch in one process
+        # llama.cpp and torch in one process: 2 rounds, or fewer flagged noisy when a busy machine made rounds collapse
+        paired = v[name]["bench"]["paired"]["decode_speedup"]
+        assert paired["n"] == 2 or (paired["n"] >= 1 and paired["noisy"]), paired
     ppl = {n: next(a["value"] for a in c["accuracy"] if a["metric"] == "token_perplexity") for n, c in v.items()}
     assert abs(ppl["gguf-f32"] / ppl["fp32"] - 1) < 0.005  # f32 GGUF: PyTorch's perplexity, llama.cpp's logits
     top1 = next(a["value"] for a in v["gguf-f32"]["accuracy"] if a["metric"] == "top1_agreement")

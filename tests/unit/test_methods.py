@@ -149,3 +149,25 @@ def test_float8_is_refused_on_cpu_with_the_requirement(tmp_path, tiny_model):
     info = model_info(checkpoints.resolve(str(tiny_model)), "float32", "cpu", False)
     with pytest.raises(BadInput, match=r"cannot run on cpu \(needs CUDA sm_89\+"):
         _check_variant(0, parse_recipe(data), info, "cpu", "r.yaml")
+
+
+def test_a_fresh_worker_counts_a_dynamically_quantized_models_bytes(tiny_model):
+    """In a process whose first import is the torch engine (as a worker's is), torch.save of a dynamically quantized
+    model must not walk into transformers' alias modules (CI failed on "No module named 'torchvision'"); its size
+    lies between its int8 weights' bytes and its float32 size."""
+    import subprocess
+    import sys
+
+    code = f"""
+import optkit.engines.torch.engine as engine
+import torch, transformers
+model = transformers.AutoModelForCausalLM.from_pretrained({str(tiny_model)!r})
+fp32 = sum(p.numel() * 4 for p in model.parameters())
+int8 = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+torch.ao.quantization.quantize_dynamic(model, {{torch.nn.Linear}}, dtype=torch.qint8, inplace=True)
+print(int8, engine.TorchLM(model, None).size_bytes(), fp32)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    int8, size, fp32 = map(int, done.stdout.split()[-3:])
+    assert int8 < size < fp32

@@ -14,10 +14,16 @@ def _skip_sklearn() -> None:
     """transformers' auto classes import scikit-learn (with SciPy and pandas) for one thing only, assisted
     generation's confidence threshold (generation/candidate_generator.py), which optkit never runs: 1.5-2.3 s of
     every process that loads a model here, measured with -X importtime. Told that scikit-learn is absent before
-    that module loads, they skip it; lm-eval still imports scikit-learn itself for the metrics that need it."""
+    that module loads, they skip it; lm-eval still imports scikit-learn itself for the metrics that need it.
+
+    torch is imported first, as loading a model used to: importing transformers puts alias modules into sys.modules
+    that import their target (one needs torchvision) on any attribute lookup, and pickle looks a torch.qscheme's
+    name up module by module in sys.modules order, so torch.save of a dynamically quantized model failed with
+    "No module named 'torchvision'" when those aliases came before torch."""
     import sys
 
     if "transformers.generation.candidate_generator" not in sys.modules:
+        import torch  # noqa: F401  (before transformers: see above)
         import transformers.utils
 
         transformers.utils.is_sklearn_available = lambda: False
