@@ -21,6 +21,10 @@ from optkit.searchspec import SensitivitySpec
 BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")
 FLOATS = ("F32", "F16", "BF16")
 KEEP_FASTER = 1.05  # Q8_0 timed at least this much faster than the source: mixes keep their other groups in it
+# rounds timing each kept type's move to the low type: those savings place groups of different source types in the
+# greedy order, and with 3 rounds (sides' medians) three searches on one host put SmolLM2's Q8_0 embedding's saving
+# at 0.84, 1.06 and 2.2 ms, 17th, 20th and 2nd in the order, so the mixes differed from run to run
+SAVING_ROUNDS = 5
 
 
 def groups(types: dict[str, str], blocks: int) -> dict[str, str]:
@@ -158,14 +162,15 @@ def _workload(bench):
     return WorkloadSpec(requests=[WorkloadPoint(prompt=bench.prompt_len, output=bench.gen_len)]), bench
 
 
-def _timed(lm, other, label: str, bench) -> tuple[float, float]:
-    """(lm's, other's) decode ms per token, timed head to head in this process (3 interleaved rounds of >= 0.5 s)."""
+def _timed(lm, other, label: str, bench, rounds: int = 3) -> tuple[float, float]:
+    """(lm's decode ms per token, other's decode speed-up over lm), timed head to head in this process, `rounds`
+    interleaved rounds of >= 0.5 s. The speed-up is the median of the rounds' paired ratios, not a ratio of the two
+    sides' medians: a round a neighbour slowed slows both halves and moves the ratio least."""
     from optkit.duel import head_to_head
 
     w, bench = _workload(bench)
-    duel = head_to_head(lm, other, ("source", label), w, bench, min_round_s=0.5, rounds=3)
-    src, new = (1000 / side.decode_tokens_per_s for side in duel.sides)
-    return src, new
+    duel = head_to_head(lm, other, ("source", label), w, bench, min_round_s=0.5, rounds=rounds)
+    return 1000 / duel.sides[0].decode_tokens_per_s, 1 / duel.decode_speedup.median
 
 
 def uniform_speedups(lm, spec: SensitivitySpec, requantize: bool, bench) -> dict[str, float]:
@@ -183,8 +188,7 @@ def uniform_speedups(lm, spec: SensitivitySpec, requantize: bool, bench) -> dict
         note(f"sensitivity: timing the whole file in {kind}, head to head with the source")
         other, _ = Quantize().apply(lm, Quantize.Params(type=kind, allow_requantize=requantize,
                                                         imatrix=spec.imatrix if kind in NEEDS_IMATRIX else None))
-        src, new = _timed(lm, other, kind, bench)
-        out[kind] = src / new
+        out[kind] = _timed(lm, other, kind, bench)[1]
         del other
     return out
 
@@ -211,7 +215,7 @@ def type_savings(lm, spec: SensitivitySpec, types: dict, sizes: dict, requantize
         params = Quantize.Params.model_validate(quantize_params(
             spec.low, [f"^{re.escape(n)}$" for n in names], None, requantize, spec.imatrix))
         other, _ = Quantize().apply(lm, params)
-        src, new = _timed(lm, other, kind, bench)
-        per_weight[kind], source_ms = (src - new) / max(1, weights), source_ms or src
+        src, faster = _timed(lm, other, kind, bench, SAVING_ROUNDS)
+        per_weight[kind], source_ms = src * (1 - 1 / faster) / max(1, weights), source_ms or src
         del other
     return source_ms, per_weight

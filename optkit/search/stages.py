@@ -249,6 +249,11 @@ def benchmark(s, report) -> tuple[str | None, list[str]]:
 
     rs = {r.name: r for r in rows(report)}
     front = set(frontier(list(rs.values())))
+    rec = recommendation(report)  # the search ships what the report recommends
+    source_ok = cands.SOURCE in rs and rs[cands.SOURCE].status == "ok"
+    # no candidate got this far (the report then sees one model and recommends nothing): the search keeps the source
+    chosen = rec.variant or (cands.SOURCE if source_ok else None)
+    tied = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in rec.not_chosen if "lost the tie break" in line}
     for name in [n for n in s.alive() if s.records[n].stage == "benchmark"]:
         r = _score(s, report, name)
         if r is None:
@@ -260,13 +265,16 @@ def benchmark(s, report) -> tuple[str | None, list[str]]:
         drop = _task_drop(report, name)
         if s.spec.max_acc_drop is not None and drop is not None and drop > s.spec.max_acc_drop:
             s.leave(name, "benchmark", f"task accuracy drops {drop:.1%} (over {s.spec.max_acc_drop:.1%})")
+        elif name == chosen:
+            pass  # the frontier ranks on speed-ups against the source; the duels may have overturned that
+        elif name in tied:
+            s.leave(name, "benchmark", tied[name])
         elif name not in front and r.ppl_delta is not None and r.ppl_delta <= s.spec.max_ppl_increase:
             s.leave(name, "benchmark", "dominated: a candidate at least as fast is not measurably less accurate")
     src = next((c for c in report.variants if c.name == cands.SOURCE), None)
     if src is not None and src.bench:
         s.records[cands.SOURCE].size_mb, s.records[cands.SOURCE].file = src.bench.size_mb, src.file
         s.records[cands.SOURCE].ppl_tokens = next((a.n for a in src.accuracy if a.metric == "token_perplexity"), None)
-    chosen = recommendation(report).variant  # the search ships what the report recommends
     notes = [f"{Path(s.out, 'stages', STAGES['benchmark'])}: the last run; its report holds the paired timings and "
              "duels"]
     return chosen, notes

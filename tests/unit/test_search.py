@@ -105,6 +105,7 @@ def test_search_end_to_end_and_resume(tiny_gguf, text_file, tmp_path):
     assert 'id="search-plot"' in page and 'id="sensitivity"' in page and "budget +50%" in page
     assert list(res.sensitivity.uniform_speedup) == ["Q4_0"] and 'id="type-timings"' in page  # the forecast's order
     chosen = next(c for c in res.candidates if c.name == res.chosen)
+    assert chosen.left is None, chosen.left  # what the search ships never "left" it (two runs said "dominated")
     if chosen.kind != "source":  # the file loads in llama.cpp as it is, no optkit code
         import llama_cpp
 
