@@ -28,7 +28,7 @@ variants:
     steps:
       - method: torch.dynamic_int8
 eval:
-  perplexity: {max_tokens: 1024, window: 512, stride: 256}
+  perplexity: {max_tokens: 512, window: 512, stride: 256}  # one window: the suite's longest test (1,024: 342 s)
 bench: {prompt_len: 32, gen_len: 8, warmup: 1, repeats: 3, max_repeats: 3, min_seconds: 0, paired_rounds: 0,
         roofline: false}
 """
@@ -62,7 +62,7 @@ def test_small_recipe_on_smollm2(smollm2, tmp_path):
     v = {c["name"]: c for c in report["variants"]}
     assert all(c["status"] == "ok" for c in v.values()), {n: c.get("error") for n, c in v.items()}
     ppl = {n: c["accuracy"][0]["value"] for n, c in v.items()}
-    # SmolLM2-135M on tokenized WikiText-2: about 20-25 at this budget; int4 close, dynamic int8 far worse
+    # SmolLM2-135M on tokenized WikiText-2: 18.0 on 1,024 tokens; int4 +0.4%, dynamic int8 2.6x there
     assert 10 < ppl["fp32"] < 40
     assert abs(ppl["int4"] / ppl["fp32"] - 1) < 0.15
     assert ppl["dyn-int8"] > 1.3 * ppl["fp32"]
