@@ -76,7 +76,8 @@ def one_search(out: Path, minutes: float) -> dict:
 
         print("  every candidate and where it stopped:")
         print("\n".join("    " + line for line in search_lines(res)[1:]))
-    return {"chosen": res.chosen, "tie": headline.split(" tie on speed")[0] if " tie on speed" in headline else None}
+    tie = headline.split(" tie on speed")[0].rsplit(". ", 1)[-1] if " tie on speed" in headline else None
+    return {"chosen": res.chosen, "tie": tie}  # tie: "a and b and c", the names the headline says tie
 
 
 def workloads(out: Path) -> None:

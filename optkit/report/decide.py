@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from optkit.results import HeadToHead, Report, Stats
 
 TIE = 0.03  # speed-ups closer than this to 1 are a tie even when the interval excludes 1: not worth a decision
-SAME_SIZE = 0.02  # sizes this close are the same size; perplexity breaks the tie
+# sizes this close are the same size and perplexity breaks the tie: a search's mixes differ by 1-3% in size and by
+# up to 4 points of perplexity (SmolLM2: 90.0 MB at +4.4% against 91.8 MB at +1.4%), and at 2% the smaller won
+SAME_SIZE = 0.10
 OVERLAP = 0.10  # a variant within 10% of the best's speed-up is a contender even when their ranges do not overlap
 MAX_CONTENDERS = 3  # duels per run: the best against at most this many
 
@@ -120,7 +122,20 @@ def _tie_text(chosen: str, others: list[str], best: str, verdicts: dict, sizes: 
     text = f"{' and '.join(names)} tie on speed ({duels}, timed head to head)"
     runner = min(others, key=lambda n: sizes.get(n) or float("inf"))
     if sizes.get(chosen) and sizes.get(runner) and sizes[runner] > sizes[chosen] * (1 + SAME_SIZE):
-        return text + f"; {chosen} is {sizes[runner] / sizes[chosen]:.1f}x smaller"
+        return text + f"; {chosen} is {size_text(sizes[runner] / sizes[chosen])}"
     if ppls.get(chosen) and ppls.get(runner):
-        return text + f"; as small, {chosen} has the lower perplexity ({ppls[chosen]:.3f} vs {ppls[runner]:.3f})"
+        return text + (f"; within {SAME_SIZE:.0%} of the smallest size, {chosen} has the lower perplexity "
+                       f"({ppls[chosen]:.3f} vs {ppls[runner]:.3f})")
     return text
+
+
+def size_text(ratio: float) -> str:
+    """Another file's size over this one's, in words: '1.5x smaller', '4% smaller' (a ratio under 1.1 printed as
+    1.0x said nothing), 'the same size', '3% larger'."""
+    if ratio >= 1.1:
+        return f"{ratio:.1f}x smaller"
+    if ratio > 1.005:
+        return f"{ratio - 1:.0%} smaller"
+    if ratio >= 1 / 1.005:
+        return "the same size"
+    return f"{1 / ratio:.1f}x larger" if ratio <= 1 / 1.1 else f"{1 / ratio - 1:.0%} larger"

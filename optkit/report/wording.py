@@ -27,7 +27,7 @@ def recommendation(report: Report) -> Recommendation:
     """Which variant to ship for the workload the report ranks for: the fastest within budget against the baseline,
     unless the contenders timed head to head against it say otherwise (report/decide.py: a tie goes to the smaller
     file, then the lower perplexity, and the headline says so)."""
-    from optkit.report.decide import decide
+    from optkit.report.decide import decide, size_text
     from optkit.report.recommend import ranking
     from optkit.workload import PHRASE
 
@@ -56,8 +56,7 @@ def recommendation(report: Report) -> Recommendation:
                               f"within {limit:.0%} perplexity.{why}{aside} {ranked_for(report)}", rejected)
     parts = [f"{speed_text(chosen)} {PHRASE[chosen.objective]}"]
     if chosen.size_ratio:
-        parts.append(f"{chosen.size_ratio:.1f}x smaller" if chosen.size_ratio >= 1 else
-                     f"{1 / chosen.size_ratio:.1f}x larger")
+        parts.append(size_text(chosen.size_ratio))
     if chosen.ppl_delta is not None:
         ci = chosen.ppl_delta_ci
         parts.append(f"perplexity {chosen.ppl_delta:+.1%}" + (f" (95% CI {ci[0]:+.1%} to {ci[1]:+.1%})" if ci

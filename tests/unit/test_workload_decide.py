@@ -42,7 +42,18 @@ def test_equal_sizes_fall_back_to_perplexity():
     report = make_report(sized(cand("a", 20.4, 50.0), 90.0), sized(cand("b", 20.2, 49.0), 90.5))
     report.duels = [duel("a", "b", 1.01, 0.96, 1.06)]
     headline, _ = recommend(report)
-    assert headline.startswith("Ship b:") and "as small, b has the lower perplexity" in headline
+    assert headline.startswith("Ship b:") and "within 10% of the smallest size, b has the lower perplexity" in headline
+
+
+def test_a_few_percent_of_size_does_not_outweigh_perplexity():
+    """A search's tied mixes (issue 26, SmolLM2): 90.0 MB at +4.4% and 92.0 MB at +1.4%; with sizes within 2% the
+    same size, the 2% smaller file won on three points of perplexity."""
+    report = make_report(sized(cand("small", 20.9, 50.0), 90.0), sized(cand("accurate", 20.3, 49.0), 92.0))
+    report.duels = [duel("small", "accurate", 1.02, 0.95, 1.09)]
+    headline, rejected = recommend(report)
+    assert headline.startswith("Ship accurate:"), headline
+    assert "9% smaller" in headline  # than the baseline, make_report's 100 MB file
+    assert any(r.startswith("small: ties with accurate on speed") for r in rejected)
 
 
 def test_a_clear_head_to_head_win_overturns_the_baseline_ranking():
