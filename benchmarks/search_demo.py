@@ -57,7 +57,7 @@ def one_search(out: Path, minutes: float) -> dict:
     report = read_report(out)
     res = report.search
     chosen = next(c for c in res.candidates if c.name == res.chosen)
-    from optkit.report.wording import recommend
+    from optkit.report.wording import recommend, recommendation
 
     headline = recommend(report)[0]
     print(f"\n{out.name}: {wall / 60:.1f} min wall ({res.wall_s / 60:.1f} in the search), bookkeeping "
@@ -76,8 +76,8 @@ def one_search(out: Path, minutes: float) -> dict:
 
         print("  every candidate and where it stopped:")
         print("\n".join("    " + line for line in search_lines(res)[1:]))
-    tie = headline.split(" tie on speed")[0].rsplit(". ", 1)[-1] if " tie on speed" in headline else None
-    return {"chosen": res.chosen, "tie": tie}  # tie: "a and b and c", the names the headline says tie
+    tied = recommendation(report).tied
+    return {"chosen": res.chosen, "tie": " and ".join([res.chosen, *tied]) if tied else None}
 
 
 def workloads(out: Path) -> None:

@@ -18,6 +18,7 @@ class Recommendation:
     variant: str | None
     text: str
     not_chosen: list[str] = field(default_factory=list)
+    tied: list[str] = field(default_factory=list)  # tied on speed with `variant` and lost the tie break
 
     def __str__(self) -> str:
         return self.text
@@ -53,7 +54,8 @@ def recommendation(report: Report) -> Recommendation:
     why = f" {decision.why}." if decision.why else ""
     if chosen is base or (chosen.speedup is not None and chosen.speedup <= 1 and not decision.why):
         return Recommendation(base.name, f"Keep the baseline ({base.name}): no variant was faster while staying "
-                              f"within {limit:.0%} perplexity.{why}{aside} {ranked_for(report)}", rejected)
+                              f"within {limit:.0%} perplexity.{why}{aside} {ranked_for(report)}", rejected,
+                              decision.tied)
     parts = [f"{speed_text(chosen)} {PHRASE[chosen.objective]}"]
     if chosen.size_ratio:
         parts.append(size_text(chosen.size_ratio))
@@ -64,7 +66,7 @@ def recommendation(report: Report) -> Recommendation:
     noisy = (f" The speed-up is uncertain ({chosen.speedup_noisy}); rerun on a quiet machine before deciding."
              if chosen.speedup_noisy else "")
     return Recommendation(chosen.name, f"Ship {chosen.name}: {', '.join(parts)} vs {base.name}.{why}"
-                          f"{deploy_text(chosen)}{noisy}{aside} {ranked_for(report)}", rejected)
+                          f"{deploy_text(chosen)}{noisy}{aside} {ranked_for(report)}", rejected, decision.tied)
 
 
 def _not_chosen(r: Row, chosen: Row, base: Row, ranked: list[Row], decision, limit: float) -> str | None:

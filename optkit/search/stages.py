@@ -253,7 +253,7 @@ def benchmark(s, report) -> tuple[str | None, list[str]]:
     source_ok = cands.SOURCE in rs and rs[cands.SOURCE].status == "ok"
     # no candidate got this far (the report then sees one model and recommends nothing): the search keeps the source
     chosen = rec.variant or (cands.SOURCE if source_ok else None)
-    tied = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in rec.not_chosen if "lost the tie break" in line}
+    tied = {n: line.removeprefix(f"{n}: ") for n in rec.tied for line in rec.not_chosen if line.startswith(f"{n}: ")}
     for name in [n for n in s.alive() if s.records[n].stage == "benchmark"]:
         r = _score(s, report, name)
         if r is None:
