@@ -104,13 +104,15 @@ def main() -> None:
     ap.add_argument("--time", type=float, default=30.0, help="each search's time budget, minutes")
     ap.add_argument("--out", type=Path, default=Path("/tmp/optkit-search-demo"))
     ap.add_argument("--workloads-only", action="store_true")
+    ap.add_argument("--no-workloads", action="store_true", help="the searches only")
     args = ap.parse_args()
     if not args.workloads_only:
         runs = [one_search(args.out / f"run{i + 1}", args.time) for i in range(args.runs)]
         same = len({(r["chosen"], r["tie"]) for r in runs}) == 1
         print(f"\nacross {len(runs)} runs the recommendation is {'the same' if same else 'NOT the same'}: "
               + "; ".join(f"{r['chosen']}" + (f" ({r['tie']} tie)" if r["tie"] else "") for r in runs))
-    workloads(args.out)
+    if not args.no_workloads:
+        workloads(args.out)
 
 
 if __name__ == "__main__":

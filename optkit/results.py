@@ -201,6 +201,8 @@ class GroupSensitivity(Data):
     ms_saved: Num | None = Field(default=None, description="decode ms per token the move saves: its weights times "
                                    "the per-weight saving measured for its tensors' type (Sensitivity.type_ms_saved)")
     rank: int = Field(default=0, description="position in the greedy order (1: moved to the low type first)")
+    kind: str | None = Field(default=None, description="the type a mix keeps these tensors in when it does not move "
+                             "them (the source's, or the search's keep type); types joined by '+' when they differ")
 
 
 class Sensitivity(Data):

@@ -135,7 +135,8 @@ def run_sensitivity_job(job, cand) -> None:
         saved = sum(sizes[n] * (bytes_per_weight(spec.keep_type or types[n]) - bytes_per_weight(spec.low))
                     for n in names)
         out.append(GroupSensitivity(group=name, pattern=pattern, tensors=len(names), weights=sum(sizes[n] for n in
-                                    names), bytes_saved=int(saved), kl=max(0.0, kl), kl_se=se))
+                                    names), bytes_saved=int(saved), kl=max(0.0, kl), kl_se=se,
+                                    kind="+".join(sorted({spec.keep_type or types[n] for n in names})) or None))
     source_ms, saved = type_savings(lm, spec, types, sizes, requantize, job.bench)
     for g in out:
         per = [saved.get(spec.keep_type or types[n]) for n in members(g.pattern, types)]

@@ -108,3 +108,22 @@ def test_timed_forecast_orders_candidates_and_prices_mixes_against_the_kept_file
            "torch-bf16": dict(kind="uniform", bytes_per_token=3e8)}  # another engine: never timed, last
     s = SimpleNamespace(records={n: SearchCandidate(name=n, stage="forecast", **f) for n, f in rec.items()})
     assert sorted(rec, key=lambda n: priority(s, n)) == ["q8_0", "mix", "q4_k_m", "torch-bf16"]
+
+
+def test_mixes_do_not_move_with_the_timing_of_another_types_group():
+    """Three searches timed SmolLM2's Q8_0 embedding's saving at 0.72-1.61 ms and built different mixes: placing it
+    among the Q4_1 groups rested on that timing. Now each cut is spent two ways, from KL and weights alone."""
+    def rows(embd_ms):
+        out = [GroupSensitivity(group=n, pattern=n, tensors=1, weights=100, bytes_saved=10, kl=kl, ms_saved=0.2,
+                                kind="Q4_1") for n, kl in [("a", 0.002), ("b", 0.004), ("c", 0.008), ("d", 0.016)]]
+        return out + [GroupSensitivity(group="embd", pattern="embd", tensors=1, weights=400, bytes_saved=200,
+                                       kl=0.010, ms_saved=embd_ms, kind="Q8_0")]
+
+    slow, fast = mixes(rows(0.05), "Q4_0", points=2), mixes(rows(5.0), "Q4_0", points=2)
+    assert [m.groups for m in slow] == [m.groups for m in fast]
+    # movable KL 0.040: the cut at 1/4 (0.010) takes a, b (0.006; c would make 0.014), or the embedding alone
+    # (0.010, nothing left for the Q4_1 order); the cut at 1/2 (0.020) takes a, b, c (0.014), or the embedding
+    # and a, b (0.016)
+    assert [m.groups for m in slow] == [["a", "b"], ["embd"], ["a", "b", "c"], ["embd", "a", "b"]]
+    assert slow[3].predicted_kl == pytest.approx(0.016) and slow[3].low_share == pytest.approx(600 / 800)
+    assert len({m.name for m in slow}) == len(slow)
