@@ -102,7 +102,7 @@ def variant_seconds(tokens_per_s: float, params: int, gflops: float, bandwidth_g
         seconds += prefill(ev.fidelity.samples * ev.fidelity.seq_len)
     bench = recipe.bench
     if bench:
-        if bench.roofline:  # meters/roofline.device_peaks: 6 timed copies of 2 x 512 MiB and 6 1024^3 matmuls
+        if bench.roofline:  # roofline.device_peaks, once per machine and dtype: 6 copies of 2 x 512 MiB, 6 matmuls
             seconds += 6 * 2 * 2**29 / (bandwidth_gb_s * 1e9) + 6 * 2 * 1024**3 / (gflops * 1e9)
         decode = tokens_per_s * EFFICIENCY
         for b in bench.batch_sizes:

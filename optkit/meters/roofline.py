@@ -1,5 +1,8 @@
 """Roofline: what decode speed the device's memory bandwidth allows, and a plain verdict on why a variant is
-or is not faster. Bandwidth and matmul throughput are measured once per process on the device itself.
+or is not faster. Bandwidth and matmul throughput (per compute dtype) are measured on the device itself, once per
+machine: device_speed keeps them in $OPTKIT_CACHE/device-speed.json. Measured in every benchmark's process, they
+cost each bfloat16 variant 14 s on a CPU without bf16 matmul units (six 1024^3 matmuls of 2.3 s), longer than the
+tiny test models' whole benchmark.
 
 At batch b a decode step reads every weight once and the KV cache of b sequences: bytes per step =
 weight bytes + b x KV bytes; it does ~2 x params x b FLOPs. Below the ridge point (peak FLOP/s over
@@ -20,11 +23,13 @@ from optkit.results import Roofline
 MEMORY_BOUND = 0.5  # at least this share of the bandwidth bound: decode is limited by bytes moved
 
 
-def _timed(fn, sync, reps: int = 5) -> float:
+def _timed(fn, sync, reps: int = 5, budget_s: float = 1.0) -> float:
+    """Median of up to `reps` timed calls after a warm-up; fewer once they have taken budget_s (a slow dtype's
+    matmul)."""
     fn()
     sync()
-    times = []
-    for _ in range(reps):
+    times: list[float] = []
+    while len(times) < reps and sum(times) < budget_s:
         t0 = time.perf_counter()
         fn()
         sync()
@@ -68,19 +73,19 @@ def _entry(hit) -> tuple[float, float, str] | None:
     return (float(bandwidth), float(gflops), when if isinstance(when, str) else "?") if ok else None
 
 
-def device_speed(device: str, remeasure: bool = False) -> tuple[float, float, str]:
-    """(bandwidth GB/s, float32 matmul GFLOP/s, where from): measured once per machine and cached in
+def device_speed(device: str, remeasure: bool = False, dtype: str = "float32") -> tuple[float, float, str]:
+    """(bandwidth GB/s, matmul GFLOP/s in dtype, where from): measured once per machine and dtype and cached in
     $OPTKIT_CACHE/device-speed.json; a remeasurement keeps the higher of old and new, since contention only ever
     lowers a peak."""
     from optkit.files import atomic_write, cache_dir, read_memo
 
     path = cache_dir() / "device-speed.json"
     table = read_memo(path)
-    key = _cache_key(device)
+    key = _cache_key(device) + ("" if dtype == "float32" else f"|{dtype}")
     old = _entry(table.get(key))
     if old is not None and not remeasure:
         return old[0], old[1], f"cached {old[2]} in {path}"
-    bandwidth, gflops = device_peaks(device, "float32")
+    bandwidth, gflops = device_peaks(device, dtype)
     if old is not None:  # other processes can only make a peak read low: keep the best seen on this machine
         bandwidth, gflops = max(bandwidth, old[0]), max(gflops, old[1])
     table[key] = {"bandwidth_gb_s": bandwidth, "matmul_gflop_s": gflops, "when": time.strftime("%Y-%m-%d %H:%M")}
@@ -100,7 +105,7 @@ def kv_bytes_per_token(config, context: int, element_bytes: int) -> int:
 
 def analyze(device: str, dtype: str, params: int, weight_bytes: int, kv_bytes: int, tps: float | None,
             curve: dict[int, float]) -> Roofline:
-    bandwidth, gflops = device_peaks(device, dtype)
+    bandwidth, gflops, _ = device_speed(device, dtype=dtype)
     bound = bandwidth * 1e9 / (weight_bytes + kv_bytes)
     ridge = gflops / bandwidth
     achieved = tps / bound if tps else None
