@@ -102,7 +102,7 @@ variants:
 eval:
   perplexity: {{path: {text}, max_tokens: 200, window: 64, stride: 32}}
   fidelity: {{path: {text}, samples: 2, seq_len: 32}}
-bench: {{prompt_len: 16, gen_len: 4, warmup: 1, repeats: 2, min_seconds: 0}}
+bench: {{prompt_len: 16, gen_len: 4, warmup: 1, repeats: 2, max_repeats: 2, min_seconds: 0}}
 """
 
 
