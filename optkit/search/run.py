@@ -9,7 +9,8 @@ with that stage and the reason:
                  moves saved); timed clearly slower than the source, or bound by bytes read per decoded token below
                  the source's measured speed, a candidate cannot win (decode objective)
     screen       a run: KL and perplexity on a few hundred test tokens; out when the paired 95% CI is all over budget
-    perplexity   a run: perplexity on ppl_tokens with its paired CI; out when it is over budget
+    perplexity   a run: perplexity on ppl_tokens with its paired CI; out when it is over budget, or when a mix of
+                 the same low type within budget moves its groups and more (forecast faster)
     benchmark    a run: the workload benchmark, paired against the source in one process, the contenders timed
                  head to head (pipeline runoff) and tasks where a task budget is set; out when dominated
 
@@ -50,6 +51,7 @@ class Search:
         self.started = time.perf_counter()
         self.in_runs = 0.0  # seconds inside stage runs and jobs: everything else is the search's own bookkeeping
         self.sensitivity = None
+        self.moved: dict[str, tuple[str, frozenset]] = {}  # mix name -> (its low type, the groups it moves)
 
     # bookkeeping -------------------------------------------------------------------------------------------------
     def add(self, variant, kind: str, **facts) -> None:
@@ -159,6 +161,7 @@ def _search(s: Search) -> Report:
     # the source was scored on the same tokens in the first benchmark run: no second load
     stages.perplexity(s, s.stage("perplexity", picked, ppl_eval(s.spec.ppl_tokens), None, source_from="benchmark"))
     s.save()
+    stages.nested(s)
     picked = stages.fit_time(s, "benchmark", s.alive())
     report = s.stage("benchmark", picked, ppl_eval(s.spec.ppl_tokens, s.recipe.eval.tasks), s.recipe.bench)
     chosen, notes = stages.benchmark(s, report)

@@ -127,3 +127,23 @@ def test_mixes_do_not_move_with_the_timing_of_another_types_group():
     assert [m.groups for m in slow] == [["a", "b"], ["embd"], ["a", "b", "c"], ["embd", "a", "b"]]
     assert slow[3].predicted_kl == pytest.approx(0.016) and slow[3].low_share == pytest.approx(600 / 800)
     assert len({m.name for m in slow}) == len(slow)
+
+
+def test_a_mix_leaves_before_the_benchmark_when_a_deeper_one_of_its_type_is_within_budget():
+    from types import SimpleNamespace
+
+    from optkit.results import SearchCandidate
+    from optkit.search.stages import nested
+
+    moved = {"q4_0-14": ("Q4_0", {"a", "b"}), "q4_0-32": ("Q4_0", {"a", "b", "c"}),
+             "q4_0-52": ("Q4_0", {"a", "b", "c", "d"}), "q4_0-71": ("Q4_0", {"embd", "a", "b", "c"}),
+             "iq4_nl-25": ("IQ4_NL", {"a", "b", "c"}), "q8_0": None}
+    records = {n: SearchCandidate(name=n, stage="perplexity", kind="mix" if m else "uniform")
+               for n, m in moved.items()}
+    records["q4_0-71"].left = "perplexity +12.3%: over the 5% budget"  # deeper, but out: it removes nobody
+    s = SimpleNamespace(records=records, moved={n: (m[0], frozenset(m[1])) for n, m in moved.items() if m},
+                        alive=lambda: [n for n, r in records.items() if r.left is None],
+                        leave=lambda n, stage, why: setattr(records[n], "left", why))
+    nested(s)
+    assert [n for n, r in records.items() if r.left is None] == ["q4_0-52", "iq4_nl-25", "q8_0"]
+    assert records["q4_0-14"].left.startswith("forecast slower: q4_0-52 moves its groups and 2 more to Q4_0")
