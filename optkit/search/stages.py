@@ -289,14 +289,18 @@ def nested(s) -> None:
     with it the recommendation, turn on noise (three searches of SmolLM2 recommended three of its mixes, each tied
     with the next deeper one in one run and not in another)."""
     alive = [n for n in s.alive() if n in s.moved]
-    for name in alive:
+
+    def deeper(name: str) -> list[str]:
         low, groups = s.moved[name]
-        deeper = [n for n in alive if n != name and s.moved[n][0] == low and groups < s.moved[n][1]]
-        if deeper:
-            best = max(deeper, key=lambda n: (len(s.moved[n][1]), n))
-            s.leave(name, s.records[name].stage, f"forecast slower: {best} moves its groups and "
-                    f"{len(s.moved[best][1]) - len(groups)} more to {low}, each timed to save decode time, and is "
-                    "within the budget")
+        return [n for n in alive if s.moved[n][0] == low and groups < s.moved[n][1]]
+
+    kept = [n for n in alive if not deeper(n)]  # every other one has one of these among its deeper mixes
+    for name in [n for n in alive if n not in kept]:
+        low, groups = s.moved[name]
+        best = max((n for n in deeper(name) if n in kept), key=lambda n: (len(s.moved[n][1]), n))
+        s.leave(name, s.records[name].stage, f"forecast slower: {best} moves its groups and "
+                f"{len(s.moved[best][1]) - len(groups)} more to {low}, each timed to save decode time, and is within "
+                "the budget")
 
 
 def _task_drop(report, name: str) -> float | None:
