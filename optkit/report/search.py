@@ -36,7 +36,8 @@ def _ci(c: SearchCandidate) -> str:
 def _row(c: SearchCandidate, chosen: str | None) -> list[str]:
     sp = c.speedup
     speed = "1.00x" if c.kind == "source" else f"{sp.median:.2f}x [{sp.p10:.2f}-{sp.p90:.2f}]" if sp else "-"
-    why = "chosen" if c.name == chosen else (c.left or "finished")
+    why = "chosen" if c.name == chosen else c.left or ("the baseline of every ratio" if c.kind == "source" else
+                                                       "on the frontier, not chosen: the recommendation says why")
     return [c.name, c.kind, c.stage, _ci(c), speed, "-" if c.size_mb is None else f"{c.size_mb:.1f}", why]
 
 
