@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# One compute thread per test process, for torch and llama.cpp alike (lib.default_threads reads it too): make test
+# runs two test processes on two cores, and llama.cpp's threads spinning against the other process's made its
+# steps 5-10x slower (collapsed rounds, retried); the tests check results, not speeds. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 FUZZ_LINES: list[str] = []  # "fuzz" properties of the tests that ran, for the summary (xdist forwards them)
 
 

@@ -167,3 +167,16 @@ def test_bench_batches_and_unsupported_sizes(tiny_gguf):
     assert result.size_mb == pytest.approx(lm.size_bytes() / 2**20) and result.peak_memory_mb
     paired = paired_speedup(lm, torch_lm, "fp32", spec)  # llama.cpp and torch alternating in one process
     assert paired.decode_speedup.n == 2 and paired.decode_speedup.median > 0
+
+
+def test_llamacpp_takes_its_default_thread_count_from_omp_num_threads_like_torch(monkeypatch):
+    """Under the Ray executor (OMP_NUM_THREADS set per task) llama.cpp took every core while torch took its share."""
+    import os
+
+    from optkit.engines.llamacpp.lib import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    for unset in ("", "0", "many"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert default_threads() == len(os.sched_getaffinity(0))

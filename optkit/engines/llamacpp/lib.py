@@ -47,7 +47,11 @@ def version() -> str:
 
 
 def default_threads() -> int:
-    """The cores this process may use: what torch picks on its own here, so engines compare at equal threads."""
+    """OMP_NUM_THREADS where it is set (torch takes its thread count from it too, so engines compare at equal
+    threads), else the cores this process may use."""
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
