@@ -102,7 +102,8 @@ def variant_seconds(tokens_per_s: float, params: int, gflops: float, bandwidth_g
         seconds += prefill(ev.fidelity.samples * ev.fidelity.seq_len)
     bench = recipe.bench
     if bench:
-        if bench.roofline:  # roofline.device_peaks, once per machine and dtype: 6 copies of 2 x 512 MiB, 6 matmuls
+        if bench.roofline:  # roofline.device_peaks, 6 copies of 2 x 512 MiB and 6 matmuls: an upper bound, since it
+            # is measured once per machine and dtype and cached, but charged to every variant here
             seconds += 6 * 2 * 2**29 / (bandwidth_gb_s * 1e9) + 6 * 2 * 1024**3 / (gflops * 1e9)
         decode = tokens_per_s * EFFICIENCY
         for b in bench.batch_sizes:

@@ -83,11 +83,11 @@ def mixes(rows: list[GroupSensitivity], low: str, points: int) -> list[Mix]:
     built other mixes. So each cut is spent two ways: the longest prefix of the main type's order under it, and
     (where they fit) every other type's groups together plus the longest prefix under what is left. The stages
     after measure which of the two is faster and more accurate."""
-    ranked = order(rows)
+    order(rows)  # each row's rank, for the report's table
     base, extra = split(rows)
     extra_kl = sum(r.kl for r in extra)
     total_kl = sum(r.kl for r in base + extra) or 1.0
-    weights = sum(r.weights for r in ranked) or 1
+    weights = sum(r.weights for r in rows) or 1
     out: list[Mix] = []
     seen: set[frozenset] = set()
     for k in range(points, 0, -1):
@@ -99,7 +99,7 @@ def mixes(rows: list[GroupSensitivity], low: str, points: int) -> list[Mix]:
                 n += 1
             chosen = [*first, *base[:n]]
             key = frozenset(r.group for r in chosen)
-            if key in seen or not chosen or len(chosen) == len(ranked):
+            if key in seen or not chosen or len(chosen) == len(rows):
                 continue
             seen.add(key)
             share = sum(r.weights for r in chosen) / weights
