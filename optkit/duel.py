@@ -7,7 +7,9 @@ A round is one half per model, order swapped every round; a half repeats passes 
 (optkit/workload.py) until it has run `min_round_s` seconds, so a fast model is not judged on 0.6 s of decoding.
 A round counts only when neither half was contended (others' CPU use, as in the benchmark) nor collapsed (over 2x
 slower than that model's fast halves: llama.cpp's OpenMP threads spinning against a neighbour); such rounds are
-run again, up to twice the rounds asked for, and what is left unclean is flagged, never quietly used.
+run again, and what is left unclean is flagged, never quietly used. When the rounds asked for leave the call open
+(report/decide.py: the interval straddles an edge of the tie band), rounds go on until it settles, up to MORE times
+the rounds asked for; at most (MORE + 1) times that many run in all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from optkit.workload import UNIT, Totals, speedup
 
 MIN_ROUND_S = 1.0
 ROUNDS = 6
+MORE = 2  # clean rounds go on to at most this many times the rounds asked for while the call is still open
 
 
 class DuelSpec(BaseModel):
@@ -79,10 +82,22 @@ def head_to_head(a, b, names: tuple[str, str], w: WorkloadSpec, spec: BenchSpec,
             seen.append(share)
         shares.append(None if all(s is None for s in seen) else max(s or 0.0 for s in seen))
         fell = _fell(halves, w.objective)
-        clean = sum(1 for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit))
-        if clean >= rounds or len(shares) >= 2 * rounds:
+        clean = [i for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit)]
+        if len(clean) >= MORE * rounds or len(shares) >= (MORE + 1) * rounds:
+            break
+        if len(clean) >= rounds and _settled(halves, clean, w.objective):
             break
     return _result(names, halves, shares, fell, w, rounds, limit, min_round_s)
+
+
+def _settled(halves: dict[str, list[Totals]], clean: list[int], objective: str) -> bool:
+    """Whether the clean rounds' speed-up interval already settles the call (report/decide.py)."""
+    from optkit.report.decide import settled
+    from optkit.stats import bootstrap_ci
+
+    low, high = bootstrap_ci([speedup(halves["a"][i].value(objective), halves["b"][i].value(objective), objective)
+                              for i in clean])
+    return settled(low, high)
 
 
 def _fell(halves: dict[str, list[Totals]], objective: str) -> set[int]:

@@ -83,3 +83,16 @@ def test_a_latency_workload_is_ranked_and_named():
     headline, _ = recommend(report)
     assert headline.startswith("Ship q4_1: 4.50x faster end to end"), headline
     assert "Ranked for end-to-end latency per request for prompt/output tokens 2000/100" in headline
+
+
+def test_an_interval_that_reaches_into_the_tie_band_is_a_tie():
+    """The search demo's third run (issue 26): mix-q4_0-52 over mix-iq4_nl-48 +8.8% [+0.6%, +17.2%]. The interval
+    excludes 1 and the median is past 3%, which the old rule called faster; five other duels of the same pair were
+    -2% to +3.4%. Only an interval wholly beyond the 3% band is a decision, so this is the same tie as theirs."""
+    report = make_report(sized(cand("q4_0", 20.9, 60.0), 90.0), sized(cand("iq4_nl", 20.3, 58.0), 92.0))
+    report.duels = [duel("q4_0", "iq4_nl", 1.088, 1.006, 1.172)]
+    headline, rejected = recommend(report)
+    assert headline.startswith("Ship iq4_nl:"), headline
+    assert "tie on speed (q4_0 +9% ± 8% against iq4_nl" in headline
+    report.duels = [duel("q4_0", "iq4_nl", 1.088, 1.031, 1.172)]  # all of it beyond the band: q4_0 is faster
+    assert recommend(report)[0].startswith("Ship q4_0:")

@@ -82,3 +82,54 @@ def test_every_round_collapsed_is_kept_and_flagged_not_a_crash():
     ratios = sorted([(4 / 1.0) / (4 / 0.2), (4 / 0.1) / (4 / 2.0)])  # a's decode speed over b's, per round
     assert result.decode_speedup.median == pytest.approx(sum(ratios) / 2)
     assert result.decode_speedup.noisy and "every round collapsed" in result.decode_speedup.noisy_reason
+
+
+def _scripted(monkeypatch, a_speeds):
+    """Replaces a half-round with set figures: b decodes at 100 tokens/s, a at the next of a_speeds (cycled), and
+    nobody else uses the CPU. Returns the list the halves are counted in."""
+    import itertools
+
+    from optkit import duel as duel_mod
+    from optkit.workload import Totals
+
+    point = WorkloadPoint(prompt=8, output=100)
+    speeds = itertools.cycle(a_speeds)
+    calls = []
+
+    def half(lm, w, ids, min_s, energy):
+        t = Totals()
+        rate = next(speeds) if lm.side == "a" else 100.0
+        t.add(point, 1, 100 / rate, 1.0, 1.0 + 1000 * 100 / rate)
+        calls.append(lm.side)
+        return t, 0.0
+
+    monkeypatch.setattr(duel_mod, "half", half)
+    return calls
+
+
+class Side:
+    def __init__(self, lm, side):
+        self.lm, self.side = lm, side
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+
+@pytest.mark.parametrize("a_speeds, rounds_run", [
+    ([100.0, 100.5, 99.5], 6),  # inside the tie band from the start: settled, a tie
+    ([120.0, 121.0, 119.0], 6),  # 20% faster, all of the interval beyond the band: settled, faster
+    ([99.0, 107.0], 12),  # straddles the band's edge (1.03) round after round: goes on to MORE x the rounds
+])
+def test_rounds_go_on_only_while_the_call_is_open(monkeypatch, tiny_lm, a_speeds, rounds_run):
+    """A duel runs the rounds asked for, then more only while its interval straddles an edge of the tie band
+    (issue 26: the search demo's two deepest mixes differ by about 3%, and six rounds called that either way)."""
+    from optkit.duel import MORE
+    from optkit.report.decide import call
+
+    calls = _scripted(monkeypatch, a_speeds)
+    w = WorkloadSpec(requests=[WorkloadPoint(prompt=8, output=100)])
+    result = head_to_head(Side(tiny_lm, "a"), Side(tiny_lm, "b"), ("a", "b"), w, SPEC, min_round_s=0.0, rounds=6)
+    assert result.rounds == rounds_run == len(calls) // 2 and result.retried == 0
+    assert rounds_run <= MORE * 6
+    st = result.speedup
+    assert call(st.ci_low, st.ci_high) == ("faster" if a_speeds[0] > 110 else "tie")
