@@ -7,9 +7,10 @@ A round is one half per model, order swapped every round; a half repeats passes 
 (optkit/workload.py) until it has run `min_round_s` seconds, so a fast model is not judged on 0.6 s of decoding.
 A round counts only when neither half was contended (others' CPU use, as in the benchmark) nor collapsed (over 2x
 slower than that model's fast halves: llama.cpp's OpenMP threads spinning against a neighbour); such rounds are
-run again, and what is left unclean is flagged, never quietly used. When the rounds asked for leave the call open
-(report/decide.py: the interval straddles an edge of the tie band), rounds go on until it settles, up to MORE times
-the rounds asked for; at most (MORE + 1) times that many run in all.
+run again, up to twice the rounds asked for, and what is left unclean is flagged, never quietly used. A duel that
+decides between two candidates (`settle`: the runoff's) goes on while the rounds asked for leave the call open
+(report/decide.py: the interval straddles an edge of the tie band), up to MORE times the clean rounds asked for and
+(MORE + 1) times that many in all.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def half(lm, w: WorkloadSpec, ids: list, min_s: float, energy) -> tuple[Totals, 
 
 
 def head_to_head(a, b, names: tuple[str, str], w: WorkloadSpec, spec: BenchSpec, min_round_s: float = MIN_ROUND_S,
-                 rounds: int = ROUNDS) -> HeadToHead:
-    """a against b on workload w, `rounds` clean interleaved rounds (at most 2 x rounds run)."""
+                 rounds: int = ROUNDS, settle: bool = False) -> HeadToHead:
+    """a against b on workload w, `rounds` clean interleaved rounds (at most 2 x rounds run); with `settle`, more
+    while the call between them is open (at most MORE x rounds clean, (MORE + 1) x rounds run)."""
     from optkit.meters.energy import EnergyCounter
 
     limit = contention_limit(a, spec)
@@ -83,9 +85,10 @@ def head_to_head(a, b, names: tuple[str, str], w: WorkloadSpec, spec: BenchSpec,
         shares.append(None if all(s is None for s in seen) else max(s or 0.0 for s in seen))
         fell = _fell(halves, w.objective)
         clean = [i for i, s in enumerate(shares) if i not in fell and (s is None or s <= limit)]
-        if len(clean) >= MORE * rounds or len(shares) >= (MORE + 1) * rounds:
+        more = MORE if settle else 1
+        if len(clean) >= more * rounds or len(shares) >= (more + 1) * rounds:
             break
-        if len(clean) >= rounds and _settled(halves, clean, w.objective):
+        if len(clean) >= rounds and (not settle or _settled(halves, clean, w.objective)):
             break
     return _result(names, halves, shares, fell, w, rounds, limit, min_round_s)
 

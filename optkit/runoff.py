@@ -36,7 +36,8 @@ def run_duel_job(job, cand) -> None:
     b = _side(job, spec.b, spec.files.get(spec.b.name), like)
     w = spec.workload
     bench = job.bench or BenchSpec()
-    cand.head_to_head = head_to_head(a, b, (spec.a.name, spec.b.name), w, bench, spec.round_s, spec.rounds)
+    cand.head_to_head = head_to_head(a, b, (spec.a.name, spec.b.name), w, bench, spec.round_s, spec.rounds,
+                                     settle=True)
 
 
 def runoff(plan, report, run_dir, executor, board, resume: bool) -> list:

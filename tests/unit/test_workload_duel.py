@@ -121,15 +121,19 @@ class Side:
     ([99.0, 107.0], 12),  # straddles the band's edge (1.03) round after round: goes on to MORE x the rounds
 ])
 def test_rounds_go_on_only_while_the_call_is_open(monkeypatch, tiny_lm, a_speeds, rounds_run):
-    """A duel runs the rounds asked for, then more only while its interval straddles an edge of the tie band
+    """A runoff duel runs the rounds asked for, then more only while its interval straddles an edge of the tie band
     (issue 26: the search demo's two deepest mixes differ by about 3%, and six rounds called that either way)."""
     from optkit.duel import MORE
     from optkit.report.decide import call
 
     calls = _scripted(monkeypatch, a_speeds)
     w = WorkloadSpec(requests=[WorkloadPoint(prompt=8, output=100)])
-    result = head_to_head(Side(tiny_lm, "a"), Side(tiny_lm, "b"), ("a", "b"), w, SPEC, min_round_s=0.0, rounds=6)
+    result = head_to_head(Side(tiny_lm, "a"), Side(tiny_lm, "b"), ("a", "b"), w, SPEC, min_round_s=0.0, rounds=6,
+                          settle=True)
     assert result.rounds == rounds_run == len(calls) // 2 and result.retried == 0
     assert rounds_run <= MORE * 6
     st = result.speedup
     assert call(st.ci_low, st.ci_high) == ("faster" if a_speeds[0] > 110 else "tie")
+    calls.clear()  # a paired speed-up against the baseline (settle off) stops at the rounds asked
+    assert head_to_head(Side(tiny_lm, "a"), Side(tiny_lm, "b"), ("a", "b"), w, SPEC, min_round_s=0.0,
+                        rounds=6).rounds == 6 == len(calls) // 2
