@@ -15,7 +15,26 @@ import random
 import statistics
 from functools import lru_cache
 
+from pydantic import Field
+
+from optkit.finite import Data, Num
+
 Z95 = 1.96  # the normal quantile: the limit of t95(df) for large df
+
+
+class Stats(Data):
+    median: Num
+    p10: Num
+    p90: Num
+    n: int
+    unit: str = ""
+    noisy: bool = False
+    contention: Num | None = Field(default=None, description="max share of CPU used by other processes")
+    ci_low: Num | None = Field(default=None, description="bootstrap 95% confidence interval of the median")
+    ci_high: Num | None = None
+    noisy_reason: str | None = Field(default=None, description="why noisy is set, e.g. the halves disagree")
+    collapsed: int = Field(default=0, description="samples over 2x slower than the rest, set aside and retried (a "
+                           "llama.cpp collapse on a busy machine)")
 
 
 def _betacf(a: float, b: float, x: float) -> float:

@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass
 
 from optkit.report import hardware
-from optkit.results import Report, Stats, VariantResult
-from optkit.stats import mcnemar_exact, pair_by_id, paired_mean_ci, paired_ratio_ci
+from optkit.results import Report, VariantResult
+from optkit.stats import Stats, mcnemar_exact, pair_by_id, paired_mean_ci, paired_ratio_ci
 
 __all__ = ["mcnemar_exact"]  # also here: the report's view of the flips test
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optkit.results import GroupSensitivity, SearchCandidate, SearchResult, Sensitivity, StageTime
+from optkit.searchrecord import GroupSensitivity, SearchCandidate, SearchResult, Sensitivity, StageTime
 
 W, H, PAD, RIGHT = 720, 360, 60, 200
 

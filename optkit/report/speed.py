@@ -4,7 +4,8 @@ so, with the reason."""
 
 from __future__ import annotations
 
-from optkit.results import BenchResult, Report, Stats
+from optkit.results import BenchResult, Report
+from optkit.stats import Stats
 
 
 def fmt_stats(st: Stats | None, spec: str = ".1f") -> str:

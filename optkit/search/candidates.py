@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import Counter
 
 from optkit.recipe import Step, Variant
-from optkit.results import SearchCandidate
 from optkit.search.mix import Mix
 from optkit.search.sensitivity import FLOATS, bytes_per_weight, members, quantize_params
+from optkit.searchrecord import SearchCandidate
 from optkit.searchspec import SearchSpec
 
 SOURCE = "source"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optkit.results import GroupSensitivity
+from optkit.searchrecord import GroupSensitivity
 
 
 @dataclass

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from optkit.recipe import EvalSpec, FidelitySpec, PerplexitySpec, Recipe
-from optkit.results import Report, SearchCandidate, SearchResult, StageTime
+from optkit.results import Report
 from optkit.search import candidates as cands
+from optkit.searchrecord import SearchCandidate, SearchResult, StageTime
 from optkit.searchspec import STAGES, SearchSpec
 
 

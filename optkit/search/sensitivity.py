@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from optkit.calibration import CalibrationSpec
-from optkit.results import GroupSensitivity, Sensitivity
+from optkit.searchrecord import GroupSensitivity, Sensitivity
 from optkit.searchspec import SensitivitySpec
 
 BLOCK = re.compile(r"^blk\.(\d+)\.(.+)\.weight$")

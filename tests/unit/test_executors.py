@@ -16,7 +16,8 @@ from optkit import node
 from optkit.executors import nodelock
 from optkit.live import Board
 from optkit.progress import watching
-from optkit.results import BenchResult, Energy, NodeRecord, Report, Stats, VariantResult
+from optkit.results import BenchResult, Energy, NodeRecord, Report, VariantResult
+from optkit.stats import Stats
 from tests.conftest import optkit_cli
 
 

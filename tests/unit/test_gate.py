@@ -8,7 +8,8 @@ import pytest
 from optkit.errors import BadInput
 from optkit.gate import evaluate
 from optkit.recipe import GateSpec
-from optkit.results import BenchResult, Energy, Environment, EvalResult, Report, Stats, VariantResult, write_model
+from optkit.results import BenchResult, Energy, Environment, EvalResult, Report, VariantResult, write_model
+from optkit.stats import Stats
 from tests.conftest import optkit_cli
 
 

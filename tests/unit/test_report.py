@@ -90,7 +90,8 @@ def test_a_single_model_gets_no_comparison_sentence():
 def test_a_disturbed_baseline_does_not_inflate_the_speed_up():
     """The demo's case: the baseline's benchmark ran while another process used the CPU (16.4 tokens/s instead
     of ~25, flagged noisy); the variant's paired rounds against the baseline, in its own process, say 1.8x."""
-    from optkit.results import PairedSpeed, Stats
+    from optkit.results import PairedSpeed
+    from optkit.stats import Stats
 
     report = make_report(cand("int4", 20.5, 43.5))
     base, int4 = report.variants
@@ -122,7 +123,7 @@ def test_a_baseline_that_drifted_flags_speed_ups_from_separate_runs():
     """No paired rounds (no room for two models): the baseline benchmarked again after the last variant says
     whether the machine drifted between the separate runs. Within the spread nothing changes; beyond it every
     unpaired speed-up is uncertain, with the drift named, and the recommendation does not quote it plainly."""
-    from optkit.results import Stats
+    from optkit.stats import Stats
 
     report = make_report(cand("int4", 20.5, 40.0))
     base = report.variants[0]
@@ -212,7 +213,8 @@ def rich_report(*names: str):
     """The baseline and variants benchmarked at batch sizes 1, 4 and 16 (tokens/s: batch 1's x batch^0.8, p10-p90
     +-10%) and scored on one task, 40 documents, per-document samples: what the batch-size and accuracy-delta
     charts draw."""
-    from optkit.results import EvalResult, Stats, ThroughputPoint
+    from optkit.results import EvalResult, ThroughputPoint
+    from optkit.stats import Stats
 
     report = make_report(*(cand(n, 20.0 + 0.5 * i, 20.0 * (i + 1.5)) for i, n in enumerate(names)))
     for i, c in enumerate(report.variants):
@@ -275,7 +277,8 @@ def test_no_hand_escaping_left_in_the_report_code():
 
 
 def test_search_block_renders_report_search_through_its_template():
-    from optkit.results import GroupSensitivity, SearchCandidate, SearchResult, Sensitivity, Stats
+    from optkit.searchrecord import GroupSensitivity, SearchCandidate, SearchResult, Sensitivity
+    from optkit.stats import Stats
 
     base = make_report(cand("int4", 20.6, 40.0))
     assert 'id="search"' not in render_html(base)

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from optkit.results import GroupSensitivity
 from optkit.search.candidates import bytes_per_token, tensor_types, uniform
 from optkit.search.mix import mixes, order
 from optkit.search.sensitivity import groups, members, quantize_params
+from optkit.searchrecord import GroupSensitivity
 from optkit.searchspec import SearchSpec
 
 CLASSES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
@@ -89,9 +89,9 @@ def test_uniform_candidates_skip_the_sources_own_type_and_need_imatrix_where_lla
 def test_timed_forecast_orders_candidates_and_prices_mixes_against_the_kept_file():
     from types import SimpleNamespace
 
-    from optkit.results import SearchCandidate, Sensitivity
     from optkit.search.mix import Mix
     from optkit.search.stages import _mix_speedup, priority
+    from optkit.searchrecord import SearchCandidate, Sensitivity
 
     row = {"pattern": "x", "tensors": 1, "weights": 10, "bytes_saved": 1, "kl": 0.01}
     sens = Sensitivity(low="Q4_0", source_ms=8.0, keep_type="Q8_0", uniform_speedup={"Q8_0": 1.25, "Q6_K": 0.8},
@@ -132,8 +132,8 @@ def test_mixes_do_not_move_with_the_timing_of_another_types_group():
 def test_a_mix_leaves_before_the_benchmark_when_a_deeper_one_of_its_type_is_within_budget():
     from types import SimpleNamespace
 
-    from optkit.results import SearchCandidate
     from optkit.search.stages import nested
+    from optkit.searchrecord import SearchCandidate
 
     moved = {"q4_0-14": ("Q4_0", {"a", "b"}), "q4_0-32": ("Q4_0", {"a", "b", "c"}),
              "q4_0-52": ("Q4_0", {"a", "b", "c", "d"}), "q4_0-71": ("Q4_0", {"embd", "a", "b", "c"}),
