@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from optkit.results import HeadToHead, Report, Stats
+from optkit.results import HeadToHead, Report
+from optkit.stats import Stats
 
 TIE = 0.03  # a speed-up whose interval reaches within this of 1 is a tie: no difference worth a decision shown
 # sizes this close are the same size and perplexity breaks the tie: a search's mixes differ by 1-3% in size and by
@@ -134,7 +135,10 @@ def _tie_text(chosen: str, others: list[str], best: str, verdicts: dict, sizes: 
     baseline, the one every duel was run against."""
     names = [chosen, *others]
     duels = "; ".join(f"{best} {verdicts[n].text()} against {n}" for n in names if n in verdicts)
-    text = f"{' and '.join(names)} tie on speed ({duels}, timed head to head)"
+    # an interval that excludes 1 yet reaches into the band reads like a win: say the rule that makes it a tie
+    rule = any(v.low > 1 or v.high < 1 for n, v in verdicts.items() if n in names)
+    text = (f"{' and '.join(names)} tie on speed ({duels}, timed head to head"
+            + (f"; a tie unless all of the interval is over {TIE:.0%})" if rule else ")"))
     runner = min(others, key=lambda n: sizes.get(n) or float("inf"))
     if sizes.get(chosen) and sizes.get(runner) and sizes[runner] > sizes[chosen] * (1 + SAME_SIZE):
         return text + f"; {chosen} is {size_text(sizes[runner] / sizes[chosen])}"

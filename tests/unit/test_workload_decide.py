@@ -4,7 +4,8 @@ and the headline names the workload it ranked for."""
 
 from optkit.report.recommend import runoff_pairs
 from optkit.report.wording import recommend
-from optkit.results import HeadToHead, Stats
+from optkit.results import HeadToHead
+from optkit.stats import Stats
 from tests.unit.test_gate import cand, make_report
 
 
@@ -93,6 +94,7 @@ def test_an_interval_that_reaches_into_the_tie_band_is_a_tie():
     report.duels = [duel("q4_0", "iq4_nl", 1.088, 1.006, 1.172)]
     headline, rejected = recommend(report)
     assert headline.startswith("Ship iq4_nl:"), headline
-    assert "tie on speed (q4_0 +9% ± 8% against iq4_nl" in headline
+    assert "tie on speed (q4_0 +9% ± 8% against iq4_nl, timed head to head; a tie unless all of the interval is " \
+           "over 3%)" in headline
     report.duels = [duel("q4_0", "iq4_nl", 1.088, 1.031, 1.172)]  # all of it beyond the band: q4_0 is faster
     assert recommend(report)[0].startswith("Ship q4_0:")
