@@ -1,7 +1,8 @@
 """Timing statistics that notice a busy machine.
 
 Contention is read from /proc/stat around each sample: CPU time spent by everyone minus our own
-process (steal time included: a neighbour VM is a neighbour too), as a share of all cores. It is judged
+process and the processes under it (an engine's own: vLLM computes in its engine-core process; steal time
+included: a neighbour VM is a neighbour too), as a share of all cores. It is judged
 against the cores the benchmark leaves free: a 2-thread decode on 2 cores is slowed by any other runnable
 process, a 1-thread decode on 8 cores is not. Samples taken while others used more than the free cores (plus
 a quarter of a core) are set aside when enough clean ones exist; otherwise the result is flagged noisy
@@ -60,8 +61,22 @@ class CpuWatch:
 
 
 def _own_cpu() -> float:
+    """CPU seconds of this process, of every live process under it, and of children already waited for. Counting
+    only this process put vLLM's engine-core process, one busy core of two, among "others": every vLLM sample
+    was flagged contended on an idle machine."""
+    from optkit.meters.memory import tree
+
     t = os.times()
-    return t.user + t.system
+    total = t.user + t.system + t.children_user + t.children_system
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in tree()[1:]:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / hz  # utime, stime (fields 14 and 15 of proc(5))
+    return total
 
 
 def busy_limit(threads: int | None, cores: int | None = None) -> float:
@@ -87,7 +102,7 @@ def stats(values: list[float], unit: str, shares: list[float | None], wanted: in
     """Median / p10 / p90 / bootstrap CI over clean samples when there are enough of them, else over all but
     collapsed ones (`fell`: indices known to have collapsed, besides those the values show); flagged noisy, with
     the reason, when contended, widely spread or when its two halves disagree."""
-    from optkit.results import Stats
+    from optkit.stats import Stats
 
     known = [s for s in shares if s is not None]
     fell = collapsed(values, unit) | (fell or set())

@@ -26,7 +26,7 @@ class PeakMemory:
         else:
             _release_freed_memory()
             try:
-                for pid in _tree():
+                for pid in tree():
                     with open(f"/proc/{pid}/clear_refs", "w") as fh:
                         fh.write("5")
                 self.source = "peak RSS during the benchmark (VmHWM)"
@@ -41,12 +41,12 @@ class PeakMemory:
             self.mb = torch.cuda.max_memory_allocated() / 2**20
             self.source = "torch.cuda.max_memory_allocated during the benchmark"
             return False
-        tree = _tree()
+        procs = tree()
         hwm = _vm_hwm_kb()
         if hwm is not None:
-            self.mb = (hwm + sum(_vm_hwm_kb(pid) or 0 for pid in tree[1:])) / 1024
-            if len(tree) > 1:
-                self.source += f", summed over this process and its {len(tree) - 1} child processes"
+            self.mb = (hwm + sum(_vm_hwm_kb(pid) or 0 for pid in procs[1:])) / 1024
+            if len(procs) > 1:
+                self.source += f", summed over this process and its {len(procs) - 1} child processes"
         else:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             self.mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024
@@ -67,7 +67,7 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _tree() -> list[str]:
+def tree() -> list[str]:
     """This process and every process under it ("self" first), from /proc's children lists (Linux)."""
     out, todo = ["self"], ["self"]
     while todo:
