@@ -10,8 +10,11 @@ prompts, greedy, ignore_eos, no detokenization; TTFT = a max_tokens=1 request, d
 Run it under the vLLM environment's interpreter (make setup-vllm), with this clone on PYTHONPATH:
   VENV=$(python3 -m optkit.envs path vllm) && PYTHONPATH=. OPTKIT_CACHE=/tmp/optkit-cache \
     $VENV/bin/python benchmarks/vllm_bare.py smollm2-135m --dtype bfloat16 --rounds 6 --batches 1,8
-A GGUF alias or file is converted to a safetensors folder first (cached). Speeds on a shared machine are rough:
-compare the two columns of one run, not runs with each other.
+`--frontend-threads 1,2` adds one optkit column per torch thread count of this front-end process, where the
+meter's argmax runs (vLLM computes in its engine-core process; on a quiet 2-core AMD EPYC, 1 and 2 threads gave
+0.989 and 0.981 of the bare loop's batch-1 decode: no difference). A GGUF alias or file is converted to a
+safetensors folder first (cached). Speeds on a shared machine are rough: compare the columns of one run, not runs
+with each other.
 """
 
 from __future__ import annotations
@@ -47,7 +50,13 @@ def main() -> None:
     ap.add_argument("--gen-len", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--frontend-threads", default="",
+                    help="comma-separated torch thread counts for this (the front-end) process, one optkit column "
+                         "each, to time what the front-end's own threads cost vLLM's engine process; default: "
+                         "torch's own count")
     args = ap.parse_args()
+
+    import torch
 
     from optkit import checkpoints, registry
     from optkit.meters.decode import Samples, one_rep, prompts
@@ -55,25 +64,32 @@ def main() -> None:
 
     ckpt = checkpoints.resolve(args.model)
     lm = registry.engines.get("vllm").load(ckpt, args.dtype)
-    print(f"vLLM start-up: {lm.startup_seconds}")
+    print(f"vLLM start-up: {lm.startup_seconds}; front-end torch threads: {torch.get_num_threads()}")
+    loaded = torch.get_num_threads()
+    sides = [int(n) for n in args.frontend_threads.split(",") if n] or [loaded]
     energy = EnergyCounter("cpu")
     for batch in [int(b) for b in args.batches.split(",")]:
         ids = prompts(lm, batch, args.prompt_len)
         lm.expect_decode(args.gen_len)
         one_rep(lm, ids, args.gen_len, energy, Samples())  # warm-up, both sides
         bare(lm.llm, ids.tolist(), args.gen_len)
-        ours, theirs = Samples(), []
-        for i in range(args.rounds):  # alternate, order swapped every round
-            first, second = (0, 1) if i % 2 == 0 else (1, 0)
-            for side in (first, second):
-                if side == 0:
-                    one_rep(lm, ids, args.gen_len, energy, ours)
-                else:
+        ours, theirs = {n: Samples() for n in sides}, []
+        for i in range(args.rounds):  # alternate, order rotated every round
+            order = [*sides, None]
+            for side in order[i % len(order):] + order[:i % len(order)]:
+                if side is None:
                     theirs.append(bare(lm.llm, ids.tolist(), args.gen_len))
-        o_tps, b_tps = statistics.median(ours.tps), statistics.median(t for _, t in theirs)
-        o_ttft, b_ttft = statistics.median(ours.prefill_ms), statistics.median(t for t, _ in theirs)
-        print(f"batch {batch:>3}: decode tok/s optkit {o_tps:8.2f}  bare {b_tps:8.2f}  ratio {o_tps / b_tps:.3f}   "
-              f"TTFT ms optkit {o_ttft:8.1f}  bare {b_ttft:8.1f}  ratio {o_ttft / b_ttft:.3f}   ({args.rounds} rounds)")
+                    continue
+                torch.set_num_threads(side)
+                one_rep(lm, ids, args.gen_len, energy, ours[side])
+                torch.set_num_threads(loaded)
+        b_tps, b_ttft = statistics.median(t for _, t in theirs), statistics.median(t for t, _ in theirs)
+        for n, s in ours.items():
+            o_tps, o_ttft = statistics.median(s.tps), statistics.median(s.prefill_ms)
+            print(f"batch {batch:>3}: decode tok/s optkit[{n} front-end threads] {o_tps:8.2f}  bare {b_tps:8.2f}  "
+                  f"ratio {o_tps / b_tps:.3f}   TTFT ms optkit {o_ttft:8.1f}  bare {b_ttft:8.1f}  "
+                  f"ratio {o_ttft / b_ttft:.3f}   ({args.rounds} rounds; others' CPU share during optkit's decode, "
+                  f"median {statistics.median(x or 0.0 for x in s.decode_share):.0%})")
 
 
 if __name__ == "__main__":
