@@ -67,6 +67,7 @@ def run(job, out: Path, log: Path, env: dict | None, shown_log: Path | None, run
     if job.variant.steps or job.checkpoint.kind not in DIRECT:
         target = Path(job.save_to) if job.save_to else None
         if target is None:
+            out.parent.mkdir(parents=True, exist_ok=True)  # a run's baselines/ folder may not exist yet
             scratch = tempfile.mkdtemp(prefix=f"optkit-{job.variant.name}-", dir=out.parent)
             target = Path(scratch) / "model"
         build = job.model_copy(update={

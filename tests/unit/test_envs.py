@@ -131,3 +131,30 @@ def test_processes_an_engine_leaves_behind_are_ended(tmp_path):
     assert orphan in _children() - before
     _kill_orphans(before)
     assert orphan not in _children() and not os.path.exists(f"/proc/{orphan}")
+
+
+def test_a_handoff_into_a_folder_not_yet_made_makes_it(tmp_path, monkeypatch):
+    """The baseline benchmarked again after the last variant (pipeline._baseline_again) writes into the run's
+    baselines/ folder, which nothing had made: a vLLM baseline converted from a GGUF file then failed in
+    tempfile.mkdtemp with a traceback after 45 minutes of results (recipes/vllm-cpu.yaml)."""
+    from optkit import envs, handoff
+    from optkit.job import VariantJob
+    from optkit.results import VariantResult
+
+    monkeypatch.setattr(handoff, "engine_of", lambda job: "vllm")
+    monkeypatch.setattr(envs, "ready", lambda spec: tmp_path / "env")
+    monkeypatch.setattr(envs, "key_versions", lambda folder, spec: {})
+    seen = []
+
+    def run_job(job, out, log, env, shown_log, python=None, append=False):  # the build worker: it fails here
+        seen.append(Path(job.save_to).parent)
+        assert Path(job.save_to).parent.is_dir()
+        return VariantResult(name=job.variant.name, status="failed", error="stand-in")
+
+    job = VariantJob.model_validate({"variant": {"name": "base", "engine": "vllm"},
+                                     "checkpoint": {"given": "m.gguf", "location": "m.gguf", "kind": "gguf"},
+                                     "model": {"checkpoint": "m.gguf"}, "device": "cpu"})
+    out = tmp_path / "run" / "baselines" / "again.json"
+    result = handoff.run(job, out, tmp_path / "run" / "logs" / "base.log", None, None, run_job)
+    assert result.status == "failed" and seen and seen[0].parent == out.parent
+    assert not seen[0].exists()  # the scratch folder went with the failed build
