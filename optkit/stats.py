@@ -1,7 +1,7 @@
 """The statistics every figure is judged with, in one place: quantiles and the bootstrap CI of a median
 (timings), paired confidence intervals of a difference (accuracy per sample, perplexity per block), the exact
-McNemar test (flips), and pairing of per-sample results by document id. The report and the gate both call
-these, so they cannot disagree.
+McNemar test (flips), pairing of per-sample results by document id, and Stats, the summary a timing is reported
+as. The report and the gate both call these, so they cannot disagree.
 
 Confidence intervals of a mean use Student's t with n - 1 degrees of freedom, not the normal z = 1.96: with the
 ~16 blocks a perplexity run has, t is ~2.13 and a z interval would be ~9% too narrow (a gate more confident than

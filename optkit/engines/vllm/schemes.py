@@ -69,8 +69,12 @@ def cpu_has_amx() -> bool:
 
 
 def cpu_has_avx512() -> bool:
-    """What vLLM's CPU platform asks (torch.cpu._is_avx512_supported) before it loads its AVX-512 kernels; without it
-    vLLM loads _C_AVX2, which has no cpu_gemm_wna16."""
+    """What vLLM's CPU platform asks on x86 (torch.cpu._is_avx512_supported) before it loads its AVX-512 kernels;
+    without it vLLM loads _C_AVX2, which has no cpu_gemm_wna16. Other architectures load their one build: True."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return True
     return {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags()
 
 
