@@ -29,13 +29,13 @@ SLACK_CORES = 0.25  # what other processes may use beyond the cores the benchmar
 SPREAD = 0.25  # (p90 - p10) / median above this: a noisy measurement
 HALVES = 0.10  # medians of the first and second half of the repetitions further apart: not reproducible
 COLLAPSE = 2.0  # a sample this many times slower than the rest's upper quartile is a collapse, not a measurement
+HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc's clock ticks per second
 
 
 class CpuWatch:
     """Share of all cores used by other processes during a region (None where /proc/stat is absent)."""
 
     def __init__(self):
-        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.cores = os.cpu_count() or 1
 
     def _busy(self) -> float | None:
@@ -44,7 +44,7 @@ class CpuWatch:
                 fields = [int(x) for x in fh.readline().split()[1:]]
         except OSError:
             return None
-        return (sum(fields) - fields[3] - fields[4]) / self.hz
+        return (sum(fields) - fields[3] - fields[4]) / HZ
 
     def __enter__(self):
         self.busy0, self.own0, self.t0 = self._busy(), _own_cpu(), time.perf_counter()
@@ -68,14 +68,13 @@ def _own_cpu() -> float:
 
     t = os.times()
     total = t.user + t.system + t.children_user + t.children_system
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     for pid in tree()[1:]:
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # it ended meanwhile
-        total += (int(fields[11]) + int(fields[12])) / hz  # utime, stime (fields 14 and 15 of proc(5))
+        total += (int(fields[11]) + int(fields[12])) / HZ  # utime, stime (fields 14 and 15 of proc(5))
     return total
 
 
