@@ -98,9 +98,12 @@ def _settled(halves: dict[str, list[Totals]], clean: list[int], objective: str) 
     from optkit.report.decide import settled
     from optkit.stats import bootstrap_ci
 
-    low, high = bootstrap_ci([speedup(halves["a"][i].value(objective), halves["b"][i].value(objective), objective)
-                              for i in clean])
-    return settled(low, high)
+    return settled(*bootstrap_ci(_speedups(halves, clean, objective)))
+
+
+def _speedups(halves: dict[str, list[Totals]], rounds: list[int], objective: str) -> list[float]:
+    """a's speed-up over b on the objective, one per round listed."""
+    return [speedup(halves["a"][i].value(objective), halves["b"][i].value(objective), objective) for i in rounds]
 
 
 def _fell(halves: dict[str, list[Totals]], objective: str) -> set[int]:
@@ -135,7 +138,7 @@ def _result(names, halves, shares, fell, w: WorkloadSpec, rounds: int, limit: fl
             st.noisy_reason += f"; {len(fell)} collapsed rounds were dropped"
         return st
 
-    ratio = ratios([speedup(x.value(obj), y.value(obj), obj) for x, y in pairs])
+    ratio = ratios(_speedups(halves, keep, obj))
     decode = ratios([x.value("decode") / y.value("decode") for x, y in pairs])
     ttft = ratios([y.value("ttft") / x.value("ttft") for x, y in pairs])
 
