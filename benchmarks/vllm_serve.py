@@ -12,8 +12,6 @@ is converted to a safetensors folder first (cached). Speeds on a shared machine 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 
 from optkit.engines.llamacpp.convert import hf_folder
 
@@ -30,17 +28,12 @@ if __name__ == "__main__":
 
     from optkit import checkpoints
     from optkit.engines.vllm.serving import sweep
+    from optkit.report.speed import serving_text
 
     folder = hf_folder(checkpoints.resolve(args.model)).location
-    startup, points = sweep(folder, args.dtype, [int(c) for c in args.concurrency.split(",")], args.requests,
-                            args.prompt_len, args.gen_len)
-    print(f"server start-up {startup['startup_s']:.1f} s (apart from the steady state below)")
-    print("conc  done  req/s   out tok/s  TTFT p50/p90/p99 ms       TPOT p50/p90/p99 ms")
-    for p in points:
-        t, o = p.ttft_ms, p.tpot_ms
-        print(f"{p.concurrency:>4}  {p.completed:>4}  {p.request_throughput:6.2f}  {p.output_throughput:9.1f}  "
-              f"{t.get('p50', 0):7.1f}/{t.get('p90', 0):7.1f}/{t.get('p99', 0):7.1f}  "
-              f"{o.get('p50', 0):7.1f}/{o.get('p90', 0):7.1f}/{o.get('p99', 0):7.1f}")
+    run = sweep(folder, args.dtype, [int(c) for c in args.concurrency.split(",")], args.requests, args.prompt_len,
+                args.gen_len)
+    print("\n".join(serving_text(run)))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"startup": startup, "points": [asdict(p) for p in points]}, fh, indent=1)
+            fh.write(run.model_dump_json(indent=1))

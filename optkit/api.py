@@ -122,12 +122,13 @@ def bench(checkpoint: str | Path, *, out: str | Path | None = None, prompt_len: 
           repeats: int = 5, min_seconds: float = 2.0, threads: int | None = None, engine: str | None = None,
           dtype: str = "float32", device: str = "cpu", say: Say | None = None, live: bool = False,
           check: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
-          revision: str | None = None) -> Report:
+          revision: str | None = None, serving: list[int] | None = None) -> Report:
     """Benchmark a checkpoint: decode tokens/s per batch size (default [1]), prefill latency, time to first token
-    at `prompt_lens`, end-to-end latency, peak memory, size and energy."""
+    at `prompt_lens`, end-to-end latency, peak memory, size and energy; `serving`: then an online serving sweep at
+    these concurrencies (engines with a server: vLLM)."""
     spec = {"prompt_len": prompt_len, "gen_len": gen_len, "repeats": repeats, "min_seconds": min_seconds,
             "batch_sizes": list(batch_sizes or [1]), "prompt_lens": prompt_lens, "threads": threads,
-            "max_repeats": max(repeats, 15)}
+            "max_repeats": max(repeats, 15), "serving": {"concurrency": serving} if serving else None}
     return _one("bench", checkpoint, dtype, device, [], out, None, spec, engine=engine, say=say, live=live,
                 check=check, trust=_trust(allow_pickle, trust_remote_code), revision=revision)
 

@@ -299,13 +299,15 @@ def _ints(option: str, text: str | None) -> list[int] | None:
 @click.option("--repeats", default=5, show_default=True, help="least uncontended repetitions")
 @click.option("--min-seconds", default=2.0, show_default=True, help="least decode time measured per batch size")
 @click.option("--threads", type=click.IntRange(min=1), help="compute threads (default: the engine's own choice)")
+@click.option("--serving", help="then an online serving sweep at these concurrencies, 32 requests each, through "
+              "the engine's server (vLLM), e.g. 1,4,16")
 @engine_opt
 @dtype_opt
 @device_opt
 @click.option("--out", "-o", type=click.Path(path_type=Path))
 @trust_options
 def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: int, batch_sizes: str, repeats: int,
-          min_seconds: float, threads: int | None, engine: str | None, dtype: str, device: str,
+          min_seconds: float, threads: int | None, serving: str | None, engine: str | None, dtype: str, device: str,
           out: Path | None, allow_pickle: bool, trust_remote_code: bool, revision: str | None) -> None:
     """Benchmark CHECKPOINT: decode tokens/s per batch size, prefill latency, end-to-end latency, peak memory,
     size, energy."""
@@ -315,7 +317,8 @@ def bench(checkpoint: str, prompt_len: int, prompt_lens: str | None, gen_len: in
     report = api.bench(checkpoint, out=out, prompt_len=prompt_len, prompt_lens=_ints("--prompt-lens", prompt_lens),
                        gen_len=gen_len, batch_sizes=_ints("--batch-sizes", batch_sizes), repeats=repeats,
                        min_seconds=min_seconds, threads=threads, engine=engine, dtype=dtype, device=device, say=_say,
-                       live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision)
+                       live=_live(), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, revision=revision,
+                       serving=_ints("--serving", serving))
     _printed(report, api.out_dir("bench", out), bench_table)
 
 

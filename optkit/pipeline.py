@@ -83,9 +83,11 @@ def _paired(plan: Plan, jobs: list[VariantJob]) -> list[VariantJob]:
 
 
 def _bench_only(plan: Plan, name: str) -> VariantJob:
-    """The variant's job benchmarking only: no evaluation, no fidelity reference, no artifact."""
+    """The variant's job benchmarking only: no evaluation, no fidelity reference, no artifact, no serving sweep."""
     job = next(j for j in plan.jobs if j.variant.name == name)
-    return reuse.stamp(job.model_copy(update={"eval": None, "reference": None, "save_to": None, "pair_with": None}))
+    bench = job.bench.model_copy(update={"serving": None}) if job.bench else None
+    return reuse.stamp(job.model_copy(update={"eval": None, "reference": None, "save_to": None, "pair_with": None,
+                                              "bench": bench}))
 
 
 def _resumed(out: Path, job: VariantJob) -> VariantResult | None:

@@ -120,6 +120,24 @@ class EvalSpec(Strict):
                         "(under $OPTKIT_CACHE/eval; OPTKIT_NO_CACHE=1 turns it off too)")
 
 
+class ServingSpec(Strict):
+    """An online serving run after the benchmark, where the engine has a server optkit drives (vLLM: its
+    OpenAI-compatible server on 127.0.0.1 and `vllm bench serve` as the client): one point per concurrency,
+    bench.prompt_len-token random prompts, bench.gen_len new tokens each, bounded in requests and time."""
+
+    concurrency: list[int] = Field(default=[1, 4, 16], min_length=1, max_length=8,
+                                   description="requests in flight together, one sweep point each")
+    requests: int = Field(default=32, ge=1, le=10000, description="requests sent at each point")
+    timeout_s: float = Field(default=600, gt=0, description="the most seconds one point may take")
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, levels: list[int]) -> list[int]:
+        if any(c < 1 for c in levels):
+            raise ValueError("concurrency must be at least 1")
+        return sorted(set(levels))
+
+
 class BenchSpec(Strict):
     prompt_len: int = Field(default=128, ge=1)
     gen_len: int = Field(default=64, ge=2)
@@ -145,6 +163,8 @@ class BenchSpec(Strict):
             raise ValueError(f"{info.field_name.replace('_', ' ')} must be at least 1")
         return sorted(set(sizes) | ({1} if info.field_name == "batch_sizes" else set()))
     threads: int | None = Field(default=None, ge=1)
+    serving: ServingSpec | None = Field(default=None, description="an online serving sweep after the benchmark "
+                                        "(engines with a server: vLLM; others say they have none)")
 
     def prefill_lens(self) -> list[int]:
         return sorted(set(self.prompt_lens or []) | {self.prompt_len})

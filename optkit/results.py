@@ -149,6 +149,31 @@ class HeadToHead(Data):
     skipped: str | None = Field(default=None, description="why no rounds were run")
 
 
+class ServingPoint(Data):
+    """One concurrency level of an online serving run, as the engine's own client reports it."""
+
+    concurrency: int
+    requests: int
+    completed: int
+    seconds: Num = Field(description="wall time of the whole point")
+    request_throughput: Num = Field(description="completed requests per second")
+    output_throughput: Num = Field(description="generated tokens per second over all requests")
+    ttft_ms: dict[str, Num] = Field(default_factory=dict, description="time to first token: mean, p50, p90, p99")
+    tpot_ms: dict[str, Num] = Field(default_factory=dict, description="time per output token after the first")
+    itl_ms: dict[str, Num] = Field(default_factory=dict, description="inter-token latency")
+
+
+class ServingRun(Data):
+    """An online serving sweep (bench.serving): the engine's server on 127.0.0.1, its own client."""
+
+    server: str | None = Field(default=None, description="what served and what measured (e.g. vllm serve)")
+    startup_seconds: Num | None = Field(default=None, description="the server's start, apart from the points")
+    prompt_len: int = 0
+    gen_len: int = 0
+    points: list[ServingPoint] = Field(default_factory=list)
+    note: str | None = Field(default=None, description="why no sweep ran, or why it stopped before its last point")
+
+
 class BenchResult(Data):
     prefill_ms: Stats
     decode_tokens_per_s: Stats
@@ -172,6 +197,7 @@ class BenchResult(Data):
                                    "and why (e.g. more sequences than the engine decodes together)")
     workload: WorkloadFigures | None = Field(default=None, description="the recipe's workload: its objective and "
                                              "each point's timings (the default workload: batch-1 decode)")
+    serving: ServingRun | None = Field(default=None, description="the online serving sweep (bench.serving)")
 
 
 class NodeRecord(Data):

@@ -112,7 +112,10 @@ def key_parts(job: VariantJob) -> dict[str, str | None]:
     if job.sensitivity is not None:  # a search's sensitivity job: what it scores is its own spec
         eval_["sensitivity"] = job.sensitivity.model_dump(mode="json")
     pair = job.pair_with
-    bench = {"spec": job.bench.model_dump(mode="json") if job.bench else None,
+    spec = job.bench.model_dump(mode="json") if job.bench else None
+    if spec and spec["serving"] is None:  # no serving sweep: the key it had before bench.serving existed
+        del spec["serving"]
+    bench = {"spec": spec,
              "pair_with": {"steps": [_resolved(s) for s in pair.steps], "engine": pair.engine} if pair else None}
     for name in ("workload", "duel"):  # the traffic timed, and a duel's two sides; absent ones leave old keys alone
         if getattr(job, name) is not None:

@@ -176,6 +176,25 @@ def _pair(lm, job: VariantJob, cand: VariantResult) -> None:
         + (f" (noisy: {st.noisy_reason})" if st.noisy else ""))
 
 
+def _serving(lm, job: VariantJob, cand: VariantResult) -> None:
+    """The online serving sweep, last (the engine may close the loaded model for its server)."""
+    from optkit.results import ServingRun
+
+    spec, b = job.bench.serving, job.bench
+    say(f"serving: concurrency {', '.join(map(str, spec.concurrency))}, {spec.requests} requests each")
+    run = lm.serve(spec, b.prompt_len, b.gen_len)
+    if run is None:
+        run = ServingRun(note=f"optkit drives no server for {lm.engine} (bench.serving runs in vLLM)")
+    cand.bench.serving = run
+    for p in run.points:
+        say(f"serving: concurrency {p.concurrency}: {p.output_throughput:.1f} tok/s out, "
+            f"TTFT p50 {p.ttft_ms.get('p50', 0):.0f} ms, TPOT p50 {p.tpot_ms.get('p50', 0):.1f} ms")
+    if run.note:
+        say(f"serving: {run.note}")
+        if run.points or run.startup_seconds is not None:
+            cand.warnings.append(f"serving: {run.note}")
+
+
 def _deployable(lm, job: VariantJob, cand: VariantResult) -> None:
     """What the variant runs in, and the file to deploy where the model is one file (kept out of a step's
     temporary folder, so the report can name it)."""
@@ -260,6 +279,8 @@ def _variant(job: VariantJob, cand: VariantResult) -> None:
                 _bench(lm, job, cand)
                 if job.pair_with is not None and job.bench.paired_rounds:
                     _pair(lm, job, cand)
+                if job.bench.serving is not None:
+                    _serving(lm, job, cand)
 
 
 def build_and_measure(job: VariantJob) -> VariantResult:

@@ -163,6 +163,12 @@ class LoadedModel(ABC):
     def set_threads(self, n: int) -> None:  # noqa: B027 - an engine without a thread setting ignores it
         """Use n compute threads from now on (benchmarks set bench.threads this way)."""
 
+    def serve(self, spec, prompt_len: int, gen_len: int):
+        """An online serving sweep (recipe.ServingSpec) through the engine's own server and client -> a
+        results.ServingRun; None where optkit drives no server for this engine. Runs last: it may close the
+        loaded model to give the server its memory."""
+        return None
+
     def keep(self, folder, name: str):
         """Where the model is one file an engine loads as it is: that file's path, copied into `folder` as
         `name` + its suffix when it would vanish with a step's temporary folder; None otherwise."""

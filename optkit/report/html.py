@@ -15,7 +15,7 @@ from optkit.report.analysis import budget, fidelity, task_deltas
 from optkit.report.charts import H, W, batch_curve, delta_panels, frontier_chart
 from optkit.report.search import search_view
 from optkit.report.served import agreements, tokenizer_checks
-from optkit.report.speed import energy_text, fmt_stats, noisy_reasons
+from optkit.report.speed import SERVING_HEADERS, energy_text, fmt_stats, noisy_reasons, serving_notes, serving_rows
 from optkit.report.summary import HEADERS, table_rows
 from optkit.report.wording import label, noisy_figures, recommendation, speedup_legend
 from optkit.results import EvalResult, Report
@@ -77,6 +77,12 @@ def _speed(report: Report) -> dict[str, Any] | None:
     }
 
 
+def _serving(report: Report) -> list[tuple[str, str, list[list[str]], list[str]]]:
+    """Per variant with an online serving sweep: its request shape, rows and notes."""
+    return [(c.name, f"{r.prompt_len}-token prompts, {r.gen_len} new tokens each", serving_rows(r), serving_notes(r))
+            for c in report.variants if c.bench and (r := c.bench.serving)]
+
+
 def render_html(report: Report) -> str:
     headers, body = hardware.add_column(report, HEADERS, table_rows(report))
     fid = [(c.name, f) for c in report.variants if "kl_mean" in (f := fidelity(c))]
@@ -85,4 +91,5 @@ def render_html(report: Report) -> str:
         frontier=frontier_chart(report), curve=batch_curve(report), deltas=delta_panels(report),
         headers=headers, body=body, legend=speedup_legend(report), hardware=hardware.legend(report),
         task_deltas=task_deltas(report), fidelity=fid, speed=_speed(report), checks=tokenizer_checks(report),
-        agreements=agreements(report), search=search_view(report.search))
+        agreements=agreements(report), search=search_view(report.search), serving=_serving(report),
+        serving_headers=SERVING_HEADERS)

@@ -4,7 +4,7 @@ so, with the reason."""
 
 from __future__ import annotations
 
-from optkit.results import BenchResult, Report
+from optkit.results import BenchResult, Report, ServingRun
 from optkit.stats import Stats
 
 
@@ -38,6 +38,32 @@ def noisy_reasons(b: BenchResult) -> list[str]:
     return out
 
 
+SERVING_HEADERS = ["concurrency", "done", "req/s", "out tok/s", "TTFT ms p50/p90/p99", "TPOT ms p50/p90/p99"]
+
+
+def _pcts(d: dict[str, float], spec: str) -> str:
+    return "/".join(f"{d[k]:{spec}}" if k in d else "-" for k in ("p50", "p90", "p99"))
+
+
+def serving_rows(run: ServingRun) -> list[list[str]]:
+    """One row per concurrency of an online serving sweep (SERVING_HEADERS)."""
+    return [[str(p.concurrency), f"{p.completed}/{p.requests}", f"{p.request_throughput:.2f}",
+             f"{p.output_throughput:.1f}", _pcts(p.ttft_ms, ".0f"), _pcts(p.tpot_ms, ".1f")] for p in run.points]
+
+
+def serving_notes(run: ServingRun) -> list[str]:
+    """The sweep's start-up (apart from its points) and why it did not run or stopped short."""
+    out = [] if run.startup_seconds is None else [f"server start-up {run.startup_seconds:.0f} s, apart from the "
+                                                  f"points ({run.server})"]
+    return out + ([run.note] if run.note else [])
+
+
+def serving_text(run: ServingRun) -> list[str]:
+    """An online serving sweep as text: its request shape, a row per concurrency, its notes."""
+    out = [f"online serving ({run.prompt_len}-token prompts, {run.gen_len} new tokens each):"]
+    return out + (_table(SERVING_HEADERS, serving_rows(run)) if run.points else []) + serving_notes(run)
+
+
 def bench_table(report: Report) -> str:
     """What `optkit bench` prints: per variant, decode tokens/s and prefill ms per batch size, then the
     prompt-length curve, end-to-end latency, memory, size and energy."""
@@ -62,6 +88,7 @@ def bench_table(report: Report) -> str:
         out.append(f"peak memory: {memory}; size: {b.size_mb:.1f} MB")
         out.append(f"energy: {energy_text(b.energy)}")
         out += [f"noisy: {r}" for r in noisy_reasons(b)]
+        out += serving_text(b.serving) if b.serving else []
         out.append("")
     return "\n".join(out).rstrip()
 

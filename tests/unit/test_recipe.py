@@ -41,6 +41,8 @@ def test_defaults_baseline_to_first_variant(tmp_path):
     (GOOD.replace("{dtype: bfloat16}", "{dtype: bfloat16}\n        colour: red"),
      ["r.yaml:10", "variants.1.steps.0.colour", "unknown key"]),
     (GOOD + "bench:\n  repeats: many\n", ["r.yaml:11", "bench.repeats", "integer"]),
+    (GOOD + "bench:\n  serving: {concurrency: [4, 0]}\n", ["r.yaml:11", "bench.serving.concurrency",
+                                                          "at least 1"]),
     (GOOD + "baseline: zzz\n", ["baseline 'zzz' is not a variant"]),
     (GOOD.replace("name: b", "name: a"), ["repeated: a"]),
     (GOOD.replace("name: b", "name: 'b c'"), ["r.yaml:6", "variants.1.name"]),

@@ -56,6 +56,10 @@ def test_each_changed_input_is_named_and_only_its_variants_recompute(tmp_path, t
     assert why(sparsity=0.7) == {"base": None, "pruned": "recipe entry changed"}
     assert why(tokens=96) == {"base": "eval settings changed", "pruned": "eval settings changed"}
     assert why(bench="{prompt_len: 8}") == {"base": "bench settings changed", "pruned": "bench settings changed"}
+    timed = {n: result(j) for n, j in stamped(tmp_path, model, text, bench="{prompt_len: 8}").items()}
+    swept = stamped(tmp_path, model, text, bench="{prompt_len: 8, serving: {concurrency: [1, 4]}}")
+    assert {n: reuse.why_not(timed[n], j) for n, j in swept.items()} == {"base": "bench settings changed",
+                                                                          "pruned": "bench settings changed"}
     text.write_text(text.read_text() + "One more sentence.\n")
     assert set(why().values()) == {"data files changed"}
     text.write_text(text_file.read_text())

