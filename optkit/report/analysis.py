@@ -47,6 +47,7 @@ class Row:
     engine: str | None = None  # what it was measured in (registry name); None in reports before engines
     file: str | None = None  # the file to deploy, where the model is one file (a GGUF)
     speed_caveat: str | None = None  # the timing is not the format's serving speed (formats.Format.speed_note)
+    tokenizer_caveat: str | None = None  # the engine's own tokenizer disagrees with the one it was scored with
     objective: str = "decode"  # what speed-ups are of: the workload's objective (optkit/workload.py)
     obj: float | None = None  # the objective's median in the variant's own benchmark (tokens/s or ms)
     obj_p10: float | None = None
@@ -82,11 +83,21 @@ def row(c: VariantResult) -> Row:
         tps_noisy=bool(b and b.decode_tokens_per_s.noisy), prefill_noisy=bool(b and b.prefill_ms.noisy),
         tps_reason=b.decode_tokens_per_s.noisy_reason if b else None,
         paired=paired, engine=c.engine, file=c.file,
-        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format, c.engine),
+        hardware=hardware.of(c), speed_caveat=speed_caveat(c.format, c.engine), tokenizer_caveat=tokenizer_caveat(c),
         objective=b.workload.objective if b and b.workload else "decode",
         obj=fig.median if fig else None, obj_p10=fig.p10 if fig else None, obj_p90=fig.p90 if fig else None,
         obj_noisy=bool(fig and fig.noisy), obj_reason=fig.noisy_reason if fig else None,
     )
+
+
+def tokenizer_caveat(c: VariantResult) -> str | None:
+    """Where a tokenizer check that let the variant run disagrees (OpenVINO: openvino-tokenizers' conversion; optkit
+    then scores and times it with the model's own tokenizer): what to serve it with, or None."""
+    bad = next((t for t in c.tokenizer_checks if t.result == "disagrees"), None)
+    if bad is None:
+        return None
+    return (f"serve it with the tokenizer it was scored and timed with ({bad.scored_with}): {bad.reference} "
+            f"disagrees with it on {bad.mismatches + bad.round_trip_failures} of {bad.samples} samples")
 
 
 def speed_caveat(fmt: str | None, engine: str | None = None) -> str | None:

@@ -138,7 +138,8 @@ def deploy_text(r: Row) -> str:
     """What to run the chosen variant in, and the file, where it is one."""
     if r.engine is None:
         return ""
-    return f" Deploy it in {engine_label(r.engine)}" + (f": {r.file}." if r.file else ".")
+    return (f" Deploy it in {engine_label(r.engine)}" + (f": {r.file}" if r.file else "")
+            + (f"; {r.tokenizer_caveat}" if r.tokenizer_caveat else "") + ".")
 
 
 def noisy_figures(report: Report) -> list[str]:

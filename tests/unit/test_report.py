@@ -314,3 +314,19 @@ def test_served_model_checks_render_through_the_template():
            "<td>disagrees</td><td>id 5 vs &lt;6&gt;</td><td>base, q4</td></tr>" in page  # one row for both variants
     assert "<td>llamacpp vs torch</td><td>0.0123</td><td>98.4%</td><td>64</td><td>agrees</td>" in page
     assert 'id="served"' not in render_html(make_report(cand("q4", 20.5, 40.0)))
+
+
+def test_a_disagreeing_engine_tokenizer_is_named_where_the_recommendation_says_how_to_deploy():
+    """OpenVINO: openvino-tokenizers' conversion disagrees, so optkit scored and timed the variant with the model's
+    own tokenizer; the recommendation must not send users to the engine's converted one unwarned."""
+    from optkit.results import TokenizerCheck
+
+    report = make_report(cand("int8", 20.2, 60.0))
+    report.variants[1].engine = "openvino"
+    assert recommend(report)[0].count("Deploy it in OpenVINO.") == 1
+    report.variants[1].tokenizer_checks = [TokenizerCheck(
+        model="m", scored_with="transformers' tokenizer on m", reference="openvino-tokenizers' conversion",
+        samples=28, mismatches=2, round_trip_failures=0, result="disagrees", detail="emoji")]
+    headline = recommend(report)[0]
+    assert ("Deploy it in OpenVINO; serve it with the tokenizer it was scored and timed with (transformers' "
+            "tokenizer on m): openvino-tokenizers' conversion disagrees with it on 2 of 28 samples.") in headline
