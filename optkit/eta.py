@@ -19,7 +19,8 @@ EFFICIENCY = 0.5  # the share of the roofline bound (decode) and of peak matmul 
 
 @dataclass
 class Eta:
-    guess: dict[str, float] = field(default_factory=dict)  # key -> forecast seconds, where the forecast had one
+    guess: dict[str, float | None] = field(default_factory=dict)  # key -> forecast seconds, where the forecast had
+    # one; None: a build no forecast prices, so neither the forecast nor other variants' times say how long it takes
     clock: Callable[[], float] = time.time
     started: dict[str, float] = field(default_factory=dict)  # key -> when it started
     took: dict[str, float | None] = field(default_factory=dict)  # finished key -> its seconds (None: it failed)
@@ -41,11 +42,14 @@ class Eta:
 
     def expected(self, key: str) -> float | None:
         """Seconds the variant `key` should take in all, or None when nothing tells."""
+        if key in self.guess and self.guess[key] is None:
+            return None
         done = {k: s for k, s in self.took.items() if s is not None}
         if not done:
             return self.guess.get(key)
-        if key in self.guess and all(k in self.guess for k in done):
-            return self.guess[key] * sum(done.values()) / max(sum(self.guess[k] for k in done), 1e-9)
+        guessed = {k: s for k, s in done.items() if self.guess.get(k) is not None}
+        if self.guess.get(key) is not None and guessed:
+            return self.guess[key] * sum(guessed.values()) / max(sum(self.guess[k] for k in guessed), 1e-9)
         return sum(done.values()) / len(done)
 
     def left(self, key: str | None = None) -> float | None:
@@ -116,9 +120,16 @@ def variant_seconds(tokens_per_s: float, params: int, gflops: float, bandwidth_g
     return seconds
 
 
-def guesses(plan) -> dict[str, float]:
-    """variant name -> forecast seconds; empty when the forecast cannot be made cheaply or at all (an optkit artifact
-    as the checkpoint, a device this machine does not have): the first variant's own time then sets the pace."""
+def guesses(plan) -> dict[str, float | None]:
+    """variant name -> forecast seconds; none when the forecast cannot be made cheaply or at all (an optkit artifact
+    as the checkpoint, a device this machine does not have): the first variant's own time then sets the pace. None
+    for a variant whose build no forecast prices (Method.unpriced_build): a guess without the build would read
+    minutes short (18 minutes of GPTQ after SmoothQuant on SmolLM2 showed as "about 0:12 left")."""
+    unpriced = {j.variant.name: None for j in plan.jobs if any(_unpriced(s.method) for s in j.variant.steps)}
+    return _forecast(plan) | unpriced
+
+
+def _forecast(plan) -> dict[str, float]:
     from optkit.forecast import forecast
 
     if plan.checkpoint.kind == "gguf" and not any(j.engine == "torch" for j in plan.jobs):
@@ -131,3 +142,12 @@ def guesses(plan) -> dict[str, float]:
         return {}
     return {e.name: variant_seconds(e.bound_tokens_per_s, f.params, f.matmul_gflop_s, f.bandwidth_gb_s, plan.recipe,
                                     paired=e.name != plan.recipe.baseline) for e in f.variants}
+
+
+def _unpriced(method: str) -> bool:
+    from optkit import registry
+
+    try:
+        return registry.methods.cls(method).unpriced_build
+    except Exception:  # an unknown method fails in preflight, not here
+        return False

@@ -48,6 +48,8 @@ class Method:
     device_note = ""  # said when the device cannot run the method, e.g. "needs CUDA sm_89+"
     notes: tuple[str, ...] = ()  # always recorded with the step (e.g. a deprecation)
     supports_auto_exclude = False  # whether apply() runs a sensitivity fallback when the step asks for one
+    unpriced_build = False  # its build takes a time the forecast cannot price (llm-compressor's calibrated passes:
+    # GPTQ after SmoothQuant on SmolLM2 took 18 minutes on 2 cores): progress lines give no guess until a variant ends
 
     def check(self, info: ModelInfo, params: Params) -> list[str]:
         problem = format_problem(self, info)

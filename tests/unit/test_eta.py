@@ -38,6 +38,31 @@ def test_forecast_first_then_the_finished_variants_times():
     assert eta.left("b") == 0.0 and eta.left() == 100.0
 
 
+def test_a_build_no_forecast_prices_gets_no_time_even_after_others_finish(tiny_model, tmp_path, monkeypatch):
+    """llm-compressor's GPTQ after SmoothQuant took 18 minutes on SmolLM2 while the line said "about 0:12 left":
+    such a variant gets no guess, neither from the forecast nor from the (quick) variants that finished first."""
+    from optkit import pipeline
+    from optkit.recipe import parse_recipe
+
+    monkeypatch.setenv("OPTKIT_CACHE", str(tmp_path / "cache"))
+    recipe = parse_recipe({"name": "r", "model": {"checkpoint": str(tiny_model)},
+                           "variants": [{"name": "base"}, {"name": "gptq", "steps": [
+                               {"method": "llmc.gptq", "params": {"scheme": "W4A16", "group_size": 32}}]}],
+                           "bench": {"prompt_len": 16, "gen_len": 4, "min_seconds": 1.0}})
+    guess = guesses(pipeline.plan(recipe))
+    assert guess["gptq"] is None and guess["base"] > STARTUP_S
+    clock = Clock()
+    eta = Eta(guess=guess, clock=clock)
+    for k in ("base", "gptq"):
+        eta.add(k)
+    eta.start("base")
+    assert eta.left("base") is not None and eta.left() is None and eta.text() == ""
+    clock.now += 20
+    eta.finish("base")
+    eta.start("gptq")
+    assert eta.expected("gptq") is None and eta.left("gptq") is None and eta.text() == ""
+
+
 def test_without_a_forecast_the_mean_of_the_finished_and_failures_count_as_done():
     clock = Clock()
     eta = Eta(clock=clock)
@@ -115,7 +140,8 @@ def test_guesses_from_the_forecast_of_a_plan(tiny_model, tmp_path, monkeypatch):
     # the baseline's benchmark at least min_seconds; bf16 also times itself against the baseline
     assert guess["base"] > STARTUP_S + 1.0 and guess["bf16"] > guess["base"]
     # a GGUF file no variant runs in PyTorch: the forecast would convert it first, so no guess (nor conversion)
-    gguf_only = SimpleNamespace(checkpoint=SimpleNamespace(kind="gguf"), jobs=[SimpleNamespace(engine="llamacpp")])
+    gguf_only = SimpleNamespace(checkpoint=SimpleNamespace(kind="gguf"), jobs=[SimpleNamespace(
+        engine="llamacpp", variant=SimpleNamespace(name="q8", steps=[]))])
     assert guesses(gguf_only) == {}
 
 

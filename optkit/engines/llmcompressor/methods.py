@@ -98,6 +98,7 @@ class _Llmc(Method):
     requires = ("llmcompressor", "compressed_tensors")
     extra = "llmc"
     calibrated = True  # reads calibration text
+    unpriced_build = True  # oneshot's passes over the calibration text: no forecast prices them (eta.py)
     # no speed note on the step: whether the timing is compressed-tensors' serving speed depends on the engine that
     # measures it (PyTorch: no, formats.py's speed_note, shown by the report; vLLM: yes)
 
