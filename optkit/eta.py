@@ -44,7 +44,8 @@ class Eta:
         """Seconds the variant `key` should take in all, or None when nothing tells."""
         if key in self.guess and self.guess[key] is None:
             return None
-        done = {k: s for k, s in self.took.items() if s is not None}
+        # a finished variant's time, except a build no forecast prices: its minutes say nothing about the others'
+        done = {k: s for k, s in self.took.items() if s is not None and not (k in self.guess and self.guess[k] is None)}
         if not done:
             return self.guess.get(key)
         guessed = {k: s for k, s in done.items() if self.guess.get(k) is not None}

@@ -61,6 +61,11 @@ def test_a_build_no_forecast_prices_gets_no_time_even_after_others_finish(tiny_m
     eta.finish("base")
     eta.start("gptq")
     assert eta.expected("gptq") is None and eta.left("gptq") is None and eta.text() == ""
+    # its minutes of calibration, once over, do not stretch the guesses for the variants after it
+    eta.add("q8")
+    clock.now += 1000
+    eta.finish("gptq")
+    assert eta.expected("q8") == 20.0
 
 
 def test_without_a_forecast_the_mean_of_the_finished_and_failures_count_as_done():
