@@ -184,7 +184,9 @@ def _serving(lm, job: VariantJob, cand: VariantResult) -> None:
     say(f"serving: concurrency {', '.join(map(str, spec.concurrency))}, {spec.requests} requests each")
     run = lm.serve(spec, b.prompt_len, b.gen_len)
     if run is None:
-        run = ServingRun(note=f"optkit drives no server for {lm.engine} (bench.serving runs in vLLM)")
+        from optkit.report.wording import engine_label
+
+        run = ServingRun(note=f"optkit drives no server for {engine_label(lm.engine)} (bench.serving runs in vLLM)")
     cand.bench.serving = run
     for p in run.points:
         say(f"serving: concurrency {p.concurrency}: {p.output_throughput:.1f} tok/s out, "

@@ -15,7 +15,15 @@ from optkit.report.analysis import budget, fidelity, task_deltas
 from optkit.report.charts import H, W, batch_curve, delta_panels, frontier_chart
 from optkit.report.search import search_view
 from optkit.report.served import agreements, tokenizer_checks
-from optkit.report.speed import SERVING_HEADERS, energy_text, fmt_stats, noisy_reasons, serving_notes, serving_rows
+from optkit.report.speed import (
+    SERVING_HEADERS,
+    energy_text,
+    fmt_stats,
+    noisy_reasons,
+    serving_notes,
+    serving_rows,
+    serving_shape,
+)
 from optkit.report.summary import HEADERS, table_rows
 from optkit.report.wording import label, noisy_figures, recommendation, speedup_legend
 from optkit.results import EvalResult, Report
@@ -79,8 +87,8 @@ def _speed(report: Report) -> dict[str, Any] | None:
 
 def _serving(report: Report) -> list[tuple[str, str, list[list[str]], list[str]]]:
     """Per variant with an online serving sweep: its request shape, rows and notes."""
-    return [(c.name, f"{r.prompt_len}-token prompts, {r.gen_len} new tokens each", serving_rows(r), serving_notes(r))
-            for c in report.variants if c.bench and (r := c.bench.serving)]
+    return [(c.name, serving_shape(r), serving_rows(r), serving_notes(r)) for c in report.variants
+            if c.bench and (r := c.bench.serving)]
 
 
 def render_html(report: Report) -> str:

@@ -45,6 +45,11 @@ def _pcts(d: dict[str, float], spec: str) -> str:
     return "/".join(f"{d[k]:{spec}}" if k in d else "-" for k in ("p50", "p90", "p99"))
 
 
+def serving_shape(run: ServingRun) -> str:
+    """The requests of a sweep that ran ("128-token prompts, 32 new tokens each"), "" for one that did not."""
+    return f"{run.prompt_len}-token prompts, {run.gen_len} new tokens each" if run.prompt_len else ""
+
+
 def serving_rows(run: ServingRun) -> list[list[str]]:
     """One row per concurrency of an online serving sweep (SERVING_HEADERS)."""
     return [[str(p.concurrency), f"{p.completed}/{p.requests}", f"{p.request_throughput:.2f}",
@@ -60,7 +65,7 @@ def serving_notes(run: ServingRun) -> list[str]:
 
 def serving_text(run: ServingRun) -> list[str]:
     """An online serving sweep as text: its request shape, a row per concurrency, its notes."""
-    out = [f"online serving ({run.prompt_len}-token prompts, {run.gen_len} new tokens each):"]
+    out = [f"online serving{f' ({shape})' if (shape := serving_shape(run)) else ''}:"]
     return out + (_table(SERVING_HEADERS, serving_rows(run)) if run.points else []) + serving_notes(run)
 
 

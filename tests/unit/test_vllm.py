@@ -195,6 +195,7 @@ def test_a_step_in_optkit_then_vllm_in_its_environment(models, tmp_path):
     ttft, tpot = point["ttft_ms"], point["tpot_ms"]
     assert 0 < ttft["p50"] <= ttft["p90"] <= ttft["p99"] and tpot["p50"] > 0
     # PyTorch has no server optkit drives: the variant says so instead of inventing a sweep
-    assert "drives no server for torch" in by["torch"]["bench"]["serving"]["note"]
+    assert "drives no server for PyTorch" in by["torch"]["bench"]["serving"]["note"]
     html = (tmp_path / "run" / "report.html").read_text()
-    assert "Online serving" in html and "drives no server for torch" in html
+    assert "Online serving" in html and "drives no server for PyTorch" in html
+    assert "torch: 0-token" not in html and "<h3>torch</h3>" in html  # no request shape for a sweep that never ran
