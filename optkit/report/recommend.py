@@ -28,7 +28,16 @@ def runoff_pairs(report: Report) -> list[tuple[str, str]]:
     if base is None or base.status != "ok" or base.speedup is None:
         return []
     ranked = ranking(rs, base, budget(report))
-    return [(ranked[0].name, c.name) for c in contenders(ranked, ranked[0])]
+    return [(ranked[0].name, c.name) for c in contenders(ranked, ranked[0]) if _one_process(ranked[0], c)]
+
+
+def _one_process(a: Row, b: Row) -> bool:
+    """Whether a duel can hold both in one worker: neither runs in an engine environment of its own (vLLM, OpenVINO:
+    that worker's interpreter lacks the other engine's library, and the duel would fail after a minutes-long start).
+    Such pairs keep the ranking by their own benchmarks."""
+    from optkit import envs
+
+    return not any(r.engine and envs.spec_of(r.engine) for r in (a, b))
 
 
 def ranking(rs: list[Row], base: Row, limit: float) -> list[Row]:

@@ -29,6 +29,18 @@ def test_contenders_are_the_overlapping_ones_within_budget():
     assert runoff_pairs(demo_like()) == [("q8", "q4_1")]  # 'over' is over budget, 'slowish' cannot be the best
 
 
+def test_no_duel_with_a_variant_in_an_engine_environment_of_its_own():
+    """A vLLM variant runs in vLLM's interpreter, where llama.cpp is not installed: a duel against a llama.cpp file
+    could not load both sides, so the pair keeps its ranking by separate benchmarks; two llama.cpp files still duel."""
+    report = demo_like()
+    engines = {"base": "vllm", "q8": "llamacpp", "q4_1": "llamacpp", "slowish": "llamacpp", "over": "llamacpp"}
+    for c in report.variants:
+        c.engine = engines[c.name]
+    assert runoff_pairs(report) == [("q8", "q4_1")]
+    report.variants[1].engine = "vllm"
+    assert runoff_pairs(report) == []
+
+
 def test_a_tie_goes_to_the_smaller_file_and_is_said():
     report = demo_like()
     report.duels = [duel("q8", "q4_1", 1.02, 0.97, 1.07)]
