@@ -5,13 +5,16 @@ prints TTFT / TPOT / ITL percentiles and throughput per concurrency, and the ser
 Run under the vLLM environment's interpreter (make setup-vllm), with this clone on PYTHONPATH:
   VENV=$(python3 -m optkit.envs path vllm) && PYTHONPATH=. OPTKIT_CACHE=/tmp/optkit-cache \
     $VENV/bin/python benchmarks/vllm_serve.py FOLDER --dtype bfloat16 --concurrency 1,4,16 --requests 32
-FOLDER: an HF or compressed-tensors folder (e.g. an llmc step's out_dir); a .gguf file or the smollm2-135m alias
-is converted to a safetensors folder first (cached). Speeds on a shared machine are rough.
+FOLDER: an HF or compressed-tensors folder (e.g. `optkit quantize ... -o DIR`'s DIR); a .gguf file is converted to
+a safetensors folder first (cached). The smollm2-135m alias needs its model package, which lives in optkit's
+environment, not vLLM's: pass its converted folder (OPTKIT_CACHE/gguf/<hash>-tf<version>-c2) instead. The same
+sweep runs inside `optkit run` when a recipe sets bench.serving. Speeds on a shared machine are rough.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from optkit.engines.llamacpp.convert import hf_folder
 
@@ -28,9 +31,14 @@ if __name__ == "__main__":
 
     from optkit import checkpoints
     from optkit.engines.vllm.serving import sweep
+    from optkit.errors import BadInput
     from optkit.report.speed import serving_text
 
-    folder = hf_folder(checkpoints.resolve(args.model)).location
+    try:
+        folder = hf_folder(checkpoints.resolve(args.model)).location
+    except BadInput as exc:
+        print(f"vllm_serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     run = sweep(folder, args.dtype, [int(c) for c in args.concurrency.split(",")], args.requests, args.prompt_len,
                 args.gen_len)
     print("\n".join(serving_text(run)))
