@@ -184,16 +184,17 @@ def _serving(lm, job: VariantJob, cand: VariantResult) -> None:
     say(f"serving: concurrency {', '.join(map(str, spec.concurrency))}, {spec.requests} requests each")
     run = lm.serve(spec, b.prompt_len, b.gen_len)
     if run is None:
-        from optkit.report.wording import engine_label
+        from optkit import registry
 
-        run = ServingRun(note=f"optkit drives no server for {engine_label(lm.engine)} (bench.serving runs in vLLM)")
+        label = registry.engines.cls(lm.engine).label
+        run = ServingRun(note=f"optkit drives no server for {label} (bench.serving runs in vLLM)")
     cand.bench.serving = run
     for p in run.points:
         say(f"serving: concurrency {p.concurrency}: {p.output_throughput:.1f} tok/s out, "
             f"TTFT p50 {p.ttft_ms.get('p50', 0):.0f} ms, TPOT p50 {p.tpot_ms.get('p50', 0):.1f} ms")
     if run.note:
         say(f"serving: {run.note}")
-        if run.points or run.startup_seconds is not None:
+        if run.server is not None:  # a sweep that failed or stopped short, not an engine without a server
             cand.warnings.append(f"serving: {run.note}")
 
 
