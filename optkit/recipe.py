@@ -6,7 +6,6 @@ usually written by hand and read by CI.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,12 +16,12 @@ from optkit.calibration import CalibrationSpec
 from optkit.errors import BadInput
 from optkit.searchspec import SearchSpec
 from optkit.units import parse_fraction
+from optkit.yamlcheck import check_expansion, hint, line_of
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_MAX = 100  # a variant's files are <name>.json, .<name>.job.json.XXXXXXXX, <name>@<class>.log: under 255 bytes
 DEFAULT_TIMEOUT_S = 3 * 3600.0  # a variant still running after 3 hours is stuck, not slow (recipe: timeout_s)
-MAX_VALUES = 20_000  # YAML values a recipe may expand to through aliases (a hand-written one has a few hundred)
 TRUST_REFUSED = "cannot be set in a recipe"
 TRUST_FLAGS = {"trust_pickle": "--allow-pickle", "allow_pickle": "--allow-pickle",
                "trust_remote_code": "--trust-remote-code"}
@@ -273,58 +272,6 @@ class Recipe(Strict):
         return self
 
 
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
-    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == key), None)
-            if node is None:  # the key itself is missing: point at its parent
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return line
-        line = node.start_mark.line + 1
-    return line
-
-
-def _hint(err: dict, model: type[BaseModel]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        key = str(err["loc"][-1])
-        allowed = _allowed_keys(model, err["loc"][:-1])
-        close = difflib.get_close_matches(key, allowed, n=1)
-        if close:
-            return f"unknown key {key!r}; did you mean {close[0]!r}?"
-        return f"unknown key {key!r}; remove it (allowed here: {', '.join(allowed)})"
-    if kind == "missing":
-        return "required field is missing; add it"
-    msg = err["msg"].removeprefix("Value error, ")
-    given = err.get("input")
-    if isinstance(given, (dict, list)) and kind.endswith(("_type", "_parsing", "literal_error", "enum")):
-        shape = "a mapping" if isinstance(given, dict) else "a list"
-        return f"{msg}, not {shape} (a YAML alias *name stands for the whole value its anchor names); write a " \
-               "single value here"
-    return msg if ";" in msg else f"{msg}; fix this value"
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    for key in loc:
-        if isinstance(key, int):
-            continue
-        field = model.model_fields.get(str(key))
-        ann = field.annotation if field else None
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        for cand in candidates:
-            inner = [cand, *getattr(cand, "__args__", ())]
-            sub = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
-            if sub:
-                model = sub
-                break
-    return list(model.model_fields)
-
-
 def parse_recipe(data: Any, source: str = "<recipe>", root: yaml.Node | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise BadInput(f"{source}: a recipe must be a YAML mapping with at least 'name', 'model' and 'variants'")
@@ -338,9 +285,9 @@ def parse_recipe(data: Any, source: str = "<recipe>", root: yaml.Node | None = N
         if loc == ("model",) and TRUST_REFUSED in err["msg"]:  # point at the key itself, not its section
             loc += (next(k for k in TRUST_FLAGS if k in data["model"]),)
         field = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(root, loc)
+        line = line_of(root, loc)
         where = f"{source}:{line}" if line else source
-        raise BadInput(f"{where}: {field}: {_hint(err, Recipe)}") from None
+        raise BadInput(f"{where}: {field}: {hint(err, Recipe)}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -370,35 +317,5 @@ def parse_text(text: str, source: str = "<recipe>") -> Recipe:
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a scalar YAML cannot construct
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(f"{source}: a value cannot be read ({first}); fix or quote it") from None
-    _check_expansion(root, source)
+    check_expansion(root, source)
     return parse_recipe(data, source, root)
-
-
-def _check_expansion(root: yaml.Node | None, source: str) -> None:
-    """Aliases (*name) may share a value, but not explode one ("billion laughs": 9 aliases of 9 aliases of ...
-    are a few lines of YAML and a billion values once validated or written to plan.json) or contain themselves."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_nodes:
-            raise BadInput(f"{source}:{node.start_mark.line + 1}: a YAML alias refers to a value that contains it "
-                           "(a recursive anchor); write the value out instead of the alias")
-        open_nodes.add(key)
-        children = node.value if isinstance(node, yaml.SequenceNode) else \
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
-        total = 1
-        for child in children:
-            total += size(child)
-            if total > MAX_VALUES:
-                raise BadInput(f"{source}:{node.start_mark.line + 1}: the recipe expands to more than {MAX_VALUES:,} "
-                               "values through YAML aliases (*name); write the values out or share fewer")
-        open_nodes.discard(key)
-        sizes[key] = total
-        return total
-
-    if root is not None:
-        size(root)
