@@ -42,16 +42,19 @@ class Eta:
 
     def expected(self, key: str) -> float | None:
         """Seconds the variant `key` should take in all, or None when nothing tells."""
-        if key in self.guess and self.guess[key] is None:
+        if self._unpriced(key):
             return None
         # a finished variant's time, except a build no forecast prices: its minutes say nothing about the others'
-        done = {k: s for k, s in self.took.items() if s is not None and not (k in self.guess and self.guess[k] is None)}
+        done = {k: s for k, s in self.took.items() if s is not None and not self._unpriced(k)}
         if not done:
             return self.guess.get(key)
         guessed = {k: s for k, s in done.items() if self.guess.get(k) is not None}
         if self.guess.get(key) is not None and guessed:
             return self.guess[key] * sum(guessed.values()) / max(sum(self.guess[k] for k in guessed), 1e-9)
         return sum(done.values()) / len(done)
+
+    def _unpriced(self, key: str) -> bool:
+        return key in self.guess and self.guess[key] is None
 
     def left(self, key: str | None = None) -> float | None:
         """Seconds left for one running variant, or (key None) for the whole run; None when unknown."""

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 PERCENTILES = "50,90,99"
+CLI = [sys.executable, "-m", "optkit.engines.vllm.cli"]  # vLLM's command line, as this environment can run it (cli.py)
 
 
 def _free_port() -> int:
@@ -51,7 +52,7 @@ def sweep(folder: str, dtype: str, concurrencies: list[int], requests: int, prom
 
     prepare_environment()
     port = _free_port()
-    cmd = [sys.executable, "-m", "optkit.engines.vllm.cli", "serve", folder, "--host", "127.0.0.1", "--port",
+    cmd = [*CLI, "serve", folder, "--host", "127.0.0.1", "--port",
            str(port), "--dtype", dtype, "--max-model-len", str(prompt_len + gen_len + 16), "--seed", "0"]
     if os.environ.get("OPTKIT_VLLM_EAGER", "") not in ("", "0"):
         cmd.append("--enforce-eager")
@@ -70,7 +71,7 @@ def sweep(folder: str, dtype: str, concurrencies: list[int], requests: int, prom
             for conc in concurrencies:
                 name = f"c{conc}.json"
                 try:
-                    subprocess.run([sys.executable, "-m", "optkit.engines.vllm.cli", "bench", "serve",
+                    subprocess.run([*CLI, "bench", "serve",
                                     "--backend", "vllm", "--base-url", f"http://127.0.0.1:{port}", "--model", folder,
                                     "--dataset-name", "random", "--random-input-len", str(prompt_len),
                                     "--random-output-len", str(gen_len), "--ignore-eos", "--num-prompts",
