@@ -2,4 +2,5 @@
 
 from optkit.cli import main
 
-main()
+if __name__ == "__main__":  # not when a warm start's child imports this main module again (isolate.py)
+    main()

@@ -1,6 +1,7 @@
 """Process isolation and nothing else: run a Python module in a fresh process (and process group) with its
 output in a log, a timeout that kills the whole group, and death with the parent (so no orphan keeps the CPU
-busy). What the process computes is the caller's business (worker.py for variants)."""
+busy). What the process computes is the caller's business (worker.py for variants). A warm start forks the
+process from a server that has imported the heavy libraries once instead (warm.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         pass
 
 
-def _orphan_signal() -> None:
+def orphan_signal() -> None:
     """preexec_fn of run_module's child: SIGTERM when the parent dies, which guard_group turns into the end of the
     child's whole process group (a plain SIGKILL would leave the child's own children running)."""
     die_with_parent(signal.SIGTERM)
@@ -68,37 +69,46 @@ def guard_group(poll: float = 0.5) -> None:
         end_group()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL to the child's whole process group (the worker and whatever it started: a converter, a quantizer,
+def kill_group(pgid: int) -> None:
+    """SIGKILL to a child's whole process group (the worker and whatever it started: a converter, a quantizer,
     a probe), also after a normal exit, for anything it left running."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # the group is empty already
 
 
 def run_module(module: str, args: list[str], log: Path, timeout: float | None = None,
-               env: dict | None = None, python: str | None = None, append: bool = False) -> Outcome:
+               env: dict | None = None, python: str | None = None, append: bool = False,
+               warm: tuple[str, ...] = ()) -> Outcome:
     """`python -m module args...` with stdout and stderr into log (added to it with append), in a process group of
     its own; the group is killed after timeout seconds, on Ctrl-C or any other exception here, and when the child
-    exits. python: another interpreter than this one (an engine's own environment, envs.py)."""
+    exits. python: another interpreter than this one (an engine's own environment, envs.py). warm: the libraries
+    the module imports; forked from a warm server that has them imported (warm.py) where it can be, else a fresh
+    process."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    if warm and python is None:
+        from optkit import warm as server
+
+        outcome = server.run(module, args, log, timeout, env, append, started, warm)
+        if outcome is not None:
+            return outcome
     with open(log, "a" if append else "w") as log_fh:
         proc = subprocess.Popen([python or sys.executable, "-m", module, *args], stdout=log_fh,
                                 stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True,  # its own group: Ctrl-C reaches us, not it
-                                preexec_fn=_orphan_signal if sys.platform == "linux" else None)
+                                preexec_fn=orphan_signal if sys.platform == "linux" else None)
         try:
             code, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc.pid)
             code, timed_out = proc.wait(), True
         except BaseException:  # Ctrl-C, SystemExit (SIGTERM): nothing of the variant lives on
-            _kill_group(proc)
+            kill_group(proc.pid)
             proc.wait()
             raise
-        _kill_group(proc)
+        kill_group(proc.pid)
     return Outcome(code, time.perf_counter() - started, timed_out)
 
 

@@ -79,11 +79,20 @@ class VariantJob(BaseModel):
                                                                nodes=nodes)})
 
 
+def _libraries(job: VariantJob) -> tuple[str, ...]:
+    """What the job's worker imports before its work starts: torch always; transformers' model code unless the
+    variant is a GGUF file throughout (llama.cpp's workers never import it)."""
+    gguf = job.checkpoint.kind == "gguf" and job.engine == "llamacpp"
+    return ("torch",) if gguf else ("torch", "transformers.modeling_utils")
+
+
 def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
-            shown_log: Path | None = None, python: str | None = None, append: bool = False) -> VariantResult:
+            shown_log: Path | None = None, python: str | None = None, append: bool = False,
+            warm: bool = False) -> VariantResult:
     """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
     and where the log is (shown_log: where the caller will keep it, if not at `log`). A variant whose engine has
-    an environment of its own runs there (handoff.py: python is then that interpreter, append adds to the log)."""
+    an environment of its own runs there (handoff.py: python is then that interpreter, append adds to the log).
+    warm: forked from a server that has the worker's libraries imported, where it can be (warm.py)."""
     from optkit import handoff
     from optkit.isolate import last_line, run_module
 
@@ -94,7 +103,7 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
     write_model(job_file, job)
     try:
         outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.timeout, env=env, python=python,
-                             append=append)
+                             append=append, warm=_libraries(job) if warm else ())
     finally:
         job_file.unlink(missing_ok=True)
     killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0

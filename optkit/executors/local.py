@@ -1,5 +1,5 @@
-"""The local executor: one variant after another on this machine, each in a fresh worker process, its log
-watched for progress markers while it runs."""
+"""The local executor: one variant after another on this machine, each in a fresh worker process (forked from a
+server that imported torch and transformers once, warm.py), its log watched for progress markers while it runs."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class LocalExecutor(Executor):
                 board.update(where.key, state="starting", node=host)
                 where.log.unlink(missing_ok=True)  # else the watcher would read the last run's markers
                 with progress.watching(where.log, lambda kind, text, key=where.key: board.marker(key, kind, text)):
-                    result = run_job(job, where.out, where.log)
+                    result = run_job(job, where.out, where.log, warm=True)
                 result.attempts = attempt
                 if not again(result, attempt, self.retries):
                     break

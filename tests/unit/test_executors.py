@@ -174,7 +174,7 @@ def test_local_executor_retries_a_crashed_worker_only(tmp_path, monkeypatch):
     results = iter([VariantResult(name="v", status="failed", error="worker killed by signal 9", crashed=True),
                     VariantResult(name="v", status="ok"),
                     VariantResult(name="w", status="failed", error="ValueError: bad")])
-    monkeypatch.setattr(local, "run_job", lambda job, out, log: next(results))
+    monkeypatch.setattr(local, "run_job", lambda job, out, log, **_: next(results))
     said = []
     jobs = [_job(n, "cpu", folder=tmp_path) for n in ("v", "w")]
     jobs.append(_job("x", "cpu", folder=tmp_path, key="x@other", nodes=["n1"]))  # another class: not run here

@@ -18,7 +18,8 @@ ORCHESTRATOR = """\
 import sys
 from pathlib import Path
 from optkit.isolate import run_module
-run_module("tests.unit.spawner", [sys.argv[1]], Path(sys.argv[2]))
+warm = ("torch",) if sys.argv[3] == "warm" else ()
+run_module("tests.unit.spawner", [sys.argv[1]], Path(sys.argv[2]), warm=warm)
 """
 
 
@@ -52,20 +53,51 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def test_a_timeout_kills_the_workers_children_too(tmp_path, monkeypatch):
+@pytest.mark.parametrize("start", ["fresh", "warm"])
+def test_a_timeout_kills_the_workers_children_too(tmp_path, monkeypatch, start):
     from optkit.isolate import run_module
 
     monkeypatch.setenv("PYTHONPATH", env()["PYTHONPATH"])
     pids = tmp_path / "pids"
+    if start == "warm":  # the server up first: its imports would take most of the 8 s
+        assert run_module("tests.unit.echo", [], tmp_path / "log", timeout=120, warm=("torch",)).code == 7
     started = time.time()
-    outcome = run_module("tests.unit.spawner", [str(pids)], tmp_path / "log", timeout=8)
+    warm = ("torch",) if start == "warm" else ()
+    outcome = run_module("tests.unit.spawner", [str(pids)], tmp_path / "log", timeout=8, warm=warm)
     assert outcome.timed_out and time.time() - started < 60
     worker, child = wait_for(pids, 1)
     assert gone([worker, child]), "the converter-like child outlived its timed-out worker"
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
-def test_the_orchestrator_gone_takes_the_whole_group(tmp_path, how):
+def test_a_warm_start_is_a_fresh_process_to_the_module(tmp_path, monkeypatch):
+    """Forked from the warm server: argv, the caller's environment, output into the log (appended with append),
+    the exit code, a process group of its own, and the exit functions it registered run. A server serves one
+    environment and the libraries it imported; another environment, or a library it lacks, gets a new server."""
+    from optkit.isolate import run_module
+
+    monkeypatch.setenv("PYTHONPATH", env()["PYTHONPATH"])
+    log = tmp_path / "log"
+    log.write_text("kept\n")
+
+    def echo(warm, **kw) -> dict:
+        assert run_module("tests.unit.echo", ["a", "b c"], log, timeout=120, warm=warm, **kw).code == 7
+        return dict(line.split("=", 1) for line in log.read_text().splitlines() if "=" in line)
+
+    facts = echo(("torch",), append=True)
+    assert log.read_text().startswith("kept\n") and log.read_text().endswith("atexit ran\n")
+    assert facts["argv"] == "['a', 'b c']" and facts["name"] == "__main__" and facts["group_leader"] == "True"
+    assert facts["path"] == os.environ["PATH"] and facts["preloaded"] == "['torch']"
+    other = {**os.environ, "PATH": "/usr/bin:/bin"}
+    facts = echo(("torch", "xml.dom.minidom"), env=other)
+    assert facts["path"] == "/usr/bin:/bin" and facts["preloaded"] == "['torch', 'xml.dom.minidom']"
+    assert echo(("torch",), env=other)["preloaded"] == "['torch', 'xml.dom.minidom']"  # the same server again
+    monkeypatch.setenv("OPTKIT_WARM_START", "0")  # switched off: a fresh process
+    assert echo(("torch",))["preloaded"] == "[]"
+
+
+@pytest.mark.parametrize("how, start", [(signal.SIGKILL, "fresh"), (signal.SIGINT, "fresh"),
+                                        (signal.SIGTERM, "fresh"), (signal.SIGKILL, "warm")])
+def test_the_orchestrator_gone_takes_the_whole_group(tmp_path, how, start):
     """kill -9 (nothing of the orchestrator runs: the kernel's parent-death signal and the worker's guard do it),
     Ctrl-C and SIGTERM (the orchestrator kills the group as it unwinds)."""
     pids = tmp_path / "pids"
@@ -75,7 +107,7 @@ def test_the_orchestrator_gone_takes_the_whole_group(tmp_path, how):
         signal.SIGTERM: "import signal, sys\nsignal.signal(signal.SIGTERM, lambda s, f: sys.exit(143))\n",
     }
     code = prelude.get(how, "") + ORCHESTRATOR
-    orchestrator = subprocess.Popen([sys.executable, "-c", code, str(pids), str(tmp_path / "log")], env=env())
+    orchestrator = subprocess.Popen([sys.executable, "-c", code, str(pids), str(tmp_path / "log"), start], env=env())
     worker, child = wait_for(pids)
     os.kill(orchestrator.pid, how)
     orchestrator.wait(60)

@@ -121,14 +121,15 @@ def test_killed_run_resumes_without_redoing_finished_variants(tmp_path, tiny_mod
 
 
 def _workers(run_dir) -> list[int]:
-    """optkit.worker processes working for run_dir (their job file is in it)."""
+    """Worker processes working for run_dir: their output goes to a log in it (a worker forked from the warm server
+    has that server's command line, not `optkit.worker`)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            out = os.readlink(proc / "fd" / "1")
+        except (OSError, ValueError):
             continue
-        if "optkit.worker" in cmd and str(run_dir) in cmd:
+        if out.startswith(str(run_dir / "logs")):
             pids.append(int(proc.name))
     return pids
 
