@@ -44,7 +44,7 @@ def trust_run(tmp_path_factory, tiny_model, text_file):
     (tmp / "r.yaml").write_text(RECIPE.format(model=tiny_model, text=text_file))
     order, jobs = [], []
 
-    def in_process(job, out, log):
+    def in_process(job, out, log, **_):
         order.append(job.variant.name)
         jobs.append(job)
         cand = build_and_measure(job)
