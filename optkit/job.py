@@ -92,7 +92,8 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
     """Run one job in a fresh process (env: its whole environment); its VariantResult, or a failed one naming why
     and where the log is (shown_log: where the caller will keep it, if not at `log`). A variant whose engine has
     an environment of its own runs there (handoff.py: python is then that interpreter, append adds to the log).
-    warm: forked from a server that has the worker's libraries imported, where it can be (warm.py)."""
+    warm: forked from a server that has the worker's libraries imported, where it can be (warm.py); CPU jobs
+    only until a GPU machine has checked that a child forked from it initialises CUDA as a fresh process does."""
     from optkit import handoff
     from optkit.isolate import last_line, run_module
 
@@ -103,7 +104,7 @@ def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,
     write_model(job_file, job)
     try:
         outcome = run_module("optkit.worker", [str(job_file), str(out)], log, job.timeout, env=env, python=python,
-                             append=append, warm=_libraries(job) if warm else ())
+                             append=append, warm=_libraries(job) if warm and job.device == "cpu" else ())
     finally:
         job_file.unlink(missing_ok=True)
     killed = not outcome.timed_out and outcome.code is not None and outcome.code < 0

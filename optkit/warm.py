@@ -5,12 +5,13 @@ CPU-seconds on a 2-core machine.
 
 The child is made what a fresh `python -m module args` would be: a session of its own (its group can be killed),
 SIGTERM when its parent dies, output into the log, the caller's environment and argv, the module run as __main__,
-its exit functions run, its exit status reported. It never imports the caller's main module (multiprocessing's
-forkserver would, and a user's script without a main guard would run again). The server serves the environment it
-started in (libraries read some variables on import) and exactly the libraries it was asked for: one per set of
-libraries (a llama.cpp worker's peak memory must not hold transformers, which it never imports), restarted for
-another environment. One request at a time (a second one meanwhile gets a fresh process); OPTKIT_WARM_START=0
-switches warm starts off.
+its exit functions run, its exit status reported, and the libraries' file pages mapped again (a fork leaves them
+out of the child's resident set, so its peak memory would read ~90 MB low; _file_pages). It never imports the
+caller's main module (multiprocessing's forkserver would, and a user's script without a main guard would run
+again). The server serves the environment it started in (libraries read some variables on import) and exactly the
+libraries it was asked for: one per set of libraries (a llama.cpp worker's peak memory must not hold transformers,
+which it never imports), restarted for another environment; it lives as long as the caller's process. One request
+at a time (a second one meanwhile gets a fresh process); OPTKIT_WARM_START=0 switches warm starts off.
 
 Protocol, one line each: the caller writes a request as JSON; the server answers the child's pid, then its exit
 code (negative: the signal that killed it)."""
@@ -235,6 +236,9 @@ def _preload(libraries: list[str]) -> None:
     from optkit.errors import quiet_libraries
 
     quiet_libraries()
+    # were an import to ask whether CUDA is there, NVML answers, not the CUDA runtime: a CUDA runtime set up in the
+    # server would be unusable in its children (each child gets the caller's environment back)
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)  # torchao prints "Failed to load ..." for kernels a CPU cannot use, on import
     try:

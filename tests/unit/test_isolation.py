@@ -103,7 +103,8 @@ def test_a_warm_start_is_a_fresh_process_to_the_module(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("how, start", [(signal.SIGKILL, "fresh"), (signal.SIGINT, "fresh"),
-                                        (signal.SIGTERM, "fresh"), (signal.SIGKILL, "warm")])
+                                        (signal.SIGTERM, "fresh"), (signal.SIGKILL, "warm"),
+                                        (signal.SIGINT, "warm")])
 def test_the_orchestrator_gone_takes_the_whole_group(tmp_path, how, start):
     """kill -9 (nothing of the orchestrator runs: the kernel's parent-death signal and the worker's guard do it),
     Ctrl-C and SIGTERM (the orchestrator kills the group as it unwinds)."""
