@@ -60,7 +60,7 @@ def recipe(tmp_path, tiny_model, text_file, extra="", name="r.yaml"):
 def test_run_writes_reports_and_records_a_crash(tmp_path, tiny_model, text_file):
     path = recipe(tmp_path, tiny_model, text_file, extra=SLOW + INT8)
     out = tmp_path / "run"
-    result = optkit_cli("run", str(path), "--out", str(out))
+    result = optkit_cli("run", str(path), "--out", str(out), env={"OPTKIT_TEST_FAULTS": "hangs=hang"})
     assert result.returncode == 3, result.stderr[-2000:]  # a run error, reported after the report is written
     assert "1 variant(s) failed: hangs" in result.stderr
     report = json.loads((out / "report.json").read_text())
