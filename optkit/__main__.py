@@ -2,5 +2,5 @@
 
 from optkit.cli import main
 
-if __name__ == "__main__":  # not when a warm start's child imports this main module again (isolate.py)
+if __name__ == "__main__":  # not when something imports this module (multiprocessing's spawn re-imports __main__)
     main()

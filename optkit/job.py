@@ -79,11 +79,16 @@ class VariantJob(BaseModel):
                                                                nodes=nodes)})
 
 
+WORKER_MODULES = ("optkit.executors.nodelock", "optkit.faults", "optkit.job", "optkit.progress")  # worker.py's
+
+
 def _libraries(job: VariantJob) -> tuple[str, ...]:
     """What the job's worker imports before its work starts: torch always; transformers' model code unless the
-    variant is a GGUF file throughout (llama.cpp's workers never import it)."""
+    variant is a GGUF file throughout (llama.cpp's workers never import it); the modules worker.py imports (not
+    worker.py itself, which the child runs as __main__)."""
     gguf = job.checkpoint.kind == "gguf" and job.engine == "llamacpp"
-    return ("torch",) if gguf else ("torch", "transformers.modeling_utils")
+    first = ("torch",) if gguf else ("torch", "transformers.modeling_utils")
+    return (*first, *WORKER_MODULES)
 
 
 def run_job(job: VariantJob, out: Path, log: Path, env: dict | None = None,

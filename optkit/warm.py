@@ -1,7 +1,7 @@
-"""Warm starts for worker processes: a server that imports the libraries a worker needs (torch, transformers'
-model code) and optkit's worker modules once (`python -m optkit.warm LIBRARY...`: a fresh process that computes
-nothing and never touches a GPU), then forks one child per request; each variant skips those imports, about 5
-CPU-seconds on a 2-core machine.
+"""Warm starts for worker processes: a server that imports the libraries a worker needs once (torch,
+transformers' model code, the worker's own modules: the caller names them; `python -m optkit.warm LIBRARY...`, a
+fresh process that computes nothing and never touches a GPU), then forks one child per request; each variant
+skips those imports, about 5 CPU-seconds on a 2-core machine.
 
 The child is made what a fresh `python -m module args` would be: a session of its own (its group can be killed),
 SIGTERM when its parent dies, output into the log, the caller's environment and argv, the module run as __main__,
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 _busy = threading.Lock()
-WORKER_MODULES = ("optkit.executors.nodelock", "optkit.faults", "optkit.job", "optkit.progress")  # worker.py's
 
 
 def run(module: str, args: list[str], log: Path, timeout: float | None, env: dict | None, append: bool,
@@ -229,8 +228,7 @@ def _child(request: dict, runs: list[tuple[int, int]]) -> None:
 
 
 def _preload(libraries: list[str]) -> None:
-    """The libraries and what optkit's worker imports (not the worker itself: each child runs it as __main__),
-    with the libraries' import-time notices silenced as the worker silences them."""
+    """The libraries, with their import-time notices silenced as the worker silences them."""
     import importlib
 
     from optkit.errors import quiet_libraries
@@ -242,7 +240,7 @@ def _preload(libraries: list[str]) -> None:
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)  # torchao prints "Failed to load ..." for kernels a CPU cannot use, on import
     try:
-        for name in [*libraries, *WORKER_MODULES]:
+        for name in libraries:
             try:
                 importlib.import_module(name)
             except ImportError:

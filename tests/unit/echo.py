@@ -7,12 +7,7 @@ import sys
 if __name__ == "__main__":
     print(f"preloaded={[m for m in ('torch', 'xml.dom.minidom') if m in sys.modules]}")
     if "--torch" in sys.argv:  # what a warm server asked for torch has imported
-        import importlib
-
-        from optkit.warm import WORKER_MODULES
-
-        for name in ("torch", *WORKER_MODULES):
-            importlib.import_module(name)
+        import torch  # noqa: F401
     rss = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS:")]
     print(f"rss_kb={rss[0]}")
     print(f"argv={sys.argv[1:]}")
